@@ -1,0 +1,180 @@
+package order
+
+import "time"
+
+// Status is the fulfilment status of an order.
+type Status string
+
+// Order statuses.
+const (
+	StatusPendingPayment Status = "PENDING_PAYMENT"
+	StatusPaid           Status = "PAID"
+	StatusShipped        Status = "SHIPPED"
+	StatusDelivered      Status = "DELIVERED"
+	StatusCancelled      Status = "CANCELLED"
+)
+
+// AllStatuses lists the statuses in contract order.
+var AllStatuses = []Status{StatusPendingPayment, StatusPaid, StatusShipped, StatusDelivered, StatusCancelled}
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	for _, x := range AllStatuses {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Open reports whether an order in status s counts as open on the home screen.
+func (s Status) Open() bool {
+	return s == StatusPendingPayment || s == StatusPaid || s == StatusShipped
+}
+
+// PaymentStatus is the state of an order's payment.
+type PaymentStatus string
+
+// Payment statuses.
+const (
+	PaymentUnpaid     PaymentStatus = "UNPAID"
+	PaymentProcessing PaymentStatus = "PROCESSING"
+	PaymentSucceeded  PaymentStatus = "SUCCEEDED"
+	PaymentFailed     PaymentStatus = "FAILED"
+	PaymentRefunded   PaymentStatus = "REFUNDED"
+)
+
+// AllPaymentStatuses lists the payment statuses in contract order.
+var AllPaymentStatuses = []PaymentStatus{PaymentUnpaid, PaymentProcessing, PaymentSucceeded, PaymentFailed, PaymentRefunded}
+
+// Role is a user's role.
+type Role string
+
+// Roles.
+const (
+	RoleCustomer Role = "CUSTOMER"
+	RoleStaff    Role = "STAFF"
+)
+
+// User is a signed-in person.
+type User struct {
+	ID    string
+	Name  string
+	Email string
+	Role  Role
+}
+
+// Money is an amount in minor units of a currency.
+type Money struct {
+	Cents    int64
+	Currency string
+}
+
+// Product is an item of the catalogue.
+type Product struct {
+	ID       string
+	SKU      string
+	Name     string
+	Price    Money
+	ImageURL *string
+}
+
+// Address is a shipping address.
+type Address struct {
+	Name       string  `json:"name"`
+	Line1      string  `json:"line1"`
+	Line2      *string `json:"line2,omitempty"`
+	City       string  `json:"city"`
+	PostalCode string  `json:"postalCode"`
+	Country    string  `json:"country"`
+}
+
+// Line is one line of an order; UnitPrice is the catalogue price at the
+// time the order was placed.
+type Line struct {
+	ProductID string
+	Quantity  int
+	UnitPrice Money
+}
+
+// Total is the line's total.
+func (l Line) Total() Money {
+	return Money{Cents: l.UnitPrice.Cents * int64(l.Quantity), Currency: l.UnitPrice.Currency}
+}
+
+// Order is an order with its scalar fields; lines are loaded separately.
+type Order struct {
+	ID             string
+	Number         string
+	CustomerID     string
+	Status         Status
+	PaymentStatus  PaymentStatus
+	Version        int
+	Total          Money
+	Address        Address
+	TrackingNumber *string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// EventType is the kind of an order event.
+type EventType string
+
+// Event types.
+const (
+	EventOrderPlaced            EventType = "ORDER_PLACED"
+	EventPaymentRequested       EventType = "PAYMENT_REQUESTED"
+	EventPaymentSucceeded       EventType = "PAYMENT_SUCCEEDED"
+	EventPaymentFailed          EventType = "PAYMENT_FAILED"
+	EventShippingAddressUpdated EventType = "SHIPPING_ADDRESS_UPDATED"
+	EventOrderShipped           EventType = "ORDER_SHIPPED"
+	EventOrderDelivered         EventType = "ORDER_DELIVERED"
+	EventOrderCancelled         EventType = "ORDER_CANCELLED"
+)
+
+// SSEName is the event name on the GET /events wire (streaming.md).
+func (t EventType) SSEName() string {
+	switch t {
+	case EventOrderPlaced:
+		return "order.placed"
+	case EventPaymentRequested:
+		return "payment.requested"
+	case EventPaymentSucceeded:
+		return "payment.succeeded"
+	case EventPaymentFailed:
+		return "payment.failed"
+	case EventShippingAddressUpdated:
+		return "order.address_updated"
+	case EventOrderShipped:
+		return "order.shipped"
+	case EventOrderDelivered:
+		return "order.delivered"
+	case EventOrderCancelled:
+		return "order.cancelled"
+	}
+	return "order.event"
+}
+
+// ActorProvider is the actor of events caused by the payment provider.
+const ActorProvider = "payment-provider"
+
+// Event is one committed change of an order.
+//
+// Position is the global stream position: positions are dense and their
+// order is the order in which the transactions that wrote them committed.
+// CustomerSeq is dense per customer with the same property.
+type Event struct {
+	Position      int64         `json:"-"`
+	CustomerSeq   int64         `json:"-"`
+	CustomerID    string        `json:"-"`
+	ID            string        `json:"id"`
+	OrderID       string        `json:"orderId"`
+	Type          EventType     `json:"type"`
+	FromStatus    *Status       `json:"fromStatus"`
+	ToStatus      Status        `json:"toStatus"`
+	Version       int           `json:"version"`
+	At            time.Time     `json:"at"`
+	Actor         string        `json:"actor"`
+	Status        Status        `json:"status"`
+	PaymentStatus PaymentStatus `json:"paymentStatus"`
+}
