@@ -1,6 +1,9 @@
 package order
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Status is the fulfilment status of an order.
 type Status string
@@ -177,4 +180,28 @@ type Event struct {
 	Actor         string        `json:"actor"`
 	Status        Status        `json:"status"`
 	PaymentStatus PaymentStatus `json:"paymentStatus"`
+}
+
+// Formatted is the display form of m, e.g. $199.00.
+func (m Money) Formatted() string {
+	neg := ""
+	c := m.Cents
+	if c < 0 {
+		neg, c = "-", -c
+	}
+	amount := fmt.Sprintf("%d.%02d", c/100, c%100)
+	// group thousands
+	intPart, frac := amount[:len(amount)-3], amount[len(amount)-3:]
+	for i := len(intPart) - 3; i > 0; i -= 3 {
+		intPart = intPart[:i] + "," + intPart[i:]
+	}
+	switch m.Currency {
+	case "USD":
+		return neg + "$" + intPart + frac
+	case "EUR":
+		return neg + "€" + intPart + frac
+	case "GBP":
+		return neg + "£" + intPart + frac
+	}
+	return neg + intPart + frac + " " + m.Currency
 }

@@ -1,0 +1,154 @@
+package httpx
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// DefaultBodyLimit is the request body cap when none is configured: 1 MiB.
+const DefaultBodyLimit int64 = 1 << 20
+
+// BodyLimit caps request bodies at n bytes (DefaultBodyLimit when n <= 0).
+// A request whose Content-Length exceeds n fails at once with 413
+// PAYLOAD_TOO_LARGE; any other body (chunked ones included) is wrapped with
+// http.MaxBytesReader, so reading past n fails with an error that
+// [IsBodyTooLarge] recognises and [PayloadTooLargeError] maps.
+func BodyLimit(n int64) Middleware {
+	if n <= 0 {
+		n = DefaultBodyLimit
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > n {
+				WriteError(w, r, http.StatusRequestEntityTooLarge, PayloadTooLarge(n))
+				return
+			}
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = http.MaxBytesReader(w, r.Body, n)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// IsBodyTooLarge reports whether err comes from reading a body past the cap
+// set by [BodyLimit].
+func IsBodyTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
+
+// PayloadTooLargeError returns the PAYLOAD_TOO_LARGE error for an error from
+// reading a capped body, or nil when err is something else. Respond with
+// status 413.
+func PayloadTooLargeError(err error) *order.Error {
+	var mbe *http.MaxBytesError
+	if !errors.As(err, &mbe) {
+		return nil
+	}
+	return PayloadTooLarge(mbe.Limit)
+}
+
+// PayloadTooLarge is the PAYLOAD_TOO_LARGE error with extension limit (bytes).
+func PayloadTooLarge(limit int64) *order.Error {
+	return &order.Error{Code: order.CodePayloadTooLarge,
+		Message:    "request body is too large",
+		Extensions: map[string]any{"limit": limit}}
+}
+
+// ShedOption configures [Shed].
+type ShedOption func(*shedConfig)
+
+type shedConfig struct {
+	exempt func(*http.Request) bool
+}
+
+// WithShedExempt replaces the predicate that picks requests not counted by
+// [Shed] (default: [IsStream]).
+func WithShedExempt(exempt func(*http.Request) bool) ShedOption {
+	return func(c *shedConfig) { c.exempt = exempt }
+}
+
+// IsStream reports whether r opens a long-lived event stream: GET /events or
+// a request that accepts text/event-stream.
+func IsStream(r *http.Request) bool {
+	if r.Method == http.MethodGet && r.URL.Path == "/events" {
+		return true
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
+// Shed caps the requests in flight at maxInFlight (no cap when <= 0): beyond
+// it a request fails at once with 503 UNAVAILABLE (dependency "bff") and
+// Retry-After: 1, so overload degrades instead of queueing without end.
+// Long-lived stream requests (see [WithShedExempt]) are neither counted nor
+// shed.
+func Shed(maxInFlight int, opts ...ShedOption) Middleware {
+	cfg := shedConfig{exempt: IsStream}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var inFlight atomic.Int64
+	limit := int64(maxInFlight)
+	return func(next http.Handler) http.Handler {
+		if maxInFlight <= 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if cfg.exempt != nil && cfg.exempt(r) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if inFlight.Add(1) > limit {
+				inFlight.Add(-1)
+				WriteError(w, r, http.StatusServiceUnavailable, Overloaded())
+				return
+			}
+			defer inFlight.Add(-1)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Overloaded is the UNAVAILABLE error of a shed request.
+func Overloaded() *order.Error {
+	return &order.Error{Code: order.CodeUnavailable,
+		Message:    "server is overloaded, retry later",
+		Extensions: map[string]any{"dependency": "bff", ExtRetryAfterSeconds: 1}}
+}
+
+// SecurityOptions configures [SecurityHeaders].
+type SecurityOptions struct {
+	// HSTS sends Strict-Transport-Security on every response, also when TLS
+	// is terminated by a proxy (COOKIE_SECURE=true). With r.TLS set it is
+	// sent regardless.
+	HSTS bool
+	// HSTSMaxAgeSeconds is the max-age of Strict-Transport-Security
+	// (default 31536000, one year).
+	HSTSMaxAgeSeconds int
+}
+
+// SecurityHeaders sets X-Content-Type-Options: nosniff on every response and
+// Strict-Transport-Security when the request came over TLS or opts.HSTS.
+func SecurityHeaders(opts SecurityOptions) Middleware {
+	maxAge := opts.HSTSMaxAgeSeconds
+	if maxAge <= 0 {
+		maxAge = 31536000
+	}
+	hsts := "max-age=" + strconv.Itoa(maxAge)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h.Set("X-Content-Type-Options", "nosniff")
+			if opts.HSTS || r.TLS != nil {
+				h.Set("Strict-Transport-Security", hsts)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

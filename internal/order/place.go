@@ -1,0 +1,118 @@
+package order
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits of an order request.
+const (
+	MaxLines       = 50
+	MaxQuantity    = 99
+	MaxAddressText = 200
+	MaxTracking    = 64
+)
+
+// LineInput is one requested line: a product and a quantity.
+type LineInput struct {
+	ProductID string
+	Quantity  int
+}
+
+// ValidateLines checks the count and quantities of the lines at path
+// (e.g. "input.lines"). Two lines of the same product are rejected as
+// duplicate: a client sends one line per product with its quantity.
+func ValidateLines(path string, lines []LineInput) *Error {
+	if len(lines) < 1 || len(lines) > MaxLines {
+		e := OutOfRange(path, 1, MaxLines)
+		e.Message = fmt.Sprintf("an order has 1 to %d lines", MaxLines)
+		return e
+	}
+	seen := make(map[string]int, len(lines))
+	for i, l := range lines {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if strings.TrimSpace(l.ProductID) == "" {
+			return BadInput(p+".productId", ConstraintRequired, "productId is required")
+		}
+		if l.Quantity < 1 || l.Quantity > MaxQuantity {
+			return OutOfRange(p+".quantity", 1, MaxQuantity)
+		}
+		if j, dup := seen[l.ProductID]; dup {
+			return BadInput(p+".productId", ConstraintDuplicate,
+				fmt.Sprintf("product already ordered on line %d; send one line per product", j))
+		}
+		seen[l.ProductID] = i
+	}
+	return nil
+}
+
+// ValidateAddress checks an address at path (e.g. "input.shippingAddress")
+// and returns it trimmed, with the country upper-cased.
+func ValidateAddress(path string, a Address) (Address, *Error) {
+	req := []struct {
+		name string
+		v    *string
+	}{{"name", &a.Name}, {"line1", &a.Line1}, {"city", &a.City}, {"postalCode", &a.PostalCode}, {"country", &a.Country}}
+	for _, f := range req {
+		*f.v = strings.TrimSpace(*f.v)
+		if *f.v == "" {
+			return a, BadInput(path+"."+f.name, ConstraintRequired, f.name+" is required")
+		}
+		if utf8.RuneCountInString(*f.v) > MaxAddressText {
+			return a, lengthError(path+"."+f.name, MaxAddressText)
+		}
+	}
+	if a.Line2 != nil {
+		v := strings.TrimSpace(*a.Line2)
+		if utf8.RuneCountInString(v) > MaxAddressText {
+			return a, lengthError(path+".line2", MaxAddressText)
+		}
+		if v == "" {
+			a.Line2 = nil
+		} else {
+			a.Line2 = &v
+		}
+	}
+	if utf8.RuneCountInString(a.PostalCode) > 16 {
+		return a, lengthError(path+".postalCode", 16)
+	}
+	a.Country = strings.ToUpper(a.Country)
+	if !IsCountry(a.Country) {
+		return a, BadInput(path+".country", ConstraintFormat, "country must be an ISO 3166-1 alpha-2 code, e.g. US")
+	}
+	return a, nil
+}
+
+func lengthError(field string, max int) *Error {
+	return &Error{Code: CodeBadUserInput, Message: fmt.Sprintf("%s is longer than %d characters", field, max),
+		Extensions: map[string]any{"field": field, "constraint": string(ConstraintLength), "min": 1, "max": max}}
+}
+
+// ValidateCurrency checks that c looks like an ISO 4217 code.
+func ValidateCurrency(path, c string) *Error {
+	if !IsCurrency(c) {
+		return BadInput(path, ConstraintFormat, "currency must be an ISO 4217 code, e.g. USD")
+	}
+	return nil
+}
+
+// PriceLines prices lines from the catalogue products (never from the
+// client): every product must exist and be sold in currency.
+func PriceLines(in []LineInput, products map[string]*Product, currency string) ([]Line, Money, *Error) {
+	total := Money{Currency: currency}
+	out := make([]Line, len(in))
+	for i, l := range in {
+		p, ok := products[l.ProductID]
+		if !ok {
+			return nil, total, BadInput(fmt.Sprintf("input.lines[%d].productId", i), ConstraintUnknown, "no such product")
+		}
+		if p.Price.Currency != currency {
+			return nil, total, BadInput("input.currency", ConstraintUnknown,
+				fmt.Sprintf("the catalogue sells %s in %s, not %s", p.SKU, p.Price.Currency, currency))
+		}
+		out[i] = Line{ProductID: p.ID, Quantity: l.Quantity, UnitPrice: p.Price}
+		total.Cents += p.Price.Cents * int64(l.Quantity)
+	}
+	return out, total, nil
+}

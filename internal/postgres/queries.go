@@ -1,0 +1,428 @@
+package postgres
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// Scope says whose orders a list covers: one customer's, or (for staff)
+// everyone's when CustomerID is empty.
+type Scope struct {
+	CustomerID string
+}
+
+// ScopeFor is the scope of what viewer u may see.
+func ScopeFor(u *order.User) Scope {
+	if u.Role == order.RoleStaff {
+		return Scope{}
+	}
+	return Scope{CustomerID: u.ID}
+}
+
+const userCols = `id::text, name, email, role`
+
+func scanUser(row pgx.Row) (*order.User, error) {
+	var u order.User
+	var role string
+	if err := row.Scan(&u.ID, &u.Name, &u.Email, &role); err != nil {
+		return nil, err
+	}
+	u.Role = order.Role(role)
+	return &u, nil
+}
+
+// UserByID returns the user with id, or NOT_FOUND.
+func (s *Store) UserByID(ctx context.Context, id string) (*order.User, error) {
+	if !IsUUID(id) {
+		return nil, order.NotFound("user")
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1::uuid`, id))
+	if err != nil {
+		return nil, notFoundAs(interpretError(err), "user")
+	}
+	return u, nil
+}
+
+// UserByEmail returns the user with email, or NOT_FOUND.
+func (s *Store) UserByEmail(ctx context.Context, email string) (*order.User, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE lower(email) = lower($1)`, email))
+	if err != nil {
+		return nil, notFoundAs(interpretError(err), "user")
+	}
+	return u, nil
+}
+
+// UsersByIDs returns the users with the given ids, keyed by id.
+func (s *Store) UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT `+userCols+` FROM users WHERE id = ANY($1::uuid[])`, uuids(ids))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	out := make(map[string]*order.User, len(ids))
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, interpretError(err)
+		}
+		out[u.ID] = u
+	}
+	return out, interpretError(rows.Err())
+}
+
+const productCols = `id::text, sku, name, price_cents, currency, image_url`
+
+func scanProduct(row pgx.Row) (*order.Product, error) {
+	var p order.Product
+	if err := row.Scan(&p.ID, &p.SKU, &p.Name, &p.Price.Cents, &p.Price.Currency, &p.ImageURL); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// ProductsByIDs returns the products with the given ids, keyed by id.
+func (s *Store) ProductsByIDs(ctx context.Context, ids []string) (map[string]*order.Product, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return productsByIDs(ctx, s.pool, ids)
+}
+
+func productsByIDs(ctx context.Context, q querier, ids []string) (map[string]*order.Product, error) {
+	rows, err := q.Query(ctx, `SELECT `+productCols+` FROM products WHERE id = ANY($1::uuid[])`, uuids(ids))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	out := make(map[string]*order.Product, len(ids))
+	for rows.Next() {
+		p, err := scanProduct(rows)
+		if err != nil {
+			return nil, interpretError(err)
+		}
+		out[p.ID] = p
+	}
+	return out, interpretError(rows.Err())
+}
+
+// Products returns a page of the catalogue in SKU order, after the SKU
+// cursor afterSKU (empty for the first page), and whether more follow.
+func (s *Store) Products(ctx context.Context, first int, afterSKU string) ([]*order.Product, bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT `+productCols+` FROM products WHERE sku > $1 ORDER BY sku LIMIT $2`, afterSKU, first+1)
+	if err != nil {
+		return nil, false, interpretError(err)
+	}
+	defer rows.Close()
+	var out []*order.Product
+	for rows.Next() {
+		p, err := scanProduct(rows)
+		if err != nil {
+			return nil, false, interpretError(err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, interpretError(err)
+	}
+	more := len(out) > first
+	if more {
+		out = out[:first]
+	}
+	return out, more, nil
+}
+
+// querier is what a pool and a transaction have in common.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+const orderCols = `o.id::text, o.number, o.customer_id::text, o.status, o.payment_status, o.version,
+	o.total_cents, o.currency, o.ship_name, o.ship_line1, o.ship_line2, o.ship_city,
+	o.ship_postal_code, o.ship_country, o.tracking_number, o.created_at, o.updated_at`
+
+func scanOrder(row pgx.Row) (*order.Order, error) {
+	var o order.Order
+	var st, ps string
+	if err := row.Scan(&o.ID, &o.Number, &o.CustomerID, &st, &ps, &o.Version,
+		&o.Total.Cents, &o.Total.Currency, &o.Address.Name, &o.Address.Line1, &o.Address.Line2,
+		&o.Address.City, &o.Address.PostalCode, &o.Address.Country, &o.TrackingNumber,
+		&o.CreatedAt, &o.UpdatedAt); err != nil {
+		return nil, err
+	}
+	o.Status, o.PaymentStatus = order.Status(st), order.PaymentStatus(ps)
+	return &o, nil
+}
+
+func collectOrders(rows pgx.Rows, err error) ([]*order.Order, error) {
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	var out []*order.Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, interpretError(err)
+		}
+		out = append(out, o)
+	}
+	return out, interpretError(rows.Err())
+}
+
+// OrdersByIDs returns the orders with the given ids, keyed by id.
+func (s *Store) OrdersByIDs(ctx context.Context, ids []string) (map[string]*order.Order, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	list, err := collectOrders(s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = ANY($1::uuid[])`, uuids(ids)))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*order.Order, len(list))
+	for _, o := range list {
+		out[o.ID] = o
+	}
+	return out, nil
+}
+
+// OrderCursor is a keyset position in the newest-first order list.
+type OrderCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// ListOrders returns up to first orders of scope (with status, when set),
+// newest first, strictly after cursor (nil for the first page), and whether
+// more follow. Keyset pagination: rows inserted meanwhile never shift a page.
+func (s *Store) ListOrders(ctx context.Context, sc Scope, status *order.Status, first int, after *OrderCursor) ([]*order.Order, bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var st *string
+	if status != nil {
+		v := string(*status)
+		st = &v
+	}
+	var at *time.Time
+	var aid *string
+	if after != nil {
+		at, aid = &after.CreatedAt, &after.ID
+	}
+	list, err := collectOrders(s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders o
+		WHERE ($1::uuid IS NULL OR o.customer_id = $1::uuid)
+		  AND ($2::text IS NULL OR o.status = $2)
+		  AND ($3::timestamptz IS NULL OR (o.created_at, o.id) < ($3, $4::uuid))
+		ORDER BY o.created_at DESC, o.id DESC
+		LIMIT $5`, scopeArg(sc), st, at, aid, first+1))
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(list) > first
+	if more {
+		list = list[:first]
+	}
+	return list, more, nil
+}
+
+func scopeArg(sc Scope) *string {
+	if sc.CustomerID == "" {
+		return nil
+	}
+	return &sc.CustomerID
+}
+
+// Summary is the aggregate part of the home and orders screens.
+type Summary struct {
+	// Counts holds the number of orders per status that has orders.
+	Counts map[order.Status]int
+	// LifetimeSpend sums the totals of non-cancelled orders, per currency.
+	LifetimeSpend map[string]int64
+}
+
+// Summarize computes status counts and lifetime spend of scope in one query.
+func (s *Store) Summarize(ctx context.Context, sc Scope) (*Summary, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT status, currency, count(*), coalesce(sum(total_cents), 0)
+		FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1::uuid)
+		GROUP BY status, currency`, scopeArg(sc))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	sum := &Summary{Counts: map[order.Status]int{}, LifetimeSpend: map[string]int64{}}
+	for rows.Next() {
+		var st, cur string
+		var n int
+		var cents int64
+		if err := rows.Scan(&st, &cur, &n, &cents); err != nil {
+			return nil, interpretError(err)
+		}
+		sum.Counts[order.Status(st)] += n
+		if order.Status(st) != order.StatusCancelled {
+			sum.LifetimeSpend[cur] += cents
+		}
+	}
+	return sum, interpretError(rows.Err())
+}
+
+// LinesByOrderIDs returns the lines of each order, in line order.
+func (s *Store) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT order_id::text, product_id::text, quantity, unit_price_cents, currency
+		FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, uuids(ids))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	out := make(map[string][]order.Line, len(ids))
+	for rows.Next() {
+		var oid string
+		var l order.Line
+		if err := rows.Scan(&oid, &l.ProductID, &l.Quantity, &l.UnitPrice.Cents, &l.UnitPrice.Currency); err != nil {
+			return nil, interpretError(err)
+		}
+		out[oid] = append(out[oid], l)
+	}
+	return out, interpretError(rows.Err())
+}
+
+const eventCols = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
+	version, at, actor, status, payment_status`
+
+func scanEvent(row pgx.Row) (*order.Event, error) {
+	var e order.Event
+	var from *string
+	var typ, to, st, ps string
+	if err := row.Scan(&e.Position, &e.CustomerSeq, &e.CustomerID, &e.OrderID, &typ, &from, &to,
+		&e.Version, &e.At, &e.Actor, &st, &ps); err != nil {
+		return nil, err
+	}
+	e.ID = strconv.FormatInt(e.Position, 10)
+	e.Type, e.ToStatus, e.Status, e.PaymentStatus = order.EventType(typ), order.Status(to), order.Status(st), order.PaymentStatus(ps)
+	if from != nil {
+		f := order.Status(*from)
+		e.FromStatus = &f
+	}
+	e.At = e.At.UTC()
+	return &e, nil
+}
+
+func collectEvents(rows pgx.Rows, err error) ([]order.Event, error) {
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	var out []order.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, interpretError(err)
+		}
+		out = append(out, *e)
+	}
+	return out, interpretError(rows.Err())
+}
+
+// Timeline returns the events of an order, oldest first.
+func (s *Store) Timeline(ctx context.Context, orderID string) ([]order.Event, error) {
+	if !IsUUID(orderID) {
+		return nil, nil
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return collectEvents(s.pool.Query(ctx, `SELECT `+eventCols+` FROM order_events WHERE order_id = $1::uuid ORDER BY position`, orderID))
+}
+
+// LastPosition is the stream position of the newest event visible in scope
+// (0 when there is none).
+func (s *Store) LastPosition(ctx context.Context, sc Scope) (int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var pos int64
+	var err error
+	if sc.CustomerID == "" {
+		err = s.pool.QueryRow(ctx, `SELECT position FROM stream_head`).Scan(&pos)
+	} else {
+		err = s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM order_events WHERE customer_id = $1::uuid`, sc.CustomerID).Scan(&pos)
+	}
+	return pos, interpretError(err)
+}
+
+// EventsAfter returns up to limit events of scope (and of orderID, when set)
+// with a position greater than after, in position (commit) order.
+func (s *Store) EventsAfter(ctx context.Context, sc Scope, orderID string, after int64, limit int) ([]order.Event, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var oid *string
+	if orderID != "" && !IsUUID(orderID) {
+		return nil, nil
+	}
+	if orderID != "" {
+		oid = &orderID
+	}
+	return collectEvents(s.pool.Query(ctx, `SELECT `+eventCols+` FROM order_events
+		WHERE position > $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
+		ORDER BY position LIMIT $4`, after, scopeArg(sc), oid, limit))
+}
+
+// EventAt returns the time of the event at position pos, or NOT_FOUND.
+func (s *Store) EventAt(ctx context.Context, pos int64) (time.Time, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var at time.Time
+	err := s.pool.QueryRow(ctx, `SELECT at FROM order_events WHERE position = $1`, pos).Scan(&at)
+	return at, notFoundAs(interpretError(err), "event")
+}
+
+// notFoundAs renames a NOT_FOUND error after what was missing.
+func notFoundAs(err error, what string) error {
+	if order.ErrorCode(err) == order.CodeNotFound {
+		return order.NotFound(what)
+	}
+	return err
+}
+
+// uuids keeps the ids that are well-formed UUIDs: anything else cannot
+// exist, and must not reach Postgres as a malformed value.
+func uuids(ids []string) []string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if IsUUID(id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// IsUUID reports whether s is a canonical, hyphenated UUID.
+func IsUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}

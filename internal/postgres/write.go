@@ -1,0 +1,348 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// Tx is one transaction that changes orders. Every event it writes is kept
+// so that, after commit, the caller can invalidate screens and publish.
+type Tx struct {
+	tx     pgx.Tx
+	events []order.Event
+}
+
+// Begin starts a transaction. The context's deadline bounds it.
+func (s *Store) Begin(ctx context.Context) (*Tx, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	return &Tx{tx: tx}, nil
+}
+
+// Commit commits the transaction.
+func (t *Tx) Commit(ctx context.Context) error { return interpretError(t.tx.Commit(ctx)) }
+
+// Rollback rolls the transaction back; after Commit it does nothing.
+func (t *Tx) Rollback(ctx context.Context) {
+	_ = t.tx.Rollback(context.WithoutCancel(ctx))
+}
+
+// Events returns the events written in this transaction, in order.
+func (t *Tx) Events() []order.Event { return t.events }
+
+// InTx runs fn in a transaction and commits it when fn returns nil. It
+// returns the events written.
+func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) ([]order.Event, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	tx, err := s.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx)
+	if err := fn(tx); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return tx.Events(), nil
+}
+
+// appendEvent writes the event of a change of o (o holds the state after
+// it). It must be the last write of the transaction: it locks the
+// customer's row and then the stream head to take the next sequence
+// numbers, and holding them until commit is what makes positions follow
+// commit order.
+func (t *Tx) appendEvent(ctx context.Context, o *order.Order, typ order.EventType, from *order.Status, actor string) (*order.Event, error) {
+	var seq, pos int64
+	if err := t.tx.QueryRow(ctx, `UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq`, o.CustomerID).Scan(&seq); err != nil {
+		return nil, interpretError(err)
+	}
+	if err := t.tx.QueryRow(ctx, `UPDATE stream_head SET position = position + 1 RETURNING position`).Scan(&pos); err != nil {
+		return nil, interpretError(err)
+	}
+	var fromS *string
+	if from != nil {
+		v := string(*from)
+		fromS = &v
+	}
+	e, err := scanEvent(t.tx.QueryRow(ctx, `INSERT INTO order_events
+		(position, customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
+		VALUES ($1, $2::uuid, $3, $4::uuid, $5, $6, $7, $8, $9, $7, $10)
+		RETURNING `+eventCols, pos, o.CustomerID, seq, o.ID, string(typ), fromS, string(o.Status), o.Version, actor, string(o.PaymentStatus)))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	t.events = append(t.events, *e)
+	return e, nil
+}
+
+// PlaceOrderInput is a validated order request (see order.ValidatePlace).
+type PlaceOrderInput struct {
+	Lines    []order.LineInput
+	Address  order.Address
+	Currency string
+}
+
+// PlaceOrder prices the lines from the catalogue (never from the client),
+// creates the order at version 1 and writes ORDER_PLACED.
+func (t *Tx) PlaceOrder(ctx context.Context, customer *order.User, in PlaceOrderInput) (*order.Order, error) {
+	ids := make([]string, len(in.Lines))
+	for i, l := range in.Lines {
+		ids[i] = l.ProductID
+	}
+	products, err := productsByIDs(ctx, t.tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	lines, total, verr := order.PriceLines(in.Lines, products, in.Currency)
+	if verr != nil {
+		return nil, verr
+	}
+	a := in.Address
+	o, err := scanOrder(t.tx.QueryRow(ctx, `INSERT INTO orders AS o (customer_id, status, payment_status, total_cents, currency,
+		ship_name, ship_line1, ship_line2, ship_city, ship_postal_code, ship_country)
+		VALUES ($1::uuid, 'PENDING_PAYMENT', 'UNPAID', $2, $3, $4, $5, $6, $7, $8, $9)
+		RETURNING `+orderCols, customer.ID, total.Cents, total.Currency, a.Name, a.Line1, a.Line2, a.City, a.PostalCode, a.Country))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	batch := &pgx.Batch{}
+	for i, l := range lines {
+		batch.Queue(`INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price_cents, currency)
+			VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6)`, o.ID, i+1, l.ProductID, l.Quantity, l.UnitPrice.Cents, l.UnitPrice.Currency)
+	}
+	if err := t.tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, interpretError(err)
+	}
+	if _, err := t.appendEvent(ctx, o, order.EventOrderPlaced, nil, customer.ID); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Change describes an action on an existing order by a viewer.
+type Change struct {
+	Viewer          *order.User
+	OrderID         string
+	ExpectedVersion int
+	Action          order.Action
+	// Address is the new address for UPDATE_SHIPPING_ADDRESS.
+	Address *order.Address
+	// TrackingNumber is set by SHIP.
+	TrackingNumber string
+}
+
+// ChangeOrder applies c under the order's row lock, in the order of checks
+// of concurrency.md: not visible → NOT_FOUND; role → FORBIDDEN; stale
+// version → CONFLICT; illegal now → INVALID_TRANSITION. On success the
+// version is incremented by one and exactly one event is written; PAY also
+// queues a charge job in the same transaction.
+func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
+	if !IsUUID(c.OrderID) {
+		return nil, order.NotFound("order")
+	}
+	o, err := scanOrder(t.tx.QueryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, c.OrderID))
+	if err != nil {
+		return nil, notFoundAs(interpretError(err), "order")
+	}
+	if c.Viewer.Role != order.RoleStaff && o.CustomerID != c.Viewer.ID {
+		return nil, order.NotFound("order")
+	}
+	out, roleOK, ok := order.Transition(o.Status, o.PaymentStatus, c.Viewer.Role, c.Action)
+	if !roleOK {
+		return nil, order.Forbidden(string(c.Action) + " is not allowed for role " + string(c.Viewer.Role))
+	}
+	if o.Version != c.ExpectedVersion {
+		return nil, order.Conflict(o)
+	}
+	if !ok {
+		return nil, order.InvalidTransition(c.Action, o, order.AvailableActions(o.Status, o.PaymentStatus, c.Viewer.Role))
+	}
+	from := o.Status
+	addr := o.Address
+	if c.Address != nil {
+		addr = *c.Address
+	}
+	var tracking *string
+	if c.Action == order.ActionShip {
+		tracking = &c.TrackingNumber
+	}
+	attemptInc := 0
+	if c.Action == order.ActionPay {
+		attemptInc = 1
+	}
+	n, err := scanOrder(t.tx.QueryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
+		ship_name = $4, ship_line1 = $5, ship_line2 = $6, ship_city = $7, ship_postal_code = $8, ship_country = $9,
+		tracking_number = coalesce($10, tracking_number), payment_attempt = payment_attempt + $11, updated_at = now()
+		WHERE o.id = $1::uuid AND o.version = $12
+		RETURNING `+orderCols, o.ID, string(out.Status), string(out.PaymentStatus),
+		addr.Name, addr.Line1, addr.Line2, addr.City, addr.PostalCode, addr.Country, tracking, attemptInc, o.Version))
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) { // cannot happen under the row lock; kept as a guard
+			return nil, order.Conflict(o)
+		}
+		return nil, interpretError(err)
+	}
+	if c.Action == order.ActionPay {
+		if _, err := t.tx.Exec(ctx, `INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency)
+			SELECT id, payment_attempt, total_cents, currency FROM orders WHERE id = $1::uuid`, n.ID); err != nil {
+			return nil, interpretError(err)
+		}
+	}
+	if _, err := t.appendEvent(ctx, n, out.Event, &from, c.Viewer.ID); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// PaymentResult is a provider's result for an order's payment.
+type PaymentResult struct {
+	// EventID is the provider's event id, the dedupe key.
+	EventID     string
+	Type        string
+	OrderID     string
+	ChargeID    string
+	AmountCents int64
+	Currency    string
+	Succeeded   bool
+}
+
+// ApplyPaymentResult records the provider event (dedupe by id) and applies
+// the result, in one transaction. applied is false for a duplicate event
+// or a payment that is no longer PROCESSING (nothing changes). An unknown
+// order is NOT_FOUND and an amount or currency that differs from the
+// order's total BAD_USER_INPUT; neither is recorded.
+func (s *Store) ApplyPaymentResult(ctx context.Context, r PaymentResult) (*order.Event, bool, error) {
+	var ev *order.Event
+	applied := false
+	_, err := s.InTx(ctx, func(t *Tx) error {
+		if !IsUUID(r.OrderID) {
+			return order.NotFound("order")
+		}
+		tag, err := t.tx.Exec(ctx, `INSERT INTO webhook_events (provider_event_id, type, order_id, applied)
+			VALUES ($1, $2, $3::uuid, false) ON CONFLICT DO NOTHING`, r.EventID, r.Type, r.OrderID)
+		if err != nil {
+			return interpretError(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // duplicate delivery
+		}
+		o, err := scanOrder(t.tx.QueryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, r.OrderID))
+		if err != nil {
+			return notFoundAs(interpretError(err), "order")
+		}
+		if o.Total.Cents != r.AmountCents || o.Total.Currency != r.Currency {
+			return order.BadInput("data.amountCents", order.ConstraintRange, "amount or currency differs from the order total")
+		}
+		out, ok := order.PaymentResult(o.Status, o.PaymentStatus, r.Succeeded)
+		if !ok {
+			return nil // late or duplicate result: acknowledged, no effect
+		}
+		if ev, err = t.applyProviderOutcome(ctx, o, out, &r.ChargeID); err != nil {
+			return err
+		}
+		applied = true
+		_, err = t.tx.Exec(ctx, `UPDATE webhook_events SET applied = true WHERE provider_event_id = $1`, r.EventID)
+		return interpretError(err)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return ev, applied, nil
+}
+
+// MarkPaymentFailed records PAYMENT_FAILED for an order whose charge could
+// not be sent, if its payment is still PROCESSING for that attempt. It
+// returns nil when nothing changed.
+func (s *Store) MarkPaymentFailed(ctx context.Context, orderID string, attempt int) (*order.Event, error) {
+	var ev *order.Event
+	_, err := s.InTx(ctx, func(t *Tx) error {
+		var cur int
+		o, err := scanOrder(t.tx.QueryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, orderID))
+		if err != nil {
+			return notFoundAs(interpretError(err), "order")
+		}
+		if err := t.tx.QueryRow(ctx, `SELECT payment_attempt FROM orders WHERE id = $1::uuid`, orderID).Scan(&cur); err != nil {
+			return interpretError(err)
+		}
+		out, ok := order.PaymentResult(o.Status, o.PaymentStatus, false)
+		if !ok || cur != attempt {
+			return nil
+		}
+		ev, err = t.applyProviderOutcome(ctx, o, out, nil)
+		return err
+	})
+	return ev, err
+}
+
+// applyProviderOutcome writes a payment outcome on the locked order o.
+func (t *Tx) applyProviderOutcome(ctx context.Context, o *order.Order, out order.Outcome, chargeID *string) (*order.Event, error) {
+	from := o.Status
+	n, err := scanOrder(t.tx.QueryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
+		charge_id = coalesce($4, charge_id), updated_at = now() WHERE o.id = $1::uuid RETURNING `+orderCols,
+		o.ID, string(out.Status), string(out.PaymentStatus), chargeID))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	return t.appendEvent(ctx, n, out.Event, &from, order.ActorProvider)
+}
+
+// KeyRecord is a stored idempotency record: the response of the first
+// request made with a key.
+type KeyRecord struct {
+	Fingerprint []byte
+	Status      int
+	Body        []byte
+}
+
+// TryLockKey takes the transaction-scoped advisory lock of (user, key)
+// without waiting; false means another request holds it (in flight).
+func (t *Tx) TryLockKey(ctx context.Context, userID, key string) (bool, error) {
+	var ok bool
+	err := t.tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7))`, userID, key).Scan(&ok)
+	return ok, interpretError(err)
+}
+
+// KeyRecord returns the live record of (user, key), or nil when there is none.
+func (t *Tx) KeyRecord(ctx context.Context, userID, key string) (*KeyRecord, error) {
+	var r KeyRecord
+	err := t.tx.QueryRow(ctx, `SELECT fingerprint, status, body FROM idempotency_keys
+		WHERE user_id = $1::uuid AND key = $2 AND expires_at > now()`, userID, key).Scan(&r.Fingerprint, &r.Status, &r.Body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	return &r, nil
+}
+
+// SaveKeyRecord stores the response of (user, key), replacing an expired
+// record of the same key, to live for ttl.
+func (t *Tx) SaveKeyRecord(ctx context.Context, userID, key string, r KeyRecord, ttl time.Duration) error {
+	_, err := t.tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
+		VALUES ($1::uuid, $2, $3, $4, $5, now() + $6::interval)
+		ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
+			body = EXCLUDED.body, created_at = now(), expires_at = EXCLUDED.expires_at
+		WHERE idempotency_keys.expires_at <= now()`, userID, key, r.Fingerprint, r.Status, r.Body, ttl)
+	return interpretError(err)
+}
+
+// DeleteExpiredKeys deletes up to batch expired idempotency records and
+// returns how many it deleted.
+func (s *Store) DeleteExpiredKeys(ctx context.Context, batch int) (int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE ctid IN (
+		SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT $1)`, batch)
+	return tag.RowsAffected(), interpretError(err)
+}
