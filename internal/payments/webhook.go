@@ -1,0 +1,287 @@
+package payments
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// Webhook event types of the provider (payments.md).
+const (
+	EventPaymentSucceeded = "payment.succeeded"
+	EventPaymentFailed    = "payment.failed"
+)
+
+// MaxWebhookBody is the largest webhook body accepted (64 KiB).
+const MaxWebhookBody = 64 << 10
+
+// ResultStore applies payment results to orders. It is implemented by the
+// Postgres store.
+type ResultStore interface {
+	// ApplyPaymentResult records the provider event id (dedupe) and applies
+	// the result per concurrency.md in ONE transaction. applied=false (and
+	// ev nil) for a duplicate event id or a payment that is not PROCESSING.
+	// Errors: *order.Error NOT_FOUND (unknown order), BAD_USER_INPUT
+	// (amount/currency differ from the order total), UNAVAILABLE.
+	ApplyPaymentResult(ctx context.Context, r WebhookResult) (ev *order.Event, applied bool, err error)
+	// MarkPaymentFailed applies PAYMENT_FAILED for the order if its payment
+	// is still PROCESSING for that attempt (the charge could not be sent).
+	// nil event if nothing changed.
+	MarkPaymentFailed(ctx context.Context, orderID string, attempt int, failureCode string) (*order.Event, error)
+}
+
+// WebhookResult is a verified, parsed payment webhook.
+type WebhookResult struct {
+	// EventID is the provider's event id, the dedupe key.
+	EventID string
+	// Type is EventPaymentSucceeded or EventPaymentFailed.
+	Type string
+	// OrderID is the order (a UUID).
+	OrderID string
+	// ChargeID is the provider's charge id, recorded on the order.
+	ChargeID string
+	// AmountCents and Currency must equal the order's total.
+	AmountCents int64
+	Currency    string
+	// Succeeded is true for payment.succeeded.
+	Succeeded bool
+	// FailureCode is the provider's reason for payment.failed
+	// (e.g. card_declined), empty otherwise.
+	FailureCode string
+}
+
+// Notifier is told about events once they are committed (it publishes them
+// to streams and invalidates cached screens).
+type Notifier interface {
+	Committed(ctx context.Context, events []order.Event)
+}
+
+// WebhookConfig configures a [WebhookHandler].
+type WebhookConfig struct {
+	// Secrets are the shared secrets (WEBHOOK_SECRET, see [ParseSecrets]);
+	// at least one is required.
+	Secrets [][]byte
+	// Store applies results. Required.
+	Store ResultStore
+	// Notifier is told about applied events. Optional.
+	Notifier Notifier
+	// Tolerance of the signature timestamp. Default [DefaultTolerance].
+	Tolerance time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger logs refusals. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics counts webhooks by result. Optional.
+	Metrics *Metrics
+}
+
+// WebhookHandler serves POST /webhooks/payments: it caps the body, verifies
+// the signature before parsing, parses the event, applies it through the
+// [ResultStore] and answers 200 only once the store has committed it.
+type WebhookHandler struct {
+	cfg WebhookConfig
+}
+
+// NewWebhookHandler validates cfg and returns the handler.
+func NewWebhookHandler(cfg WebhookConfig) (*WebhookHandler, error) {
+	if len(cfg.Secrets) == 0 {
+		return nil, errors.New("WEBHOOK_SECRET: at least one secret is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("payments: WebhookConfig.Store is required")
+	}
+	if cfg.Tolerance <= 0 {
+		cfg.Tolerance = DefaultTolerance
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &WebhookHandler{cfg: cfg}, nil
+}
+
+// webhookBody is the provider's event (payments.md).
+type webhookBody struct {
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Created int64  `json:"created"`
+	Data    struct {
+		ChargeID    string  `json:"chargeId"`
+		OrderID     string  `json:"orderId"`
+		AmountCents *int64  `json:"amountCents"`
+		Currency    string  `json:"currency"`
+		FailureCode *string `json:"failureCode"`
+	} `json:"data"`
+}
+
+// ServeHTTP implements http.Handler.
+//
+// Answers: 200 {"received":true,"applied":…} when recorded (a duplicate or
+// a result for a payment that is not PROCESSING is 200 with applied false);
+// 405 for a method other than POST; 413 PAYLOAD_TOO_LARGE over 64 KiB; 401
+// UNAUTHENTICATED for a missing, malformed, stale or wrong signature; 400
+// BAD_REQUEST for an unparsable body or unknown type; 400 BAD_USER_INPUT
+// for an amount or currency that differs from the order; 404 NOT_FOUND for
+// an unknown order; 503 UNAVAILABLE (retryable) when the store cannot
+// commit; 500 INTERNAL otherwise.
+func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := h.cfg.Logger.With("requestId", requestID(w, r), "path", r.URL.Path)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.fail(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "use POST"), "bad_request")
+		return
+	}
+	if r.ContentLength > MaxWebhookBody {
+		h.tooLarge(w, r, log)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.tooLarge(w, r, log)
+			return
+		}
+		h.fail(w, r, http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "cannot read body"), "bad_request")
+		return
+	}
+
+	if err := Verify(r.Header.Get(SignatureHeader), body, h.cfg.Secrets, h.cfg.Now(), h.cfg.Tolerance); err != nil {
+		log.Warn("payment webhook refused", "reason", err.Error())
+		h.fail(w, r, http.StatusUnauthorized, order.Errorf(order.CodeUnauthenticated, "invalid webhook signature"), "unauthenticated")
+		return
+	}
+
+	res, perr := parseWebhook(body)
+	if perr != nil {
+		log.Warn("payment webhook rejected", "reason", perr.Message, "eventId", res.EventID, "type", res.Type)
+		h.fail(w, r, http.StatusBadRequest, perr, "bad_request")
+		return
+	}
+	log = log.With("eventId", res.EventID, "type", res.Type, "orderId", res.OrderID)
+
+	if _, err := uuid.Parse(res.OrderID); err != nil {
+		log.Warn("payment webhook for an unknown order")
+		h.fail(w, r, http.StatusNotFound, order.NotFound("order"), "not_found")
+		return
+	}
+
+	ev, applied, err := h.cfg.Store.ApplyPaymentResult(r.Context(), res)
+	if err != nil {
+		e := order.AsError(err)
+		status, result := http.StatusInternalServerError, "error"
+		switch e.Code {
+		case order.CodeBadUserInput:
+			status, result = http.StatusBadRequest, "bad_request"
+		case order.CodeNotFound:
+			status, result = http.StatusNotFound, "not_found"
+		case order.CodeUnavailable:
+			status, result = http.StatusServiceUnavailable, "unavailable"
+			w.Header().Set("Retry-After", "1")
+		default:
+			e = &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: err}
+		}
+		log.Warn("payment webhook not applied", "code", string(e.Code), "error", err.Error())
+		h.fail(w, r, status, e, result)
+		return
+	}
+	if applied {
+		h.cfg.Metrics.webhook("applied")
+		log.Info("payment webhook applied")
+	} else {
+		h.cfg.Metrics.webhook("ignored")
+		log.Info("payment webhook ignored: duplicate event or payment not processing")
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"received": true, "applied": applied})
+	if applied && ev != nil && h.cfg.Notifier != nil {
+		h.cfg.Notifier.Committed(context.WithoutCancel(r.Context()), []order.Event{*ev})
+	}
+}
+
+// parseWebhook parses and checks a verified body. On error the returned
+// result still holds what could be read, for the log.
+func parseWebhook(body []byte) (WebhookResult, *order.Error) {
+	var b webhookBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		return WebhookResult{}, order.Errorf(order.CodeBadRequest, "body is not a valid payment event")
+	}
+	res := WebhookResult{EventID: b.ID, Type: b.Type, OrderID: b.Data.OrderID,
+		ChargeID: b.Data.ChargeID, Currency: b.Data.Currency}
+	switch b.Type {
+	case EventPaymentSucceeded:
+		res.Succeeded = true
+	case EventPaymentFailed:
+		if b.Data.FailureCode != nil {
+			res.FailureCode = *b.Data.FailureCode
+		}
+	default:
+		return res, order.Errorf(order.CodeBadRequest, "unknown event type %q", b.Type)
+	}
+	switch {
+	case b.ID == "":
+		return res, order.Errorf(order.CodeBadRequest, "id is required")
+	case b.Data.OrderID == "":
+		return res, order.Errorf(order.CodeBadRequest, "data.orderId is required")
+	case b.Data.AmountCents == nil || *b.Data.AmountCents < 0:
+		return res, order.Errorf(order.CodeBadRequest, "data.amountCents is required and must not be negative")
+	case len(b.Data.Currency) != 3:
+		return res, order.Errorf(order.CodeBadRequest, "data.currency must be a 3-letter code")
+	case res.Succeeded && b.Data.ChargeID == "":
+		return res, order.Errorf(order.CodeBadRequest, "data.chargeId is required")
+	}
+	res.AmountCents = *b.Data.AmountCents
+	return res, nil
+}
+
+func (h *WebhookHandler) tooLarge(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	log.Warn("payment webhook refused: body too large")
+	h.fail(w, r, http.StatusRequestEntityTooLarge,
+		order.Errorf(order.CodePayloadTooLarge, "webhook body exceeds %d bytes", MaxWebhookBody).With("limit", MaxWebhookBody),
+		"too_large")
+}
+
+// fail writes the error response {"errors":[{message, extensions}]}.
+func (h *WebhookHandler) fail(w http.ResponseWriter, r *http.Request, status int, e *order.Error, result string) {
+	h.cfg.Metrics.webhook(result)
+	ext := map[string]any{}
+	for k, v := range e.Extensions {
+		ext[k] = v
+	}
+	ext["code"] = string(e.Code)
+	ext["retryable"] = e.Code.Retryable()
+	if id := requestID(w, r); id != "" {
+		ext["requestId"] = id
+	}
+	if e.Code == order.CodeUnavailable {
+		ext["retryAfterSeconds"] = 1
+	}
+	writeJSON(w, status, map[string]any{"errors": []map[string]any{{"message": e.Message, "extensions": ext}}})
+}
+
+// requestID is the request id set by the server's middleware on the
+// response (X-Request-ID), or the client's.
+func requestID(w http.ResponseWriter, r *http.Request) string {
+	if id := w.Header().Get("X-Request-ID"); id != "" {
+		return id
+	}
+	return r.Header.Get("X-Request-ID")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

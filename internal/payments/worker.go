@@ -1,0 +1,258 @@
+package payments
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// Failure codes the worker passes to [ResultStore.MarkPaymentFailed].
+const (
+	// FailureRejected: the provider refused the charge (a 4xx other than 429).
+	FailureRejected = "charge_rejected"
+	// FailureUnavailable: the provider could not be reached within the
+	// attempts.
+	FailureUnavailable = "provider_unavailable"
+)
+
+// WorkerConfig configures a [Worker].
+type WorkerConfig struct {
+	// Pool is the Postgres pool holding charge_jobs. Required.
+	Pool *pgxpool.Pool
+	// Provider sends charges. Required.
+	Provider Provider
+	// Store marks payments failed. Required.
+	Store ResultStore
+	// Notifier is told about PAYMENT_FAILED events the worker causes.
+	// Optional.
+	Notifier Notifier
+	// Concurrency is the number of goroutines [Worker.Run] starts. Default 1.
+	Concurrency int
+	// PollInterval is the wait between polls when no job is due (cut short
+	// by [Worker.Wake]). Default 200ms.
+	PollInterval time.Duration
+	// MaxAttempts caps the sends of one job. Default 8.
+	MaxAttempts int
+	// InitialBackoff is the cap of the first retry delay; the cap doubles
+	// per try up to MaxBackoff, and the delay is uniform in [0, cap] (full
+	// jitter). Defaults 500ms and 30s.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	// Lease is how long a claimed job stays invisible to other workers; a
+	// send is cut off at Lease/2, so two sends of one job never overlap.
+	// A job whose worker died is retried after the lease. Default 30s.
+	Lease time.Duration
+	// Logger logs job outcomes. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics counts job results. Optional.
+	Metrics *Metrics
+}
+
+// Worker drains the charge_jobs outbox: it claims due jobs (FOR UPDATE SKIP
+// LOCKED), sends them to the [Provider], reschedules retryable failures via
+// run_at and marks the payment failed on a permanent error or after
+// MaxAttempts. Any number of workers, in any number of processes, may run
+// against one database.
+type Worker struct {
+	cfg  WorkerConfig
+	wake chan struct{}
+}
+
+// NewWorker validates cfg and returns a worker; start it with [Worker.Run].
+func NewWorker(cfg WorkerConfig) (*Worker, error) {
+	if cfg.Pool == nil || cfg.Provider == nil || cfg.Store == nil {
+		return nil, errors.New("payments: WorkerConfig needs Pool, Provider and Store")
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 200 * time.Millisecond
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 8
+	}
+	if cfg.InitialBackoff <= 0 {
+		cfg.InitialBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.InitialBackoff {
+		cfg.MaxBackoff = max(30*time.Second, cfg.InitialBackoff)
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Worker{cfg: cfg, wake: make(chan struct{}, cfg.Concurrency)}, nil
+}
+
+// Wake makes an idle worker goroutine poll now (payOrder calls it after
+// committing a charge job). It never blocks.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run processes jobs with Concurrency goroutines until ctx is cancelled;
+// each goroutine finishes the job in hand first. It returns when all have
+// stopped.
+func (w *Worker) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range w.cfg.Concurrency {
+		wg.Go(func() { w.loop(ctx) })
+	}
+	wg.Wait()
+}
+
+func (w *Worker) loop(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		worked, err := w.RunOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.cfg.Logger.Error("charge worker: claiming a job failed", "error", err.Error())
+		}
+		if worked {
+			continue
+		}
+		timer.Reset(w.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// job is a claimed charge_jobs row.
+type job struct {
+	id          int64
+	orderID     string
+	attempt     int
+	amountCents int64
+	currency    string
+	tries       int // including this claim
+}
+
+// claimSQL takes the oldest due job, skipping rows other workers hold, and
+// leases it by pushing run_at past the lease; tries counts claims and
+// fences the later update.
+const claimSQL = `
+UPDATE charge_jobs SET tries = tries + 1, run_at = now() + make_interval(secs => $1), updated_at = now()
+WHERE id = (
+    SELECT id FROM charge_jobs
+    WHERE state = 'pending' AND run_at <= now()
+    ORDER BY run_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, order_id::text, attempt, amount_cents, currency, tries`
+
+// RunOnce claims and processes at most one due job. worked is false when
+// no job was due. Once a job is claimed it is processed to the end even if
+// ctx is cancelled.
+func (w *Worker) RunOnce(ctx context.Context) (worked bool, err error) {
+	var j job
+	err = w.cfg.Pool.QueryRow(ctx, claimSQL, w.cfg.Lease.Seconds()).
+		Scan(&j.id, &j.orderID, &j.attempt, &j.amountCents, &j.currency, &j.tries)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, order.Unavailable("postgres", err)
+	}
+	w.process(context.WithoutCancel(ctx), j)
+	return true, nil
+}
+
+func (w *Worker) process(ctx context.Context, j job) {
+	log := w.cfg.Logger.With("orderId", j.orderID, "attempt", j.attempt, "jobId", j.id, "try", j.tries)
+	if j.tries > w.cfg.MaxAttempts {
+		w.fail(ctx, log, j, FailureUnavailable, "attempts exhausted")
+		return
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, w.cfg.Lease/2)
+	res, err := w.cfg.Provider.Charge(sendCtx, ChargeRequest{OrderID: j.orderID, Attempt: j.attempt,
+		AmountCents: j.amountCents, Currency: j.currency, IdempotencyKey: IdempotencyKey(j.orderID, j.attempt)})
+	cancel()
+	switch {
+	case err == nil:
+		w.update(ctx, log, j, `state = 'done', last_error = NULL`)
+		w.cfg.Metrics.chargeJob("done")
+		log.Info("charge accepted by the provider", "chargeId", res.ChargeID)
+	case IsPermanent(err):
+		w.fail(ctx, log, j, FailureRejected, err.Error())
+	case j.tries >= w.cfg.MaxAttempts:
+		w.fail(ctx, log, j, FailureUnavailable, err.Error())
+	default:
+		d := w.backoff(j.tries)
+		w.update(ctx, log, j, `run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(), err.Error())
+		w.cfg.Metrics.chargeJob("retry")
+		log.Warn("charge failed, will retry", "error", err.Error(), "in", d)
+	}
+}
+
+// fail marks the payment failed, then the job. If the store cannot mark the
+// payment, the job stays pending and runs again later.
+func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason string) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ev, err := w.cfg.Store.MarkPaymentFailed(sctx, j.orderID, j.attempt, code)
+	cancel()
+	if err != nil {
+		d := w.backoff(min(j.tries, w.cfg.MaxAttempts))
+		w.update(ctx, log, j, `run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(),
+			fmt.Sprintf("%s; marking the payment failed: %v", reason, err))
+		log.Error("charge failed but the payment could not be marked failed; will retry", "error", err.Error())
+		return
+	}
+	w.update(ctx, log, j, `state = 'failed', last_error = $3`, reason)
+	w.cfg.Metrics.chargeJob("failed")
+	log.Warn("charge failed for good", "failureCode", code, "reason", reason)
+	if ev != nil && w.cfg.Notifier != nil {
+		w.cfg.Notifier.Committed(ctx, []order.Event{*ev})
+	}
+}
+
+// update sets fields of a job this worker still holds (same tries).
+func (w *Worker) update(ctx context.Context, log *slog.Logger, j job, set string, args ...any) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tag, err := w.cfg.Pool.Exec(ctx, `UPDATE charge_jobs SET `+set+`, updated_at = now()
+		WHERE id = $1 AND tries = $2 AND state = 'pending'`, append([]any{j.id, j.tries}, args...)...)
+	switch {
+	case err != nil:
+		// The lease expires and the job runs again with the same key.
+		log.Error("charge worker: updating the job failed", "error", err.Error())
+	case tag.RowsAffected() == 0:
+		log.Warn("charge worker: job was taken over after its lease expired")
+	}
+}
+
+// backoff is the delay before try+1: uniform in [0, cap] where the cap is
+// the exponential interval of the try (full jitter).
+func (w *Worker) backoff(try int) time.Duration {
+	b := &backoff.ExponentialBackOff{InitialInterval: w.cfg.InitialBackoff, Multiplier: 2,
+		MaxInterval: w.cfg.MaxBackoff, RandomizationFactor: 0}
+	b.Reset()
+	ceiling := w.cfg.InitialBackoff
+	for range max(try, 1) {
+		ceiling = b.NextBackOff()
+	}
+	return time.Duration(rand.Int64N(int64(ceiling) + 1))
+}
