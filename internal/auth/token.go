@@ -1,0 +1,152 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// Defaults of [Config].
+const (
+	DefaultTTL    = 24 * time.Hour
+	DefaultLeeway = 30 * time.Second
+)
+
+// Config configures an [Issuer] and a [Verifier].
+type Config struct {
+	// Secrets are the HS256 keys. The first signs new tokens; all of them
+	// verify, so a secret can be rotated by putting the new one first and
+	// dropping the old one once its tokens have expired. At least one,
+	// none empty.
+	Secrets [][]byte
+	// TTL is the lifetime of an issued token (default 24h).
+	TTL time.Duration
+	// Leeway is the clock skew tolerated when checking exp and nbf
+	// (default 30s).
+	Leeway time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Secrets) == 0 {
+		return c, errors.New("auth: no JWT secret configured")
+	}
+	for i, s := range c.Secrets {
+		if len(s) == 0 {
+			return c, fmt.Errorf("auth: JWT secret %d is empty", i)
+		}
+	}
+	if c.TTL <= 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Leeway <= 0 {
+		c.Leeway = DefaultLeeway
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+// Claims are the claims of a session token: sub is the user id.
+type Claims struct {
+	Role  order.Role `json:"role"`
+	Email string     `json:"email,omitempty"`
+	Name  string     `json:"name,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Issuer signs session tokens with the first configured secret.
+type Issuer struct {
+	cfg Config
+}
+
+// NewIssuer returns an Issuer, or an error when no usable secret is set.
+func NewIssuer(cfg Config) (*Issuer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Issuer{cfg: cfg}, nil
+}
+
+// TTL is the lifetime of the tokens the Issuer signs.
+func (i *Issuer) TTL() time.Duration { return i.cfg.TTL }
+
+// Issue returns a signed token for u and the time it expires.
+func (i *Issuer) Issue(u *order.User) (string, time.Time, error) {
+	now := i.cfg.Now()
+	exp := now.Add(i.cfg.TTL)
+	claims := Claims{
+		Role:  u.Role,
+		Email: u.Email,
+		Name:  u.Name,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   u.ID,
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(exp),
+		},
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(i.cfg.Secrets[0])
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("auth: sign token: %w", err)
+	}
+	return s, exp, nil
+}
+
+// Verifier checks session tokens: HS256 only (alg none and every other
+// algorithm are refused), signed by any configured secret, exp required,
+// exp and nbf checked with the leeway, sub and a known role present.
+type Verifier struct {
+	parser *jwt.Parser
+	keys   jwt.VerificationKeySet
+}
+
+// NewVerifier returns a Verifier, or an error when no usable secret is set.
+func NewVerifier(cfg Config) (*Verifier, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{parser: jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(cfg.Now),
+		jwt.WithExpirationRequired(),
+	)}
+	for _, s := range cfg.Secrets {
+		v.keys.Keys = append(v.keys.Keys, s)
+	}
+	return v, nil
+}
+
+// Verify returns the claims of a valid token, or an UNAUTHENTICATED
+// *order.Error whose Cause says what was wrong.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	var claims Claims
+	_, err := v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return v.keys, nil })
+	if err != nil {
+		msg := "invalid session token"
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			msg = "session token expired"
+		}
+		return nil, unauthenticated(msg, err)
+	}
+	if claims.Subject == "" {
+		return nil, unauthenticated("invalid session token", errors.New("token has no sub"))
+	}
+	if claims.Role != order.RoleCustomer && claims.Role != order.RoleStaff {
+		return nil, unauthenticated("invalid session token", fmt.Errorf("token has unknown role %q", claims.Role))
+	}
+	return &claims, nil
+}
+
+func unauthenticated(msg string, cause error) *order.Error {
+	return &order.Error{Code: order.CodeUnauthenticated, Message: msg, Cause: cause}
+}
