@@ -76,7 +76,9 @@ var whoami = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 
 type reqOpt func(*http.Request)
 
-func bearer(tok string) reqOpt { return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) } }
+func bearer(tok string) reqOpt {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+}
 func header(k, v string) reqOpt {
 	return func(r *http.Request) { r.Header.Set(k, v) }
 }
@@ -112,14 +114,14 @@ func TestMiddleware(t *testing.T) {
 	forged := sign(t, jwtHS256(), []byte("guess"), claims(time.Now(), 0, time.Hour))
 
 	tests := []struct {
-		name      string
-		users     *memUsers
-		method    string
-		opts      []reqOpt
-		status    int
-		body      string // for 200
-		code      string // for errors
-		clears    bool   // the session cookie is cleared
+		name       string
+		users      *memUsers
+		method     string
+		opts       []reqOpt
+		status     int
+		body       string // for 200
+		code       string // for errors
+		clears     bool   // the session cookie is cleared
 		csrfExempt []string
 	}{
 		{name: "anonymous", method: "GET", status: 200, body: "anonymous"},
