@@ -1,0 +1,374 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// Dep names something screens depend on; a mutation bumps the generation of
+// each Dep it changes, which makes every screen depending on it a miss.
+type Dep string
+
+// OrderDep is the dependency of screens that show the order with this id.
+func OrderDep(orderID string) Dep { return Dep("order:" + orderID) }
+
+// CustomerDep is the dependency of screens that list or count the orders of
+// this customer.
+func CustomerDep(customerID string) Dep { return Dep("customer:" + customerID) }
+
+// AllOrdersDep is the dependency of staff views over every order.
+const AllOrdersDep Dep = "all"
+
+// Key identifies one cached screen.
+type Key struct {
+	// Screen is the screen's query field, e.g. "homeScreen".
+	Screen string
+	// Args are the screen's arguments in a canonical form, e.g.
+	// "status=PAID&first=20&after=" (same arguments ⇒ same string).
+	Args string
+	// ViewerID is the id of the signed-in user.
+	ViewerID string
+	// Role is the viewer's role.
+	Role string
+	// Deps are the dependencies whose invalidation must drop this screen.
+	Deps []Dep
+}
+
+// Config configures a Cache. The zero value of each field means its default.
+type Config struct {
+	// TTL is the lifetime of an entry before jitter. Default 60s.
+	TTL time.Duration
+	// Jitter spreads TTLs uniformly over TTL·(1±Jitter). Default 0.10;
+	// a negative value disables jitter; must be below 1.
+	Jitter float64
+	// Timeout bounds each Redis call. Default 50ms.
+	Timeout time.Duration
+	// GenTTL is how long a dependency generation counter lives after its
+	// last bump. Default max(24h, 10×TTL); must be at least 10×TTL, so that a counter
+	// only expires (and restarts from 0) long after every entry built on
+	// its previous values has expired.
+	GenTTL time.Duration
+	// Prefix starts every key. Default "bff:".
+	Prefix string
+	// ModelVersion is part of every entry key; change it when the shape of
+	// a cached screen changes. Default "1".
+	ModelVersion string
+	// Codec encodes entries. Default MsgpackCodec (faster than JSON on
+	// screen-shaped values; see BenchmarkCodec).
+	Codec Codec
+	// Breaker configures the circuit breaker around Redis. Defaults: Name
+	// "redis-cache", MaxRequests 1, Timeout (time spent open) 5s,
+	// ReadyToTrip after 5 consecutive failures. OnStateChange is called
+	// after the cache's own handler.
+	Breaker gobreaker.Settings
+	// StoreDelay, when set, is called between the load and the store of a
+	// miss (a test hook to widen the race window).
+	StoreDelay func(ctx context.Context)
+}
+
+// ErrUnavailable reports that Redis could not be used (failure, timeout or
+// open circuit breaker).
+var ErrUnavailable = errors.New("cache: redis unavailable")
+
+// errCallerGone marks a Redis call abandoned because the caller's context
+// ended; it does not count against the breaker.
+var errCallerGone = errors.New("cache: caller context done")
+
+// hashTag keeps every key of the cache in one Redis Cluster slot.
+const hashTag = "{cache}"
+
+// Cache is the screen cache. It is safe for concurrent use.
+type Cache struct {
+	rdb      redis.UniversalClient
+	cfg      Config
+	metrics  Metrics
+	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	flights  singleflight.Group
+	epochKey string
+	genKey   string // prefix of generation keys
+	entryKey string // prefix of entry keys
+
+	// missed counts events after which an invalidation may have been lost
+	// (a failed Invalidate, the breaker opening); repaired is the value of
+	// missed covered by the last successful epoch bump.
+	missed   atomic.Uint64
+	repaired atomic.Uint64
+
+	// beforeFlight, when set, is called by Load right before it joins the
+	// singleflight group (test hook).
+	beforeFlight func()
+}
+
+// New returns a Cache on client. m may be nil (no metrics). It fails on an
+// invalid configuration or a client that ignores context deadlines.
+func New(client redis.UniversalClient, cfg Config, m Metrics) (*Cache, error) {
+	if client == nil {
+		return nil, errors.New("cache: nil redis client")
+	}
+	if !contextTimeoutEnabled(client) {
+		return nil, errors.New("cache: the redis client must be created with ContextTimeoutEnabled: true, otherwise the per-call timeout is ignored")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = nopMetrics{}
+	}
+	c := &Cache{
+		rdb:      client,
+		cfg:      cfg,
+		metrics:  m,
+		epochKey: cfg.Prefix + hashTag + ":epoch",
+		genKey:   cfg.Prefix + hashTag + ":gen:",
+		entryKey: cfg.Prefix + hashTag + ":e:",
+	}
+	st := cfg.Breaker
+	userChange, userExcluded := st.OnStateChange, st.IsExcluded
+	st.OnStateChange = func(name string, from, to gobreaker.State) {
+		if to == gobreaker.StateOpen {
+			// Redis is considered down: invalidations by any instance may be
+			// lost, so the first call after recovery bumps the epoch.
+			c.missed.Add(1)
+		}
+		if userChange != nil {
+			userChange(name, from, to)
+		}
+	}
+	st.IsExcluded = func(err error) bool {
+		return errors.Is(err, errCallerGone) || (userExcluded != nil && userExcluded(err))
+	}
+	c.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
+	return c, nil
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.TTL == 0 {
+		cfg.TTL = 60 * time.Second
+	}
+	if cfg.Jitter == 0 {
+		cfg.Jitter = 0.10
+	}
+	if cfg.Jitter < 0 {
+		cfg.Jitter = 0
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 50 * time.Millisecond
+	}
+	if cfg.GenTTL == 0 {
+		cfg.GenTTL = max(24*time.Hour, 10*cfg.TTL)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "bff:"
+	}
+	if cfg.ModelVersion == "" {
+		cfg.ModelVersion = "1"
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = MsgpackCodec{}
+	}
+	b := &cfg.Breaker
+	if b.Name == "" {
+		b.Name = "redis-cache"
+	}
+	if b.Timeout == 0 {
+		b.Timeout = 5 * time.Second
+	}
+	if b.ReadyToTrip == nil {
+		b.ReadyToTrip = func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 }
+	}
+	switch {
+	case cfg.TTL < time.Millisecond:
+		return cfg, fmt.Errorf("cache: TTL %v must be at least 1ms", cfg.TTL)
+	case cfg.Jitter >= 1:
+		return cfg, fmt.Errorf("cache: Jitter %v must be below 1", cfg.Jitter)
+	case cfg.Timeout < 0:
+		return cfg, fmt.Errorf("cache: Timeout %v must be positive", cfg.Timeout)
+	case cfg.GenTTL < 10*cfg.TTL:
+		return cfg, fmt.Errorf("cache: GenTTL %v must be at least 10×TTL (%v)", cfg.GenTTL, 10*cfg.TTL)
+	}
+	return cfg, nil
+}
+
+// contextTimeoutEnabled reports whether client honours context deadlines,
+// for the client types that say so.
+func contextTimeoutEnabled(client redis.UniversalClient) bool {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
+}
+
+// ttl returns the TTL of a new entry: cfg.TTL with jitter.
+func (c *Cache) ttl() time.Duration {
+	return jitter(c.cfg.TTL, c.cfg.Jitter, rand.Float64())
+}
+
+// jitter spreads ttl over ttl·(1±j) by r in [0,1).
+func jitter(ttl time.Duration, j, r float64) time.Duration {
+	d := time.Duration(float64(ttl) * (1 + j*(2*r-1)))
+	return max(d, time.Millisecond)
+}
+
+// keys returns the entry key without generations and the keys of the
+// epoch and of the sorted, deduplicated dependency generations.
+func (c *Cache) keys(k Key) (base string, genKeys []string) {
+	deps := slices.Clone(k.Deps)
+	slices.Sort(deps)
+	deps = slices.Compact(deps)
+	genKeys = make([]string, 0, len(deps)+1)
+	genKeys = append(genKeys, c.epochKey)
+
+	h := sha256.New()
+	field := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	for _, s := range []string{c.cfg.ModelVersion, c.cfg.Codec.Name(), k.Screen, k.Args, k.ViewerID, k.Role} {
+		field(s)
+	}
+	for _, d := range deps {
+		field(string(d))
+		genKeys = append(genKeys, c.genKey+string(d))
+	}
+	sum := h.Sum(nil)
+	return c.entryKey + k.Screen + ":" + base64.RawURLEncoding.EncodeToString(sum[:18]), genKeys
+}
+
+// call runs fn under the circuit breaker with the per-call timeout. Its
+// errors wrap ErrUnavailable, or are ctx's error when the caller gave up.
+func (c *Cache) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	done, err := c.breaker.Allow()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	err = fn(cctx)
+	switch {
+	case err == nil:
+		done(nil)
+		return nil
+	case ctx.Err() != nil:
+		done(errCallerGone)
+		return ctx.Err()
+	default:
+		done(err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+// epochBump tells whether the next call must bump the epoch, and returns
+// the function to call after that call succeeded.
+func (c *Cache) epochBump() (bump bool, ok func()) {
+	m := c.missed.Load()
+	if m == c.repaired.Load() {
+		return false, func() {}
+	}
+	return true, func() {
+		for {
+			r := c.repaired.Load()
+			if r >= m || c.repaired.CompareAndSwap(r, m) {
+				return
+			}
+		}
+	}
+}
+
+// lookup is what the read script found.
+type lookup struct {
+	gens string        // epoch and generations, "e.g1.g2"
+	hit  bool          // an entry was found
+	data []byte        // the entry
+	pttl time.Duration // its remaining TTL
+}
+
+// read runs the read script: it reads the generations and, when get is set,
+// the entry under them.
+func (c *Cache) read(ctx context.Context, base string, genKeys []string, get bool) (lookup, error) {
+	var lk lookup
+	bump, bumped := c.epochBump()
+	keys := append(slices.Clip(genKeys), base)
+	err := c.call(ctx, func(ctx context.Context) error {
+		res, err := readScript.Run(ctx, c.rdb, keys, flag(get), flag(bump)).Slice()
+		if err != nil {
+			return err
+		}
+		gens, ok := res[0].(string)
+		if !ok {
+			return fmt.Errorf("cache: unexpected script reply %T", res[0])
+		}
+		lk.gens = gens
+		if len(res) == 3 {
+			data, _ := res[1].(string)
+			pttl, _ := res[2].(int64)
+			lk.hit, lk.data, lk.pttl = true, []byte(data), time.Duration(pttl)*time.Millisecond
+		}
+		return nil
+	})
+	if err == nil {
+		bumped()
+	}
+	return lk, err
+}
+
+// store writes data under the entry key built from base and gens.
+func (c *Cache) store(ctx context.Context, base, gens string, data []byte, ttl time.Duration) error {
+	return c.call(ctx, func(ctx context.Context) error {
+		return c.rdb.Set(ctx, base+":"+gens, data, ttl).Err()
+	})
+}
+
+// Invalidate bumps the generation of each dep in one round trip, so that
+// every screen depending on one of them is a miss from now on, on every
+// instance. Call it after the mutation committed, before responding and
+// before publishing its events.
+//
+// When Redis is unavailable, Invalidate returns an error wrapping
+// ErrUnavailable and remembers the miss: the next successful Redis call of
+// this Cache bumps the global epoch first, which drops every entry. The
+// error is for logging; the mutation itself should still succeed.
+func (c *Cache) Invalidate(ctx context.Context, deps ...Dep) error {
+	bump, bumped := c.epochBump()
+	if len(deps) == 0 && !bump {
+		return nil
+	}
+	keys := make([]string, 0, len(deps)+1)
+	keys = append(keys, c.epochKey)
+	for _, d := range deps {
+		keys = append(keys, c.genKey+string(d))
+	}
+	err := c.call(ctx, func(ctx context.Context) error {
+		return invalidateScript.Run(ctx, c.rdb, keys, c.cfg.GenTTL.Milliseconds(), flag(bump)).Err()
+	})
+	if err != nil {
+		c.missed.Add(1)
+		return fmt.Errorf("cache: invalidate %v: %w", deps, err)
+	}
+	bumped()
+	return nil
+}
+
+func flag(b bool) string {
+	return strconv.FormatBool(b)[:1] // "t" or "f"
+}

@@ -1,0 +1,138 @@
+package cache
+
+import (
+	"context"
+	"time"
+)
+
+type bypassKey struct{}
+
+// WithBypass marks ctx so that Load skips the cached value, calls the loader
+// and stores the fresh value (a request with Cache-Control: no-cache).
+func WithBypass(ctx context.Context) context.Context {
+	return context.WithValue(ctx, bypassKey{}, true)
+}
+
+func bypassed(ctx context.Context) bool {
+	b, _ := ctx.Value(bypassKey{}).(bool)
+	return b
+}
+
+// flight is the outcome of one singleflight load.
+type flight[T any] struct {
+	val    T
+	hit    bool          // found in the cache by the re-check in the flight
+	stored bool          // the value was stored
+	failed bool          // a Redis call failed
+	ttl    time.Duration // TTL left (hit) or set (stored)
+}
+
+// Load returns the cached value of key, or calls load and caches its result.
+//
+// On a hit, Load runs one Redis round trip and nothing else. On a miss, the
+// loads of one key (same generations) on this instance are shared
+// (singleflight), and the value is stored under the generations read before
+// the load started, so a load that overlaps an Invalidate of one of the key's
+// Deps never puts its old value back where later reads look. A value
+// returned by a shared load is shared by its callers: do not modify it.
+//
+// When Redis is unavailable, Load calls load directly (no singleflight, as
+// without generations it cannot tell a load that started before a write from
+// one that started after it) and reports StatusError; the error it returns
+// is load's only. Errors of load are returned and never cached.
+func Load[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (T, Result, error) {
+	res, v, err := loadValue(ctx, c, key, load)
+	c.metrics.Observe(key.Screen, res.Status)
+	return v, res, err
+}
+
+func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (Result, T, error) {
+	base, genKeys := c.keys(key)
+	bypass := bypassed(ctx)
+	lk, err := c.read(ctx, base, genKeys, !bypass)
+	if err != nil {
+		v, err := load(ctx)
+		return Result{Status: StatusError}, v, err
+	}
+	if lk.hit {
+		var v T
+		if c.cfg.Codec.Unmarshal(lk.data, &v) == nil {
+			return Result{Status: StatusHit, TTL: lk.pttl}, v, nil
+		}
+		// An entry that does not decode is treated as a miss and replaced.
+	}
+
+	status, group := StatusMiss, "m|"
+	if bypass {
+		status, group = StatusBypass, "b|"
+	}
+	if c.beforeFlight != nil {
+		c.beforeFlight()
+	}
+	out, err, _ := c.flights.Do(group+base+":"+lk.gens, func() (any, error) {
+		fctx, cancel := detach(ctx)
+		defer cancel()
+		return fly(fctx, c, base, genKeys, lk.gens, !bypass, load)
+	})
+	if err != nil {
+		var zero T
+		return Result{Status: status}, zero, err
+	}
+	f, ok := out.(flight[T])
+	if !ok { // two types under one key: a caller bug; do not share
+		v, err := load(ctx)
+		return Result{Status: status}, v, err
+	}
+	switch {
+	case f.hit:
+		return Result{Status: StatusHit, TTL: f.ttl}, f.val, nil
+	case f.failed:
+		return Result{Status: StatusError}, f.val, nil
+	}
+	return Result{Status: status, TTL: f.ttl, Stored: f.stored}, f.val, nil
+}
+
+// fly is the shared part of a miss: re-check (a flight that ended between
+// our read and now may have stored the value), load, store.
+func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
+	var f flight[T]
+	if recheck {
+		lk, err := c.read(ctx, base, genKeys, true)
+		if err == nil && lk.hit && c.cfg.Codec.Unmarshal(lk.data, &f.val) == nil {
+			f.hit, f.ttl = true, lk.pttl
+			return f, nil
+		}
+		if err == nil {
+			gens = lk.gens // newer, and still read before the load starts
+		}
+	}
+	v, err := load(ctx)
+	if err != nil {
+		return f, err
+	}
+	f.val = v
+	data, err := c.cfg.Codec.Marshal(v)
+	if err != nil {
+		return f, nil // not cacheable; serve it anyway
+	}
+	if c.cfg.StoreDelay != nil {
+		c.cfg.StoreDelay(ctx)
+	}
+	ttl := c.ttl()
+	if err := c.store(ctx, base, gens, data, ttl); err != nil {
+		f.failed = true
+		return f, nil
+	}
+	f.stored, f.ttl = true, ttl
+	return f, nil
+}
+
+// detach keeps ctx's values and deadline but not its cancellation, so that
+// one caller giving up does not fail the others waiting on the same load.
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(d, dl)
+	}
+	return d, func() {}
+}
