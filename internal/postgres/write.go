@@ -346,3 +346,15 @@ func (s *Store) DeleteExpiredKeys(ctx context.Context, batch int) (int64, error)
 		SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT $1)`, batch)
 	return tag.RowsAffected(), interpretError(err)
 }
+
+type txKey struct{}
+
+// WithTx returns ctx carrying tx: store writes made through the shop run
+// in it, and its owner commits and publishes.
+func WithTx(ctx context.Context, tx *Tx) context.Context { return context.WithValue(ctx, txKey{}, tx) }
+
+// TxFrom returns the transaction of ctx, if any.
+func TxFrom(ctx context.Context) (*Tx, bool) {
+	tx, ok := ctx.Value(txKey{}).(*Tx)
+	return tx, ok
+}

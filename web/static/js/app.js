@@ -326,7 +326,7 @@ function renderOrder(root, s, act) {
         h('td', { class: 'num' }, l.unitPrice.formatted), h('td', { class: 'num' }, l.total.formatted))))),
     h('h2', {}, 'Actions'),
     h('div', { class: 'card', testid: 'actions' },
-      actions.length || addressForm ? [h('div', { class: 'actions' }, actions), addressForm && h('div', { class: 'actions' }, addressForm)]
+      actions.length || addressForm ? [h('div', { class: 'actions' }, actions), addressForm]
         : h('p', { class: 'muted', testid: 'no-actions' }, 'Nothing to do on this order now.')),
     h('h2', {}, 'Timeline'),
     h('ol', { class: 'timeline card', testid: 'timeline' }, s.timeline.map((ev) => h('li', { testid: `timeline-${ev.type}` },
@@ -415,5 +415,9 @@ $('signout').addEventListener('click', async () => {
   viewer = null;
   if (location.hash === '#/signin') route(); else location.hash = '#/signin';
 });
-window.addEventListener('hashchange', route);
+window.addEventListener('hashchange', () => {
+  clearError();
+  $('notice').hidden = true;
+  route();
+});
 route();

@@ -1,0 +1,390 @@
+package gqlhttp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+
+	"io"
+	"mime"
+	"net/http"
+
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/executor"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/httpx"
+	"github.com/shop/bff/internal/idempotency"
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/shop"
+)
+
+// Content types.
+const (
+	ctJSON         = "application/json"
+	ctGraphQLJSON  = "application/graphql-response+json"
+	ctEventStream  = "text/event-stream"
+	requiredFields = "placeOrder payOrder"
+)
+
+// Limiter decides whether a request may run. It writes the rejection
+// itself and returns false when the request is over its budget.
+type Limiter func(w http.ResponseWriter, r *http.Request, mutation bool) bool
+
+// Config wires the handler.
+type Config struct {
+	// Exec executes operations (configured with extensions and presenter).
+	Exec *executor.Executor
+	// Subscriptions serves POST + Accept: text/event-stream (graphql-sse).
+	Subscriptions http.Handler
+	// Keeper runs mutations in keyed transactions.
+	Keeper *idempotency.Keeper
+	// Limit, optional, applies rate limits once the operation type is known.
+	Limit Limiter
+}
+
+// Handler serves /graphql.
+type Handler struct{ cfg Config }
+
+// New returns the /graphql handler.
+func New(cfg Config) *Handler { return &Handler{cfg: cfg} }
+
+// body is the JSON request of GraphQL over HTTP.
+type body struct {
+	Query         *string        `json:"query"`
+	OperationName *string        `json:"operationName"`
+	Variables     map[string]any `json:"variables"`
+	Extensions    map[string]any `json:"extensions"`
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && acceptsEventStream(r) && h.cfg.Subscriptions != nil {
+		h.cfg.Subscriptions.ServeHTTP(w, r)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "use GET (queries) or POST"))
+		return
+	}
+	ct, ok := negotiate(r.Header.Get("Accept"))
+	if !ok {
+		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(order.CodeBadRequest, "accept application/json or application/graphql-response+json"))
+		return
+	}
+	params, err := readParams(r)
+	if err != nil {
+		status := http.StatusBadRequest
+		if order.ErrorCode(err) == order.CodePayloadTooLarge {
+			status = http.StatusRequestEntityTooLarge
+		}
+		httpx.WriteError(w, r, status, order.AsError(err))
+		return
+	}
+	ctx, report := shop.WithCacheReport(r.Context())
+	if cc := r.Header.Get("Cache-Control"); strings.Contains(strings.ToLower(cc), "no-cache") {
+		ctx = shop.WithBypass(ctx)
+	}
+	info := httpx.Info(ctx)
+	if info != nil && params.OperationName != "" {
+		info.SetOperation(params.OperationName)
+	}
+	rc, errs := h.cfg.Exec.CreateOperationContext(ctx, params)
+	if errs != nil {
+		resp := h.cfg.Exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
+		status := http.StatusOK
+		if ct == ctGraphQLJSON && !onlyCode(resp.Errors, order.CodePersistedQueryNotFound) {
+			status = requestErrorStatus(resp.Errors)
+		}
+		h.write(w, r, ct, status, resp, nil)
+		return
+	}
+	if info != nil && params.OperationName == "" && rc.Operation.Name != "" {
+		info.SetOperation(rc.Operation.Name)
+	}
+	mutation := rc.Operation.Operation == ast.Mutation
+	if rc.Operation.Operation == ast.Subscription {
+		httpx.WriteError(w, r, http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "subscriptions need POST with Accept: text/event-stream"))
+		return
+	}
+	if mutation && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "mutations are only accepted over POST"))
+		return
+	}
+	if h.cfg.Limit != nil && !h.cfg.Limit(w, r, mutation) {
+		return
+	}
+	if !mutation {
+		resp := h.dispatch(ctx, rc)
+		h.write(w, r, ct, http.StatusOK, resp, report)
+		return
+	}
+	h.mutate(ctx, w, r, ct, rc)
+}
+
+// mutate runs a mutation through the idempotency keeper.
+func (h *Handler) mutate(ctx context.Context, w http.ResponseWriter, r *http.Request, ct string, rc *graphql.OperationContext) {
+	raw, present := r.Header[http.CanonicalHeaderKey(idempotency.Header)]
+	val := ""
+	if present && len(raw) > 0 {
+		val = raw[0]
+	}
+	if present && len(raw) > 1 {
+		val = "" // several values: invalid
+	}
+	key, err := idempotency.ParseKey(val, present)
+	if err != nil {
+		httpx.WriteError(w, r, http.StatusBadRequest, order.AsError(err))
+		return
+	}
+	user, _ := auth.UserFrom(ctx)
+	if key == "" && user != nil && requiresKey(rc.Operation) {
+		httpx.WriteError(w, r, http.StatusBadRequest, order.Errorf(order.CodeIdempotencyKeyRequired,
+			"placeOrder and payOrder need an Idempotency-Key header (a fresh UUID per logical request, reused on retries)"))
+		return
+	}
+	req := idempotency.Request{Key: key}
+	if user != nil {
+		req.UserID = user.ID
+		if key != "" {
+			req.Fingerprint = idempotency.Fingerprint(rc.OperationName, rc.Doc, rc.Variables)
+		}
+	}
+	resp, outcome, err := h.cfg.Keeper.Run(ctx, req, func(ctx context.Context) idempotency.Response {
+		resp := h.dispatch(ctx, rc)
+		b, status := encode(ct, http.StatusOK, resp)
+		return idempotency.Response{Status: status, Body: b, Transient: transient(resp.Errors)}
+	})
+	if info := httpx.Info(ctx); info != nil && outcome != idempotency.OutcomeNone {
+		info.SetIdempotency(string(outcome))
+	}
+	if err != nil {
+		e := order.AsError(err)
+		if e.Code == order.CodeIdempotencyKeyInUse {
+			w.Header().Set("Retry-After", "1")
+		}
+		if e.Code == order.CodeUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		httpx.WriteError(w, r, e.Code.HTTPStatus(), e)
+		return
+	}
+	if outcome == idempotency.OutcomeReplayed {
+		w.Header().Set(idempotency.ReplayedHeader, "true")
+	}
+	recordCodes(ctx, resp.Body)
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+// dispatch executes an operation and returns its response.
+func (h *Handler) dispatch(ctx context.Context, rc *graphql.OperationContext) *graphql.Response {
+	responses, ctx := h.cfg.Exec.DispatchOperation(ctx, rc)
+	resp := responses(ctx)
+	if resp == nil {
+		resp = &graphql.Response{}
+	}
+	return resp
+}
+
+// write sends a response, with the cache report of the screens it served.
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, report *shop.CacheReport) {
+	if report != nil {
+		if hdr, ext := report.Render(); hdr != "" {
+			w.Header().Set("Cache-Status", hdr)
+			if resp.Extensions == nil {
+				resp.Extensions = map[string]any{}
+			}
+			resp.Extensions["cache"] = ext
+			if info := httpx.Info(r.Context()); info != nil {
+				info.SetCache(report.Summary())
+			}
+		}
+	}
+	b, status := encode(ct, status, resp)
+	recordCodes(r.Context(), b)
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func encode(ct string, status int, resp *graphql.Response) ([]byte, int) {
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL","retryable":false}}]}`), http.StatusInternalServerError
+	}
+	return b, status
+}
+
+// recordCodes notes the error codes of a response body in the log line.
+func recordCodes(ctx context.Context, b []byte) {
+	info := httpx.Info(ctx)
+	if info == nil || !bytes.Contains(b, []byte(`"errors"`)) {
+		return
+	}
+	var parsed struct {
+		Errors []struct {
+			Extensions struct {
+				Code string `json:"code"`
+			} `json:"extensions"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(b, &parsed) == nil {
+		for _, e := range parsed.Errors {
+			info.AddErrorCode(e.Extensions.Code)
+		}
+	}
+}
+
+// transient reports whether errs hold a failure that must not be stored
+// as the final outcome of a keyed request.
+func transient(errs gqlerror.List) bool {
+	for _, e := range errs {
+		switch codeOf(e) {
+		case order.CodeUnavailable, order.CodeInternal, order.CodeRateLimited, order.CodeIdempotencyKeyInUse:
+			return true
+		}
+	}
+	return false
+}
+
+func codeOf(e *gqlerror.Error) order.Code {
+	if e.Extensions == nil {
+		return ""
+	}
+	c, _ := e.Extensions["code"].(string)
+	if c == "" {
+		if oc, ok := e.Extensions["code"].(order.Code); ok {
+			return oc
+		}
+	}
+	return order.Code(c)
+}
+
+func onlyCode(errs gqlerror.List, c order.Code) bool {
+	for _, e := range errs {
+		if codeOf(e) != c {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
+// requestErrorStatus is the status of a request error under
+// application/graphql-response+json.
+func requestErrorStatus(errs gqlerror.List) int {
+	status := http.StatusBadRequest
+	for _, e := range errs {
+		if s := codeOf(e).HTTPStatus(); s > status {
+			status = s
+		}
+	}
+	return status
+}
+
+// requiresKey reports whether the operation selects a mutation field that
+// creates or moves money (placeOrder, payOrder).
+func requiresKey(op *ast.OperationDefinition) bool {
+	found := false
+	var walk func(ast.SelectionSet)
+	walk = func(set ast.SelectionSet) {
+		for _, s := range set {
+			switch x := s.(type) {
+			case *ast.Field:
+				if strings.Contains(requiredFields, x.Name) && x.Name != "" {
+					found = true
+				}
+			case *ast.InlineFragment:
+				walk(x.SelectionSet)
+			case *ast.FragmentSpread:
+				if x.Definition != nil {
+					walk(x.Definition.SelectionSet)
+				}
+			}
+		}
+	}
+	walk(op.SelectionSet)
+	return found
+}
+
+// negotiate picks the response content type from Accept.
+func negotiate(accept string) (string, bool) {
+	if strings.TrimSpace(accept) == "" {
+		return ctJSON, true
+	}
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		switch mt {
+		case ctGraphQLJSON:
+			return ctGraphQLJSON, true
+		case ctJSON, "*/*", "application/*":
+			return ctJSON, true
+		}
+	}
+	return "", false
+}
+
+func acceptsEventStream(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), ctEventStream)
+}
+
+// readParams reads the operation from a POST JSON body or GET query.
+func readParams(r *http.Request) (*graphql.RawParams, error) {
+	var b body
+	if r.Method == http.MethodGet {
+		q := r.URL.Query()
+		if v, ok := q["query"]; ok {
+			b.Query = &v[0]
+		}
+		if v := q.Get("operationName"); v != "" {
+			b.OperationName = &v
+		}
+		for name, dst := range map[string]*map[string]any{"variables": &b.Variables, "extensions": &b.Extensions} {
+			if v := q.Get(name); v != "" {
+				dec := json.NewDecoder(strings.NewReader(v))
+				dec.UseNumber()
+				if err := dec.Decode(dst); err != nil {
+					return nil, order.Errorf(order.CodeBadRequest, "%s must be a JSON object", name)
+				}
+			}
+		}
+	} else {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != ctJSON {
+			return nil, order.Errorf(order.CodeBadRequest, "send a JSON body with Content-Type: application/json")
+		}
+		raw, err := io.ReadAll(r.Body)
+		if err != nil {
+			if httpx.IsBodyTooLarge(err) {
+				return nil, httpx.PayloadTooLargeError(err)
+			}
+			return nil, order.Errorf(order.CodeBadRequest, "could not read the request body")
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&b); err != nil {
+			return nil, order.Errorf(order.CodeBadRequest, "the body must be a JSON object with query, operationName, variables and extensions of the right types")
+		}
+	}
+	p := &graphql.RawParams{Variables: b.Variables, Extensions: b.Extensions, Headers: r.Header}
+	if b.Query != nil {
+		p.Query = *b.Query
+	}
+	if b.OperationName != nil {
+		p.OperationName = *b.OperationName
+	}
+	if p.Query == "" && b.Extensions["persistedQuery"] == nil {
+		return nil, order.Errorf(order.CodeBadRequest, "the request has no query")
+	}
+	return p, nil
+}

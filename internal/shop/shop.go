@@ -1,0 +1,422 @@
+package shop
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/shop/bff/graph/model"
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
+)
+
+// Shop serves the screens and runs the mutations.
+type Shop struct {
+	store  *postgres.Store
+	screen ScreenCache
+	// onCommit is told of the events of every committed write that the
+	// shop committed itself (requests whose transaction belongs to the
+	// idempotency layer are reported by that layer).
+	onCommit func(ctx context.Context, events []order.Event)
+}
+
+// Option configures a Shop.
+type Option func(*Shop)
+
+// WithCache serves the screens through c.
+func WithCache(c ScreenCache) Option { return func(s *Shop) { s.screen = c } }
+
+// WithOnCommit sets what to do after a write commits: invalidate the
+// screens it changed, then publish its events.
+func WithOnCommit(f func(ctx context.Context, events []order.Event)) Option {
+	return func(s *Shop) { s.onCommit = f }
+}
+
+// New returns a Shop over store.
+func New(store *postgres.Store, opts ...Option) *Shop {
+	s := &Shop{store: store, screen: noCache{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Store returns the shop's store.
+func (s *Shop) Store() *postgres.Store { return s.store }
+
+func requireViewer(v *order.User) error {
+	if v == nil {
+		return order.Unauthenticated()
+	}
+	return nil
+}
+
+// HomeScreen is the viewer's home screen; staff see the whole shop.
+func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen, CacheResult, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, CacheResult{}, err
+	}
+	sc := postgres.ScopeFor(v)
+	return s.screen.HomeScreen(ctx, ScreenKey{Screen: "homeScreen", Viewer: v, Deps: scopeDeps(sc)},
+		func(ctx context.Context) (*model.HomeScreen, error) {
+			recent, _, err := s.store.ListOrders(ctx, sc, nil, 5, nil)
+			if err != nil {
+				return nil, err
+			}
+			sum, err := s.store.Summarize(ctx, sc)
+			if err != nil {
+				return nil, err
+			}
+			orders, err := s.assemble(ctx, recent)
+			if err != nil {
+				return nil, err
+			}
+			open := 0
+			for st, n := range sum.Counts {
+				if st.Open() {
+					open += n
+				}
+			}
+			cur, cents := "USD", int64(0)
+			for c, n := range sum.LifetimeSpend {
+				if n > cents || cents == 0 {
+					cur, cents = c, n
+				}
+			}
+			return &model.HomeScreen{Viewer: User(v), RecentOrders: orders, StatusCounts: statusCounts(sum.Counts),
+				OpenOrders: open, LifetimeSpend: money(order.Money{Cents: cents, Currency: cur})}, nil
+		})
+}
+
+// OrdersScreen is one page of the viewer's orders with the status counts.
+func (s *Shop) OrdersScreen(ctx context.Context, v *order.User, status *model.OrderStatus, first *int, after *string) (*model.OrdersScreen, CacheResult, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, CacheResult{}, err
+	}
+	n, cur, st, err := listArgs(status, first, after)
+	if err != nil {
+		return nil, CacheResult{}, err
+	}
+	sc := postgres.ScopeFor(v)
+	args := "status=" + string(ptrOr(status)) + "&first=" + strconv.Itoa(n) + "&after=" + ptrStr(after)
+	return s.screen.OrdersScreen(ctx, ScreenKey{Screen: "ordersScreen", Args: args, Viewer: v, Deps: scopeDeps(sc)},
+		func(ctx context.Context) (*model.OrdersScreen, error) {
+			conn, err := s.orderConnection(ctx, sc, st, n, cur)
+			if err != nil {
+				return nil, err
+			}
+			sum, err := s.store.Summarize(ctx, sc)
+			if err != nil {
+				return nil, err
+			}
+			if st != nil {
+				conn.TotalCount = sum.Counts[*st]
+			} else {
+				conn.TotalCount = total(sum.Counts)
+			}
+			return &model.OrdersScreen{Orders: conn, StatusCounts: statusCounts(sum.Counts)}, nil
+		})
+}
+
+// OrderScreen is one order with its timeline and what the viewer may do
+// now; nil (with NOT_FOUND) when the viewer may not see it.
+func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*model.OrderScreen, CacheResult, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, CacheResult{}, err
+	}
+	return s.screen.OrderScreen(ctx, ScreenKey{Screen: "orderScreen", Args: "id=" + id, Viewer: v, Deps: []Dep{{Kind: "order", ID: id}}},
+		func(ctx context.Context) (*model.OrderScreen, error) {
+			o, err := s.visibleOrder(ctx, v, id)
+			if err != nil {
+				return nil, err
+			}
+			events, err := s.store.Timeline(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			last, err := s.store.LastPosition(ctx, postgres.ScopeFor(v))
+			if err != nil {
+				return nil, err
+			}
+			models, err := s.assemble(ctx, []*order.Order{o})
+			if err != nil {
+				return nil, err
+			}
+			tl := make([]*model.OrderEvent, len(events))
+			for i, e := range events {
+				tl[i] = Event(e)
+			}
+			acts := order.AvailableActions(o.Status, o.PaymentStatus, v.Role)
+			ma := make([]model.OrderAction, len(acts))
+			for i, a := range acts {
+				ma[i] = model.OrderAction(a)
+			}
+			return &model.OrderScreen{Order: models[0], Timeline: tl, AvailableActions: ma,
+				LastEventID: strconv.FormatInt(last, 10)}, nil
+		})
+}
+
+// visibleOrder returns the order if v may see it, else NOT_FOUND.
+func (s *Shop) visibleOrder(ctx context.Context, v *order.User, id string) (*order.Order, error) {
+	m, err := s.store.OrdersByIDs(ctx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	o, ok := m[id]
+	if !ok || (v.Role != order.RoleStaff && o.CustomerID != v.ID) {
+		return nil, order.NotFound("order")
+	}
+	return o, nil
+}
+
+// Order returns one order the viewer may see.
+func (s *Shop) Order(ctx context.Context, v *order.User, id string) (*model.Order, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, err
+	}
+	o, err := s.visibleOrder(ctx, v, id)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := s.assemble(ctx, []*order.Order{o})
+	if err != nil {
+		return nil, err
+	}
+	return ms[0], nil
+}
+
+// Orders is a page of the viewer's orders.
+func (s *Shop) Orders(ctx context.Context, v *order.User, status *model.OrderStatus, first *int, after *string) (*model.OrderConnection, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, err
+	}
+	n, cur, st, err := listArgs(status, first, after)
+	if err != nil {
+		return nil, err
+	}
+	sc := postgres.ScopeFor(v)
+	conn, err := s.orderConnection(ctx, sc, st, n, cur)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := s.store.Summarize(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		conn.TotalCount = sum.Counts[*st]
+	} else {
+		conn.TotalCount = total(sum.Counts)
+	}
+	return conn, nil
+}
+
+func (s *Shop) orderConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor) (*model.OrderConnection, error) {
+	list, more, err := s.store.ListOrders(ctx, sc, st, n, cur)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := s.assemble(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(ms)), PageInfo: &model.PageInfo{HasNextPage: more}}
+	for i, m := range ms {
+		c := EncodeOrderCursor(postgres.OrderCursor{CreatedAt: list[i].CreatedAt, ID: list[i].ID})
+		conn.Edges[i] = &model.OrderEdge{Cursor: c, Node: m}
+		conn.PageInfo.EndCursor = &c
+	}
+	return conn, nil
+}
+
+// Products is a page of the catalogue. It needs no sign-in.
+func (s *Shop) Products(ctx context.Context, first *int, after *string) (*model.ProductConnection, error) {
+	n, err := pageSize(first)
+	if err != nil {
+		return nil, err
+	}
+	sku := ""
+	if after != nil {
+		if sku, err = DecodeProductCursor(*after); err != nil {
+			return nil, err
+		}
+	}
+	list, more, err := s.store.Products(ctx, n, sku)
+	if err != nil {
+		return nil, err
+	}
+	conn := &model.ProductConnection{Edges: make([]*model.ProductEdge, len(list)), PageInfo: &model.PageInfo{HasNextPage: more}}
+	for i, p := range list {
+		c := EncodeProductCursor(p.SKU)
+		conn.Edges[i] = &model.ProductEdge{Cursor: c, Node: product(p)}
+		conn.PageInfo.EndCursor = &c
+	}
+	return conn, nil
+}
+
+func listArgs(status *model.OrderStatus, first *int, after *string) (int, *postgres.OrderCursor, *order.Status, error) {
+	n, err := pageSize(first)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	var cur *postgres.OrderCursor
+	if after != nil {
+		if cur, err = DecodeOrderCursor(*after); err != nil {
+			return 0, nil, nil, err
+		}
+	}
+	var st *order.Status
+	if status != nil {
+		v := order.Status(*status)
+		st = &v
+	}
+	return n, cur, st, nil
+}
+
+func total(c map[order.Status]int) int {
+	n := 0
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+func ptrOr(s *model.OrderStatus) model.OrderStatus {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func ptrStr(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// ---------------------------------------------------------------- writes
+
+// write runs fn in the request's transaction when there is one (its owner
+// commits and publishes), else in a transaction of its own.
+func (s *Shop) write(ctx context.Context, fn func(*postgres.Tx) error) error {
+	if tx, ok := postgres.TxFrom(ctx); ok {
+		return fn(tx)
+	}
+	events, err := s.store.InTx(ctx, fn)
+	if err != nil {
+		return err
+	}
+	if s.onCommit != nil {
+		s.onCommit(ctx, events)
+	}
+	return nil
+}
+
+// PlaceOrder validates the request, prices it from the catalogue and
+// creates the order.
+func (s *Shop) PlaceOrder(ctx context.Context, v *order.User, in model.PlaceOrderInput) (*model.Order, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, err
+	}
+	if v.Role != order.RoleCustomer {
+		return nil, order.Forbidden("only customers place orders")
+	}
+	lines := make([]order.LineInput, len(in.Lines))
+	for i, l := range in.Lines {
+		if l != nil {
+			lines[i] = order.LineInput{ProductID: l.ProductID, Quantity: l.Quantity}
+		}
+	}
+	if err := order.ValidateLines("input.lines", lines); err != nil {
+		return nil, err
+	}
+	addr, verr := validAddress("input.shippingAddress", in.ShippingAddress)
+	if verr != nil {
+		return nil, verr
+	}
+	cur := strings.ToUpper(strings.TrimSpace(in.Currency))
+	if err := order.ValidateCurrency("input.currency", cur); err != nil {
+		return nil, err
+	}
+	var o *order.Order
+	err := s.write(ctx, func(tx *postgres.Tx) error {
+		var err error
+		o, err = tx.PlaceOrder(ctx, v, postgres.PlaceOrderInput{Lines: lines, Address: addr, Currency: cur})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.assembleOne(ctx, o)
+}
+
+func validAddress(path string, a *model.AddressInput) (order.Address, error) {
+	if a == nil {
+		return order.Address{}, order.BadInput(path, order.ConstraintRequired, "address is required")
+	}
+	addr, err := order.ValidateAddress(path, order.Address{Name: a.Name, Line1: a.Line1, Line2: a.Line2,
+		City: a.City, PostalCode: a.PostalCode, Country: a.Country})
+	if err != nil {
+		return addr, err
+	}
+	return addr, nil
+}
+
+// ChangeInput is an action on an existing order, as the mutations take it.
+type ChangeInput struct {
+	ID              string
+	ExpectedVersion int
+	Action          order.Action
+	Address         *model.AddressInput
+	TrackingNumber  string
+	Reason          *string
+}
+
+// Change applies an action to an existing order under its version check.
+func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*model.Order, error) {
+	if err := requireViewer(v); err != nil {
+		return nil, err
+	}
+	c := postgres.Change{Viewer: v, OrderID: in.ID, ExpectedVersion: in.ExpectedVersion, Action: in.Action}
+	switch in.Action {
+	case order.ActionUpdateShippingAddress:
+		addr, err := validAddress("address", in.Address)
+		if err != nil {
+			return nil, err
+		}
+		c.Address = &addr
+	case order.ActionShip:
+		t := strings.TrimSpace(in.TrackingNumber)
+		if t == "" {
+			return nil, order.BadInput("trackingNumber", order.ConstraintRequired, "trackingNumber is required")
+		}
+		if utf8.RuneCountInString(t) > order.MaxTracking {
+			return nil, order.BadInput("trackingNumber", order.ConstraintLength, "trackingNumber is too long").With("max", order.MaxTracking)
+		}
+		c.TrackingNumber = t
+	case order.ActionCancel:
+		if in.Reason != nil && utf8.RuneCountInString(*in.Reason) > 500 {
+			return nil, order.BadInput("reason", order.ConstraintLength, "reason is longer than 500 characters").With("max", 500)
+		}
+	}
+	var o *order.Order
+	err := s.write(ctx, func(tx *postgres.Tx) error {
+		var err error
+		o, err = tx.ChangeOrder(ctx, c)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.assembleOne(ctx, o)
+}
+
+func (s *Shop) assembleOne(ctx context.Context, o *order.Order) (*model.Order, error) {
+	ms, err := s.assemble(ctx, []*order.Order{o})
+	if err != nil {
+		return nil, err
+	}
+	return ms[0], nil
+}
