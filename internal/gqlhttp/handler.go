@@ -77,6 +77,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(order.CodeBadRequest, "accept application/json or application/graphql-response+json"))
 		return
 	}
+	ctx := graphql.StartOperationTrace(r.Context())
+	start := graphql.Now()
 	params, err := readParams(r)
 	if err != nil {
 		status := http.StatusBadRequest
@@ -86,7 +88,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, status, order.AsError(err))
 		return
 	}
-	ctx, report := shop.WithCacheReport(r.Context())
+	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
+	ctx, report := shop.WithCacheReport(ctx)
 	if cc := r.Header.Get("Cache-Control"); strings.Contains(strings.ToLower(cc), "no-cache") {
 		ctx = shop.WithBypass(ctx)
 	}

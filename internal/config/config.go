@@ -1,0 +1,306 @@
+// Package config reads the BFF's configuration from the environment: one
+// table of variables, each with its default and its meaning, so that
+// `bff -h` can list them and an invalid value fails at start naming the
+// variable.
+package config
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// DevJWTSecret is the development signing secret, used when JWT_SECRET is
+// unset in development mode. It must never sign production tokens.
+const DevJWTSecret = "dev-only-jwt-secret-change-me-0123456789"
+
+// DevWebhookSecret is the development webhook secret shared with the
+// payment simulator.
+const DevWebhookSecret = "dev-only-webhook-secret"
+
+// Config is the whole configuration of one BFF process.
+type Config struct {
+	// Env is "development" or "production". Development enables the demo
+	// sign-in (POST /session) and the development secrets.
+	Env string
+	// HTTPAddr is the listen address of the API.
+	HTTPAddr string
+	// MetricsAddr, when set, serves /metrics on its own port instead of
+	// the API port.
+	MetricsAddr string
+	// DatabaseURL is the Postgres connection string.
+	DatabaseURL string
+	// PGMaxConns bounds the Postgres pool.
+	PGMaxConns int
+	// RedisURL is a redis:// URL, or a comma-separated list of host:port
+	// (a Redis Cluster, or Sentinel with RedisMasterName).
+	RedisURL string
+	// RedisMasterName selects Sentinel mode for a list of addresses.
+	RedisMasterName string
+	// JWTSecrets verify session tokens; the first signs new ones.
+	JWTSecrets []string
+	// WebhookSecrets verify payment webhooks (two during rotation).
+	WebhookSecrets []string
+	// PaymentsURL is the payment provider's base URL.
+	PaymentsURL string
+	// PaymentsTimeout bounds one charge request.
+	PaymentsTimeout time.Duration
+	// PaymentWorkers is the number of charge worker goroutines; 0 turns
+	// the worker off on this instance.
+	PaymentWorkers int
+	// Rate limits per user (per IP when anonymous); 0 turns one off.
+	RateQueriesPerSecond, RateQueriesBurst, RateMutationsPerSecond, RateMutationsBurst int
+	// CacheEnabled turns the Redis screen cache on.
+	CacheEnabled bool
+	// CacheTTL is the lifetime of a cached screen (jittered ±10%).
+	CacheTTL time.Duration
+	// CacheTimeout bounds one Redis call of the cache.
+	CacheTimeout time.Duration
+	// IdempotencyTTL is how long idempotency records are kept.
+	IdempotencyTTL time.Duration
+	// StreamReplayWindow is how far back a stream can be resumed.
+	StreamReplayWindow time.Duration
+	// StreamHeartbeat is the interval of `: ping` comments.
+	StreamHeartbeat time.Duration
+	// StreamRetry is the reconnect hint sent as `retry:`.
+	StreamRetry time.Duration
+	// MaxBodyBytes caps request bodies.
+	MaxBodyBytes int64
+	// MaxInFlight caps concurrent requests (streams excluded); beyond it
+	// requests get 503.
+	MaxInFlight int
+	// RequestTimeout is the deadline of one request, propagated to
+	// Postgres and Redis.
+	RequestTimeout time.Duration
+	// ReadHeaderTimeout bounds reading request headers.
+	ReadHeaderTimeout time.Duration
+	// ShutdownGrace is how long a shutdown waits for requests and workers.
+	ShutdownGrace time.Duration
+	// QueryMaxComplexity and QueryMaxDepth bound GraphQL operations.
+	QueryMaxComplexity, QueryMaxDepth int
+	// Introspection allows __schema and __type queries.
+	Introspection bool
+	// GraphiQL serves the GraphiQL IDE at /graphiql.
+	GraphiQL bool
+	// MigrateOnStart applies pending migrations when serving.
+	MigrateOnStart bool
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// OTLPEndpoint, when set, exports traces over OTLP/HTTP.
+	OTLPEndpoint string
+	// TLSCertFile and TLSKeyFile turn on TLS (HTTP/2, TLS 1.2 minimum).
+	TLSCertFile, TLSKeyFile string
+	// CookieSecure marks the session cookie Secure and sends HSTS (also
+	// implied by TLS).
+	CookieSecure bool
+	// CORSOrigins are the web origins allowed to call the API with
+	// credentials.
+	CORSOrigins []string
+	// TrustedProxies are the addresses (CIDRs) whose X-Forwarded-* headers
+	// are believed.
+	TrustedProxies []string
+}
+
+// Development reports whether the development features are on.
+func (c *Config) Development() bool { return c.Env == "development" }
+
+// variable is one environment variable of the table.
+type variable struct {
+	name, def, doc string
+	set            func(c *Config, v string) error
+}
+
+func str(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *dst(c) = v; return nil }
+}
+
+func list(dst func(*Config) *[]string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*dst(c) = nil
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				*dst(c) = append(*dst(c), p)
+			}
+		}
+		return nil
+	}
+}
+
+func integer(min, max int, dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < min || n > max {
+			return fmt.Errorf("want a whole number from %d to %d", min, max)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
+func bytesOf(min, max int64, dst func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < min || n > max {
+			return fmt.Errorf("want a number of bytes from %d to %d", min, max)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
+func duration(min time.Duration, dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < min {
+			return fmt.Errorf("want a duration of at least %s, like 1500ms, 30s or 24h", min)
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
+func boolean(dst func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("want true or false")
+		}
+		*dst(c) = b
+		return nil
+	}
+}
+
+func oneOf(values []string, dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		for _, ok := range values {
+			if v == ok {
+				*dst(c) = v
+				return nil
+			}
+		}
+		return fmt.Errorf("want one of %s", strings.Join(values, ", "))
+	}
+}
+
+func urlOf(schemes []string, dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("want a URL like %s://host:port", schemes[0])
+		}
+		for _, s := range schemes {
+			if u.Scheme == s {
+				*dst(c) = v
+				return nil
+			}
+		}
+		return fmt.Errorf("want a %s URL", strings.Join(schemes, " or "))
+	}
+}
+
+var table = []variable{
+	{"APP_ENV", "development", "development (demo sign-in, development secrets) or production", oneOf([]string{"development", "production"}, func(c *Config) *string { return &c.Env })},
+	{"HTTP_ADDR", ":8080", "listen address of the API, the event streams and the web app", str(func(c *Config) *string { return &c.HTTPAddr })},
+	{"METRICS_ADDR", "", "serve /metrics on this address instead of HTTP_ADDR (empty: on HTTP_ADDR)", str(func(c *Config) *string { return &c.MetricsAddr })},
+	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable", "Postgres connection string", urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseURL })},
+	{"PG_MAX_CONNS", "20", "size of the Postgres pool", integer(1, 1000, func(c *Config) *int { return &c.PGMaxConns })},
+	{"REDIS_URL", "redis://127.0.0.1:6379/0", "redis:// URL, or host:port,host:port for a Redis Cluster (or Sentinel with REDIS_MASTER_NAME)", str(func(c *Config) *string { return &c.RedisURL })},
+	{"REDIS_MASTER_NAME", "", "Sentinel master name (REDIS_URL then lists the sentinels)", str(func(c *Config) *string { return &c.RedisMasterName })},
+	{"JWT_SECRET", "", "HS256 secrets, comma-separated: the first signs, all verify (rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.JWTSecrets })},
+	{"WEBHOOK_SECRET", "", "payment webhook secrets, comma-separated (two during rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.WebhookSecrets })},
+	{"PAYMENTS_URL", "http://127.0.0.1:8090", "base URL of the payment provider (the simulator by default)", urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.PaymentsURL })},
+	{"PAYMENTS_TIMEOUT", "3s", "timeout of one charge request to the provider", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.PaymentsTimeout })},
+	{"PAYMENT_WORKERS", "2", "charge worker goroutines on this instance (0: none)", integer(0, 64, func(c *Config) *int { return &c.PaymentWorkers })},
+	{"RATE_LIMIT_QUERIES_PER_SECOND", "50", "queries per second per user (0: no limit)", integer(0, 1_000_000, func(c *Config) *int { return &c.RateQueriesPerSecond })},
+	{"RATE_LIMIT_QUERIES_BURST", "100", "query burst per user", integer(0, 1_000_000, func(c *Config) *int { return &c.RateQueriesBurst })},
+	{"RATE_LIMIT_MUTATIONS_PER_SECOND", "5", "mutations per second per user (0: no limit)", integer(0, 1_000_000, func(c *Config) *int { return &c.RateMutationsPerSecond })},
+	{"RATE_LIMIT_MUTATIONS_BURST", "20", "mutation burst per user", integer(0, 1_000_000, func(c *Config) *int { return &c.RateMutationsBurst })},
+	{"CACHE_ENABLED", "true", "serve the screens through the Redis screen cache", boolean(func(c *Config) *bool { return &c.CacheEnabled })},
+	{"CACHE_TTL", "60s", "lifetime of a cached screen (±10% jitter)", duration(time.Second, func(c *Config) *time.Duration { return &c.CacheTTL })},
+	{"CACHE_TIMEOUT", "50ms", "timeout of one Redis call of the screen cache", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.CacheTimeout })},
+	{"IDEMPOTENCY_TTL", "24h", "how long idempotency keys are remembered", duration(time.Minute, func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
+	{"STREAM_REPLAY_WINDOW", "24h", "how far back an event stream can be resumed", duration(time.Minute, func(c *Config) *time.Duration { return &c.StreamReplayWindow })},
+	{"STREAM_HEARTBEAT", "15s", "interval of the `: ping` heartbeat on event streams", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamHeartbeat })},
+	{"STREAM_RETRY", "3s", "reconnect delay sent to EventSource clients as `retry:`", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamRetry })},
+	{"MAX_BODY_BYTES", "1048576", "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
+	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
+	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
+	{"READ_HEADER_TIMEOUT", "5s", "time allowed to read request headers", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
+	{"SHUTDOWN_GRACE", "15s", "time a shutdown waits for requests, streams and workers", duration(0, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
+	{"QUERY_MAX_COMPLEXITY", "1000", "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
+	{"QUERY_MAX_DEPTH", "15", "deepest nesting of a GraphQL operation (introspection included)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxDepth })},
+	{"INTROSPECTION", "true", "allow __schema and __type queries", boolean(func(c *Config) *bool { return &c.Introspection })},
+	{"GRAPHIQL", "true", "serve GraphiQL at /graphiql", boolean(func(c *Config) *bool { return &c.GraphiQL })},
+	{"MIGRATE_ON_START", "true", "apply pending migrations when serving", boolean(func(c *Config) *bool { return &c.MigrateOnStart })},
+	{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "export traces over OTLP/HTTP to this endpoint (empty: tracing export off)", str(func(c *Config) *string { return &c.OTLPEndpoint })},
+	{"TLS_CERT_FILE", "", "certificate (PEM) to serve HTTPS and HTTP/2 with TLS_KEY_FILE", str(func(c *Config) *string { return &c.TLSCertFile })},
+	{"TLS_KEY_FILE", "", "private key (PEM) of TLS_CERT_FILE", str(func(c *Config) *string { return &c.TLSKeyFile })},
+	{"COOKIE_SECURE", "false", "mark the session cookie Secure and send HSTS (implied by TLS)", boolean(func(c *Config) *bool { return &c.CookieSecure })},
+	{"CORS_ORIGINS", "", "web origins allowed to call the API with credentials, comma-separated (never *)", list(func(c *Config) *[]string { return &c.CORSOrigins })},
+	{"TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-* headers are trusted, comma-separated", list(func(c *Config) *[]string { return &c.TrustedProxies })},
+}
+
+// Load reads the configuration from getenv (os.Getenv in production). The
+// first invalid value fails, naming its variable.
+func Load(getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	for _, v := range table {
+		val := getenv(v.name)
+		if val == "" {
+			val = v.def
+		}
+		if err := v.set(c, val); err != nil {
+			return nil, fmt.Errorf("invalid %s=%q: %v", v.name, val, err)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return nil, fmt.Errorf("invalid TLS_CERT_FILE/TLS_KEY_FILE: set both or neither")
+	}
+	if c.RateQueriesPerSecond > 0 && c.RateQueriesBurst == 0 {
+		return nil, fmt.Errorf("invalid RATE_LIMIT_QUERIES_BURST=0: a limited budget needs a burst of at least 1")
+	}
+	if c.RateMutationsPerSecond > 0 && c.RateMutationsBurst == 0 {
+		return nil, fmt.Errorf("invalid RATE_LIMIT_MUTATIONS_BURST=0: a limited budget needs a burst of at least 1")
+	}
+	for _, o := range c.CORSOrigins {
+		if o == "*" {
+			return nil, fmt.Errorf("invalid CORS_ORIGINS: * is not allowed with credentials; list the origins")
+		}
+	}
+	if len(c.JWTSecrets) == 0 {
+		if !c.Development() {
+			return nil, fmt.Errorf("invalid JWT_SECRET: required when APP_ENV=production")
+		}
+		c.JWTSecrets = []string{DevJWTSecret}
+	}
+	if len(c.WebhookSecrets) == 0 {
+		if !c.Development() {
+			return nil, fmt.Errorf("invalid WEBHOOK_SECRET: required when APP_ENV=production")
+		}
+		c.WebhookSecrets = []string{DevWebhookSecret}
+	}
+	return c, nil
+}
+
+// FromEnv reads the configuration from the process environment.
+func FromEnv() (*Config, error) { return Load(os.Getenv) }
+
+// Usage writes the table of variables with their defaults.
+func Usage(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	for _, v := range table {
+		def := v.def
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", v.name, def, v.doc)
+	}
+	_ = tw.Flush()
+}

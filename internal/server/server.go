@@ -1,0 +1,349 @@
+// Package server assembles the BFF from its parts: it opens Postgres and
+// Redis, builds the screen cache, the shop, the idempotency keeper, the
+// GraphQL executor, the event broker and the payment worker, mounts the
+// HTTP endpoints behind the middleware chain, runs the background jobs and
+// shuts everything down gracefully. cmd/bff and the end-to-end tests both
+// start the BFF through it.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shop/bff/graph"
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/cache"
+	"github.com/shop/bff/internal/config"
+	"github.com/shop/bff/internal/gqlhttp"
+	"github.com/shop/bff/internal/httpx"
+	"github.com/shop/bff/internal/idempotency"
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/shop"
+	"github.com/shop/bff/web"
+)
+
+// Options are the parts of a server that tests replace.
+type Options struct {
+	// Logger receives the JSON logs. Default: JSON on stderr at the
+	// configured level.
+	Logger *slog.Logger
+	// PGTracer observes every Postgres query (tests count them).
+	PGTracer pgx.QueryTracer
+	// CachePrefix starts every Redis key of this server. Default "bff:".
+	CachePrefix string
+	// CacheStoreDelay is called between the load and the store of a
+	// screen cache miss (a test hook widening the stale-refill race).
+	CacheStoreDelay func(ctx context.Context)
+}
+
+// Server is one BFF instance.
+type Server struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	store   *postgres.Store
+	rdb     redis.UniversalClient
+	cache   *cache.Cache
+	screens *shop.RedisScreens
+	shop    *shop.Shop
+	keeper  *idempotency.Keeper
+	handler http.Handler
+
+	ready    atomic.Bool
+	bg       sync.WaitGroup
+	stopBG   context.CancelFunc
+	bgCtx    context.Context
+	httpSrv  *http.Server
+	closeOne sync.Once
+}
+
+// New builds a server: it connects to Postgres (applying pending
+// migrations when configured) and to Redis (which may be down: the BFF
+// then serves without its cache), and assembles the handler. It starts
+// nothing; see Serve.
+func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) {
+	s := &Server{cfg: cfg, log: opt.Logger}
+	if s.log == nil {
+		s.log = NewLogger(cfg.LogLevel)
+	}
+	store, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.PGMaxConns),
+		QueryTimeout: cfg.RequestTimeout, Tracer: opt.PGTracer})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s.store = store
+	if cfg.MigrateOnStart {
+		if err := store.Migrate(ctx); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	}
+	rdb, err := NewRedis(cfg)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s.rdb = rdb
+	prefix := opt.CachePrefix
+	if prefix == "" {
+		prefix = "bff:"
+	}
+	if err := s.assemble(prefix, opt); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.bgCtx, s.stopBG = context.WithCancel(context.WithoutCancel(ctx))
+	return s, nil
+}
+
+// NewRedis returns the Redis client of cfg: a single node for a redis://
+// URL, a Cluster for a list of addresses, Sentinel with a master name.
+// Every call honours its context's deadline.
+func NewRedis(cfg *config.Config) (redis.UniversalClient, error) {
+	u := cfg.RedisURL
+	if strings.HasPrefix(u, "redis://") || strings.HasPrefix(u, "rediss://") {
+		o, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, fmt.Errorf("invalid REDIS_URL: %w", err)
+		}
+		o.ContextTimeoutEnabled = true
+		o.MaxRetries = 1
+		o.DialTimeout = time.Second
+		return redis.NewClient(o), nil
+	}
+	var addrs []string
+	for _, a := range strings.Split(u, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("invalid REDIS_URL: empty")
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MasterName: cfg.RedisMasterName,
+		ContextTimeoutEnabled: true, MaxRetries: 1, DialTimeout: time.Second}), nil
+}
+
+// NewLogger returns the JSON logger at level.
+func NewLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func (s *Server) assemble(prefix string, opt Options) error {
+	cfg := s.cfg
+	var shopOpts []shop.Option
+	if cfg.CacheEnabled {
+		c, err := cache.New(s.rdb, cache.Config{TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Prefix: prefix,
+			StoreDelay: opt.CacheStoreDelay}, nil)
+		if err != nil {
+			return fmt.Errorf("cache: %w", err)
+		}
+		s.cache = c
+		s.screens = shop.NewRedisScreens(c)
+		shopOpts = append(shopOpts, shop.WithCache(s.screens))
+	}
+	shopOpts = append(shopOpts, shop.WithOnCommit(s.committed))
+	s.shop = shop.New(s.store, shopOpts...)
+	s.keeper = idempotency.New(s.store, idempotency.Config{TTL: cfg.IdempotencyTTL, OnCommit: s.committed, Logger: s.log})
+
+	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
+		Introspection: cfg.Introspection, Logger: s.log,
+		APQCache: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
+	exec := graph.NewExecutor(&graph.Resolver{Shop: s.shop}, execCfg)
+	gql := gqlhttp.New(gqlhttp.Config{Exec: exec, Keeper: s.keeper})
+
+	secrets := make([][]byte, len(cfg.JWTSecrets))
+	for i, sec := range cfg.JWTSecrets {
+		secrets[i] = []byte(sec)
+	}
+	verifier, err := auth.NewVerifier(auth.Config{Secrets: secrets})
+	if err != nil {
+		return err
+	}
+	issuer, err := auth.NewIssuer(auth.Config{Secrets: secrets})
+	if err != nil {
+		return err
+	}
+	secure := cfg.CookieSecure || cfg.TLSCertFile != ""
+
+	mux := http.NewServeMux()
+	mux.Handle("/graphql", gql)
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Development() {
+		mux.Handle("/session", auth.SessionHandler(issuer, s.store, auth.CookieConfig{Secure: secure}))
+	}
+	if cfg.GraphiQL {
+		mux.Handle("GET /graphiql", playground.Handler("Shop BFF", "/graphql"))
+	}
+	mux.Handle("/", web.Handler())
+
+	s.handler = httpx.Chain(mux,
+		httpx.RequestID,
+		httpx.AccessLog(s.log),
+		httpx.Recover(s.log),
+		httpx.SecurityHeaders(httpx.SecurityOptions{HSTS: secure}),
+		httpx.Shed(cfg.MaxInFlight),
+		httpx.BodyLimit(cfg.MaxBodyBytes),
+		deadline(cfg.RequestTimeout),
+		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
+	)
+	return nil
+}
+
+// committed runs after a write commits and before its response is sent:
+// it invalidates every screen that shows a changed order, then publishes
+// the events (caching.md rule 4: event after invalidation).
+func (s *Server) committed(ctx context.Context, events []order.Event) {
+	if len(events) == 0 {
+		return
+	}
+	if s.screens != nil {
+		if err := s.screens.Invalidate(context.WithoutCancel(ctx), events); err != nil {
+			s.log.WarnContext(ctx, "screen invalidation failed; the cache epoch will be bumped when Redis answers", "err", err)
+		}
+	}
+}
+
+// deadline bounds every request except event streams by d; the deadline
+// reaches Postgres and Redis through the context.
+func deadline(d time.Duration) httpx.Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if d <= 0 || httpx.IsStream(r) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	out := map[string]string{"postgres": "ok", "migrations": "ok", "redis": "ok"}
+	status := http.StatusOK
+	if !s.ready.Load() {
+		out["status"], status = "stopping", http.StatusServiceUnavailable
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		out["postgres"], status = "unreachable", http.StatusServiceUnavailable
+	} else if pending, err := s.store.MigrationsPending(ctx); err != nil || pending {
+		out["migrations"], status = "pending", http.StatusServiceUnavailable
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		out["redis"] = "unreachable (serving without the cache)"
+	}
+	if out["status"] == "" {
+		out["status"] = "ready"
+		if status != http.StatusOK {
+			out["status"] = "not ready"
+		}
+	}
+	writeJSON(w, status, out)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Handler is the HTTP handler of the server, middleware included.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Store is the server's Postgres store.
+func (s *Server) Store() *postgres.Store { return s.store }
+
+// Serve starts the background jobs and serves HTTP on ln until ctx ends,
+// then shuts down gracefully within the configured grace period:
+// readiness goes false, new connections are refused, in-flight requests
+// finish, streams are told to reconnect, and workers stop after their
+// current job.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.startBackground()
+	s.httpSrv = &http.Server{Handler: s.handler, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.ready.Store(true)
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.cfg.TLSCertFile != "" {
+			err = s.httpSrv.ServeTLS(ln, s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		} else {
+			err = s.httpSrv.Serve(ln)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		s.stopBG()
+		s.bg.Wait()
+		return err
+	case <-ctx.Done():
+	}
+	return s.shutdown()
+}
+
+func (s *Server) startBackground() {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.keeper.Reap(s.bgCtx, time.Minute, 500)
+	}()
+}
+
+func (s *Server) shutdown() error {
+	s.ready.Store(false)
+	grace := s.cfg.ShutdownGrace
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	s.log.Info("shutting down", "grace", grace.String())
+	err := s.httpSrv.Shutdown(ctx)
+	s.stopBG()
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("background jobs did not stop within the grace period")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		_ = s.httpSrv.Close()
+	}
+	return nil
+}
+
+// Close releases the connections. Call it after Serve returns.
+func (s *Server) Close() {
+	s.closeOne.Do(func() {
+		if s.stopBG != nil {
+			s.stopBG()
+		}
+		if s.rdb != nil {
+			_ = s.rdb.Close()
+		}
+		s.store.Close()
+	})
+}
