@@ -69,7 +69,9 @@ type bypassKey struct{}
 
 // WithBypass marks ctx as a request that skips cached screens and
 // refreshes them (Cache-Control: no-cache).
-func WithBypass(ctx context.Context) context.Context { return context.WithValue(ctx, bypassKey{}, true) }
+func WithBypass(ctx context.Context) context.Context {
+	return context.WithValue(ctx, bypassKey{}, true)
+}
 
 // Bypass reports whether ctx skips cached screens.
 func Bypass(ctx context.Context) bool { v, _ := ctx.Value(bypassKey{}).(bool); return v }
