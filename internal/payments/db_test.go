@@ -2,17 +2,14 @@ package payments
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
+
+	"github.com/shop/bff/internal/testenv"
 )
 
 // testDB is a fresh schema, migrated with the project's migrations.
@@ -20,61 +17,11 @@ type testDB struct {
 	url string // connection string with search_path set to the schema
 }
 
-func databaseURL() string {
-	if u := os.Getenv("DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
-// newTestDB creates a schema for the test, runs the migrations in it and
-// drops it at the end.
+// newTestDB creates a schema for the test (testenv.Schema), runs the
+// migrations in it and drops it at the end.
 func newTestDB(t *testing.T) *testDB {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	base := databaseURL()
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatalf("DATABASE_URL: %v", err)
-	}
-	defer admin.Close()
-	if err := admin.PingContext(ctx); err != nil {
-		t.Fatalf("cannot reach Postgres at %s (start it, e.g. `pg_ctlcluster 15 main start` or `docker run -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`): %v", base, err)
-	}
-	schema := "payments_test_" + uuid.NewString()[:8]
-	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		a, err := sql.Open("pgx", base)
-		if err == nil {
-			_, _ = a.Exec("DROP SCHEMA " + schema + " CASCADE")
-			_ = a.Close()
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("DATABASE_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	db := &testDB{url: u.String()}
-
-	conn, err := sql.Open("pgx", db.url)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	defer conn.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, conn, os.DirFS("../postgres/migrations"))
-	if err != nil {
-		t.Fatalf("goose: %v", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return db
+	return &testDB{url: testenv.Schema(t)}
 }
 
 // pool opens a new pool on the schema (one per simulated process).

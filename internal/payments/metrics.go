@@ -33,7 +33,8 @@ const (
 //   - bff_payments_provider_calls_total{outcome}: accepted, retryable_error,
 //     permanent_error, breaker_open
 //   - bff_payments_breaker_state: 0 closed, 1 half-open, 2 open
-//   - bff_payments_charge_jobs_total{result}: done, retry, failed
+//   - bff_payments_charge_jobs_total{result}: done, retry, deferred (the
+//     breaker was open, nothing sent), failed
 //   - bff_payments_webhooks_total{result}: applied, ignored,
 //     unauthenticated, too_large, bad_request, not_found, unavailable, error
 func NewMetrics() *Metrics {
@@ -44,7 +45,7 @@ func NewMetrics() *Metrics {
 		}, []string{"outcome"}),
 		chargeJobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bff_payments_charge_jobs_total",
-			Help: "Charge job runs by result (done, retry, failed).",
+			Help: "Charge job runs by result (done, retry, deferred, failed).",
 		}, []string{"result"}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bff_payments_webhooks_total",

@@ -41,7 +41,8 @@ type WorkerConfig struct {
 	// PollInterval is the wait between polls when no job is due (cut short
 	// by [Worker.Wake]). Default 200ms.
 	PollInterval time.Duration
-	// MaxAttempts caps the sends of one job. Default 8.
+	// MaxAttempts caps the sends of one job (claims refused by an open
+	// circuit breaker do not count). Default 8.
 	MaxAttempts int
 	// InitialBackoff is the cap of the first retry delay; the cap doubles
 	// per try up to MaxBackoff, and the delay is uniform in [0, cap] (full
@@ -61,8 +62,10 @@ type WorkerConfig struct {
 // Worker drains the charge_jobs outbox: it claims due jobs (FOR UPDATE SKIP
 // LOCKED), sends them to the [Provider], reschedules retryable failures via
 // run_at and marks the payment failed on a permanent error or after
-// MaxAttempts. Any number of workers, in any number of processes, may run
-// against one database.
+// MaxAttempts sends. A charge the provider's circuit breaker refused
+// without sending is rescheduled without using up an attempt, so jobs
+// wait while the provider is down. Any number of workers, in any number of
+// processes, may run against one database.
 type Worker struct {
 	cfg  WorkerConfig
 	wake chan struct{}
@@ -198,6 +201,15 @@ func (w *Worker) process(ctx context.Context, j job) {
 		log.Info("charge accepted by the provider", "chargeId", res.ChargeID)
 	case IsPermanent(err):
 		w.fail(ctx, log, j, FailureRejected, err.Error())
+	case isBreakerRejection(err):
+		// Nothing was sent: the claim does not count against MaxAttempts,
+		// so jobs wait out an outage instead of failing. They come back
+		// after up to the largest backoff, which keeps the polling of an
+		// open breaker cheap.
+		d := w.backoff(w.cfg.MaxAttempts)
+		w.update(ctx, log, j, `tries = tries - 1, run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(), err.Error())
+		w.cfg.Metrics.chargeJob("deferred")
+		log.Info("charge not sent: the provider's circuit breaker is open, will retry", "in", d)
 	case j.tries >= w.cfg.MaxAttempts:
 		w.fail(ctx, log, j, FailureUnavailable, err.Error())
 	default:

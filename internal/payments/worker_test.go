@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/shop/bff/internal/order"
 )
@@ -417,5 +418,51 @@ func TestBackoffIsFullJitterUnderTheExponentialCap(t *testing.T) {
 		if maxSeen < ceiling/2 {
 			t.Errorf("backoff(%d) never exceeded %v in 2000 draws; ceiling %v", try, maxSeen, ceiling)
 		}
+	}
+}
+
+// A claim the open breaker refuses sends nothing and does not use up an
+// attempt: the job waits for the provider instead of failing.
+func TestWorkerBreakerRejectionDoesNotUseAnAttempt(t *testing.T) {
+	db := newTestDB(t)
+	pool := db.pool(t, 4)
+	ids := seedJobs(t, pool, 1)
+	fp := newFakeProvider(t, func(string, int) int { return http.StatusServiceUnavailable })
+	p, err := NewHTTPProvider(HTTPConfig{BaseURL: fp.srv.URL, BreakerFailures: 1, BreakerOpenFor: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &recordingStore{}
+	w, err := NewWorker(WorkerConfig{Pool: pool, Provider: p, Store: store, MaxAttempts: 2,
+		InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDue := func() {
+		t.Helper()
+		waitFor(t, "the job to be due", func() bool {
+			worked, err := w.RunOnce(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return worked
+		})
+	}
+	runDue() // sent, 503: the breaker opens
+	if p.BreakerState() != gobreaker.StateOpen {
+		t.Fatalf("breaker %v, want open", p.BreakerState())
+	}
+	for range 5 { // refused by the breaker, more often than MaxAttempts
+		runDue()
+	}
+	r := readJob(t, pool, ids[0])
+	if r.State != "pending" || r.Tries != 1 || r.LastError == nil || !strings.Contains(*r.LastError, "circuit breaker open") {
+		t.Errorf("job: %v, want pending after 1 counted try with the breaker recorded", r)
+	}
+	if req, _ := fp.count(IdempotencyKey(ids[0], 1)); req != 1 {
+		t.Errorf("sent %d times, want 1: the open breaker must not send", req)
+	}
+	if c := store.calls(); len(c) != 0 {
+		t.Errorf("MarkPaymentFailed called: %v", c)
 	}
 }
