@@ -1,0 +1,395 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/httpx"
+	"github.com/shop/bff/internal/order"
+)
+
+// Defaults of [DefaultConfig] and of the zero durations and sizes of a
+// [Config].
+const (
+	DefaultQueriesPerSecond   = 50
+	DefaultQueriesBurst       = 100
+	DefaultMutationsPerSecond = 5
+	DefaultMutationsBurst     = 20
+	DefaultKeyPrefix          = "bff:rl:"
+	DefaultRedisTimeout       = 50 * time.Millisecond
+	DefaultCooldown           = 2 * time.Second
+	DefaultLocalMaxKeys       = 10000
+)
+
+// Response headers set by [Limiter.Allow].
+const (
+	HeaderLimit      = "RateLimit-Limit"
+	HeaderRemaining  = "RateLimit-Remaining"
+	HeaderReset      = "RateLimit-Reset"
+	HeaderRetryAfter = "Retry-After"
+)
+
+// Config configures a [Limiter]. The rates and bursts are taken as they
+// are, so that 0 can turn a limit off: start from [DefaultConfig], since a
+// zero Config limits nothing. Zero durations, sizes and funcs get their
+// defaults.
+type Config struct {
+	// QueriesPerSecond is the sustained rate of queries per user (or per
+	// client address when anonymous). DefaultConfig: 50. 0 turns the query
+	// limit off.
+	QueriesPerSecond int
+	// QueriesBurst is how many queries a user may send at once.
+	// DefaultConfig: 100. When <= 0 with a rate set, it is the rate.
+	QueriesBurst int
+	// MutationsPerSecond is the sustained rate of mutations per user.
+	// DefaultConfig: 5. 0 turns the mutation limit off.
+	MutationsPerSecond int
+	// MutationsBurst is how many mutations a user may send at once.
+	// DefaultConfig: 20. When <= 0 with a rate set, it is the rate.
+	MutationsBurst int
+
+	// KeyPrefix starts every Redis key of the limiter (redis_rate puts its
+	// own "rate:" before it). Default "bff:rl:".
+	KeyPrefix string
+	// RedisTimeout bounds one Redis call; past it the local limiter
+	// decides. Default 50ms.
+	RedisTimeout time.Duration
+	// Cooldown is how long the limiter stays local after a Redis failure
+	// before one request probes Redis again. Default 2s.
+	Cooldown time.Duration
+	// LocalMaxKeys bounds the local limiters kept in memory (least recently
+	// used ones are evicted). Default 10000.
+	LocalMaxKeys int
+
+	// ClientIP returns the address that keys anonymous requests. Default:
+	// the host of r.RemoteAddr (IPv6 addresses grouped by /64). Set it when
+	// the BFF runs behind trusted proxies.
+	ClientIP func(r *http.Request) string
+	// Now is the clock of the local limiter. Default time.Now.
+	Now func() time.Time
+	// Logger receives a warning when the limiter falls back to local limits
+	// and a notice when Redis answers again. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the documented defaults: 50 queries per second
+// with a burst of 100, 5 mutations per second with a burst of 20.
+func DefaultConfig() Config {
+	return Config{
+		QueriesPerSecond:   DefaultQueriesPerSecond,
+		QueriesBurst:       DefaultQueriesBurst,
+		MutationsPerSecond: DefaultMutationsPerSecond,
+		MutationsBurst:     DefaultMutationsBurst,
+	}
+}
+
+// Sources of a decision (label "source" of bff_ratelimit_requests_total).
+const (
+	SourceRedis = "redis"
+	SourceLocal = "local"
+)
+
+// budget is one of the two limits.
+type budget struct {
+	kind  string // "query" or "mutation"
+	tag   string // key segment: "q" or "m"
+	limit redis_rate.Limit
+	on    bool
+}
+
+func newBudget(kind, tag string, perSecond, burst int) budget {
+	if burst <= 0 {
+		burst = perSecond
+	}
+	return budget{kind: kind, tag: tag, on: perSecond > 0,
+		limit: redis_rate.Limit{Rate: perSecond, Burst: burst, Period: time.Second}}
+}
+
+// decision is the outcome of one check.
+type decision struct {
+	allowed    bool
+	limit      int
+	remaining  int
+	retryAfter time.Duration
+	resetAfter time.Duration
+	source     string
+}
+
+// Limiter enforces the query and mutation budgets. It is safe for
+// concurrent use; any number of Limiters (one per instance) on the same
+// Redis and key prefix share the budgets.
+type Limiter struct {
+	cfg       Config
+	rl        *redis_rate.Limiter
+	queries   budget
+	mutations budget
+	local     *lru.Cache[string, *rate.Limiter]
+	// retryAt is 0 while Redis is healthy, else the time (unix nanos) from
+	// which one request may probe it again.
+	retryAt atomic.Int64
+	metrics *metrics
+}
+
+// New returns a Limiter on rdb (nil: local limits only) with cfg.
+func New(rdb redis.UniversalClient, cfg Config) *Limiter {
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = DefaultKeyPrefix
+	}
+	if cfg.RedisTimeout <= 0 {
+		cfg.RedisTimeout = DefaultRedisTimeout
+	}
+	if cfg.Cooldown <= 0 {
+		cfg.Cooldown = DefaultCooldown
+	}
+	if cfg.LocalMaxKeys <= 0 {
+		cfg.LocalMaxKeys = DefaultLocalMaxKeys
+	}
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = RemoteIP
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	local, err := lru.New[string, *rate.Limiter](cfg.LocalMaxKeys)
+	if err != nil {
+		panic(err) // only for a size <= 0, excluded above
+	}
+	l := &Limiter{
+		cfg:       cfg,
+		queries:   newBudget("query", "q", cfg.QueriesPerSecond, cfg.QueriesBurst),
+		mutations: newBudget("mutation", "m", cfg.MutationsPerSecond, cfg.MutationsBurst),
+		local:     local,
+		metrics:   newMetrics(),
+	}
+	if rdb != nil {
+		l.rl = redis_rate.NewLimiter(rdb)
+	}
+	l.metrics.healthy = l.RedisHealthy
+	return l
+}
+
+// RedisHealthy reports whether the budgets are shared through Redis now:
+// false without Redis and while the limiter limits locally after a Redis
+// failure (for readiness reports; it never fails readiness).
+func (l *Limiter) RedisHealthy() bool {
+	return l.rl != nil && l.retryAt.Load() == 0
+}
+
+// Allow checks r against the mutation budget (mutation true) or the query
+// budget of its user, or of its client address when r is anonymous
+// (auth.UserFrom). Within the budget it sets the RateLimit-Limit,
+// RateLimit-Remaining and RateLimit-Reset headers and returns true; with
+// the budget turned off it sets nothing and returns true. Over the budget
+// it writes 429 with those headers, Retry-After and a RATE_LIMITED error
+// (extensions retryable, retryAfterSeconds, limit, remaining 0) and returns
+// false: the caller must not write anything more.
+//
+// RateLimit-Limit is the burst; RateLimit-Remaining how many requests may
+// be sent at once now; RateLimit-Reset the seconds until the whole burst is
+// available again; Retry-After the seconds until the next request is.
+func (l *Limiter) Allow(w http.ResponseWriter, r *http.Request, mutation bool) bool {
+	b := l.queries
+	if mutation {
+		b = l.mutations
+	}
+	if !b.on {
+		return true
+	}
+	key := l.cfg.KeyPrefix + b.tag + ":" + l.subject(r)
+	d := l.decide(r.Context(), key, b)
+	l.metrics.observe(b.kind, d)
+
+	h := w.Header()
+	h.Set(HeaderLimit, strconv.Itoa(d.limit))
+	h.Set(HeaderRemaining, strconv.Itoa(d.remaining))
+	h.Set(HeaderReset, strconv.Itoa(ceilSeconds(d.resetAfter)))
+	if d.allowed {
+		return true
+	}
+	retry := max(1, ceilSeconds(d.retryAfter))
+	e := &order.Error{
+		Code:    order.CodeRateLimited,
+		Message: fmt.Sprintf("too many %s requests: retry in %d s", b.kind, retry),
+		Extensions: map[string]any{
+			"retryable":                true,
+			httpx.ExtRetryAfterSeconds: retry,
+			"limit":                    d.limit,
+			"remaining":                0,
+		},
+	}
+	httpx.WriteError(w, r, http.StatusTooManyRequests, e)
+	return false
+}
+
+// subject names who the budget belongs to: "u:<user id>" or "ip:<address>".
+func (l *Limiter) subject(r *http.Request) string {
+	if u, ok := auth.UserFrom(r.Context()); ok && u.ID != "" {
+		return "u:" + u.ID
+	}
+	ip := l.cfg.ClientIP(r)
+	if ip == "" {
+		ip = "unknown"
+	}
+	return "ip:" + ip
+}
+
+// RemoteIP is the default [Config.ClientIP]: the host of r.RemoteAddr,
+// with IPv6 addresses reduced to their /64 network (one subscriber's
+// allocation) so that a client cannot escape its budget by rotating
+// addresses within it.
+func RemoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	addr = addr.Unmap()
+	if addr.Is6() {
+		if p, err := addr.WithZone("").Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return addr.String()
+}
+
+// decide asks Redis when it is healthy (or due for a probe) and the local
+// limiter otherwise.
+func (l *Limiter) decide(ctx context.Context, key string, b budget) decision {
+	if l.rl != nil && l.useRedis() {
+		res, err := l.callRedis(ctx, key, b.limit)
+		if err == nil {
+			l.markHealthy()
+			return decision{
+				allowed:    res.Allowed > 0,
+				limit:      b.limit.Burst,
+				remaining:  res.Remaining,
+				retryAfter: res.RetryAfter,
+				resetAfter: res.ResetAfter,
+				source:     SourceRedis,
+			}
+		}
+		if ctx.Err() == nil { // a client that went away is not Redis's fault
+			l.markFailed(err)
+		}
+	}
+	return l.decideLocal(key, b)
+}
+
+// useRedis reports whether this request may ask Redis: always while it is
+// healthy; after a failure only once the cool-down is over, and then only
+// the one request that claims the probe.
+func (l *Limiter) useRedis() bool {
+	at := l.retryAt.Load()
+	if at == 0 {
+		return true
+	}
+	now := l.cfg.Now()
+	if now.UnixNano() < at {
+		return false
+	}
+	return l.retryAt.CompareAndSwap(at, now.Add(l.cfg.Cooldown).UnixNano())
+}
+
+func (l *Limiter) markHealthy() {
+	if l.retryAt.Load() != 0 && l.retryAt.Swap(0) != 0 {
+		l.cfg.Logger.Info("rate limiter: Redis answers again, limits are shared")
+	}
+}
+
+func (l *Limiter) markFailed(err error) {
+	if l.retryAt.Swap(l.cfg.Now().Add(l.cfg.Cooldown).UnixNano()) == 0 {
+		l.cfg.Logger.Warn("rate limiter: Redis failed, using local limits",
+			slog.String("error", err.Error()), slog.Duration("cooldown", l.cfg.Cooldown))
+	}
+}
+
+// errTimeout is the error of a Redis call that did not answer in time.
+var errTimeout = errors.New("redis rate limit call timed out")
+
+// callRedis runs one GCRA step, waiting at most RedisTimeout whatever the
+// client's own timeouts are (go-redis ignores context deadlines unless
+// ContextTimeoutEnabled is set).
+func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Limit) (*redis_rate.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	type result struct {
+		res *redis_rate.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		res, err := l.rl.Allow(ctx, key, limit)
+		done <- result{res, err}
+	}()
+	select {
+	case x := <-done:
+		return x.res, x.err
+	case <-ctx.Done():
+		return nil, errTimeout
+	}
+}
+
+// decideLocal applies the budget with this instance's limiter for key.
+func (l *Limiter) decideLocal(key string, b budget) decision {
+	lim, ok := l.local.Get(key)
+	if !ok {
+		fresh := rate.NewLimiter(rate.Limit(b.limit.Rate), b.limit.Burst)
+		if prev, found, _ := l.local.PeekOrAdd(key, fresh); found {
+			lim = prev
+		} else {
+			lim = fresh
+		}
+	}
+	now := l.cfg.Now()
+	allowed := lim.AllowN(now, 1)
+	tokens := max(lim.TokensAt(now), 0)
+	perSecond := float64(b.limit.Rate)
+	d := decision{
+		allowed:    allowed,
+		limit:      b.limit.Burst,
+		remaining:  int(math.Floor(tokens)),
+		resetAfter: seconds((float64(b.limit.Burst) - tokens) / perSecond),
+		source:     SourceLocal,
+	}
+	if !allowed {
+		d.remaining = 0
+		d.retryAfter = seconds((1 - tokens) / perSecond)
+	}
+	return d
+}
+
+func seconds(s float64) time.Duration {
+	if s <= 0 {
+		return 0
+	}
+	return time.Duration(s * float64(time.Second))
+}
+
+// ceilSeconds rounds d up to whole seconds (0 for d <= 0).
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Second - 1) / time.Second)
+}
