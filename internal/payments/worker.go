@@ -209,7 +209,7 @@ func (w *Worker) process(ctx context.Context, j job) {
 		d := w.backoff(w.cfg.MaxAttempts)
 		w.update(ctx, log, j, `tries = tries - 1, run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(), err.Error())
 		w.cfg.Metrics.chargeJob("deferred")
-		log.Info("charge not sent: the provider's circuit breaker is open, will retry", "in", d)
+		log.Debug("charge not sent: the provider's circuit breaker is open, will retry", "in", d)
 	case j.tries >= w.cfg.MaxAttempts:
 		w.fail(ctx, log, j, FailureUnavailable, err.Error())
 	default:

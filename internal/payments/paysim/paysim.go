@@ -99,7 +99,8 @@ type Config struct {
 	Client *http.Client
 	// DeliveryInitialBackoff is the first wait between webhook delivery
 	// attempts; it doubles per attempt up to DeliveryMaxBackoff, randomised
-	// ±50%. Defaults 500ms and 1m. A Retry-After of the BFF is honoured.
+	// ±50%. Defaults 500ms and 1m. A Retry-After (seconds) of the BFF is
+	// honoured when it is not longer than DeliveryMaxBackoff.
 	DeliveryInitialBackoff, DeliveryMaxBackoff time.Duration
 	// DeliveryMaxAttempts caps the attempts of one webhook; 0 means no cap
 	// other than DeliveryMaxAge.
