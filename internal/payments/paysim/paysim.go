@@ -33,6 +33,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/payments"
 )
 
@@ -42,10 +43,9 @@ const (
 	DefaultWebhookURL = "http://127.0.0.1:8080/webhooks/payments"
 	// DefaultLatency is how long the command waits before answering.
 	DefaultLatency = 800 * time.Millisecond
-	// DefaultSecret is the development webhook secret; it equals the
-	// BFF's development default (config.DevWebhookSecret), so `make run`
+	// DefaultSecret is the BFF's development webhook secret, so `make run`
 	// works without configuration.
-	DefaultSecret = "dev-only-webhook-secret"
+	DefaultSecret = config.DevWebhookSecret
 	// FailureCodeDeclined is the failureCode of a declined charge.
 	FailureCodeDeclined = "card_declined"
 	// maxBody caps a charge request's body.
