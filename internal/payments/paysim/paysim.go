@@ -90,9 +90,10 @@ type Config struct {
 	Latency time.Duration
 	// DeclineRate, ErrorRate and TimeoutRate (0..1) are the probabilities
 	// that a request is declined, answered 503 or never answered
-	// (PAYSIM_DECLINE_RATE, PAYSIM_ERROR_RATE, PAYSIM_TIMEOUT_RATE). The
-	// error roll comes first; a request that is not an error rolls for a
-	// timeout, and a new charge for a decline.
+	// (PAYSIM_DECLINE_RATE, PAYSIM_ERROR_RATE, PAYSIM_TIMEOUT_RATE). Each
+	// request rolls for an error first, then for a timeout (the charge is
+	// approved, its answer lost), then for a decline (which only affects a
+	// new charge; a replay answers the existing one).
 	DeclineRate, ErrorRate, TimeoutRate float64
 
 	// Client delivers webhooks. Default: an http.Client with a 10s timeout.
