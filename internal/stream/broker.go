@@ -1,0 +1,483 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
+)
+
+// Config configures a [Broker]. Zero fields take their defaults.
+type Config struct {
+	// ReplayWindow is how long events can be replayed to a client that
+	// resumes; an older resume point gets `event: reset`. Default 24h.
+	ReplayWindow time.Duration
+	// Heartbeat is the interval of the `: ping` comment on an otherwise
+	// idle SSE connection. Default 15s.
+	Heartbeat time.Duration
+	// Retry is the reconnection delay sent as the first bytes of every SSE
+	// stream (`retry: 3000`). Default 3s.
+	Retry time.Duration
+	// Buffer is the number of events buffered per stream; a stream whose
+	// buffer overflows is disconnected (it resumes with Last-Event-ID).
+	// Default 64.
+	Buffer int
+	// Channel is the Redis pub/sub channel of the fan-out. Default
+	// "bff:events".
+	Channel string
+	// RelayInterval is how often the outbox relay sweeps events that were
+	// committed but not published, and how often the sequencer compares its
+	// head with the database's. Unpublished events are swept once they are
+	// older than twice this interval (at least one second). Default 500ms.
+	RelayInterval time.Duration
+	// BeforePublish invalidates the cached screens of events. The broker
+	// calls it before it publishes an event that nobody marked published
+	// (the relay, and the sequencer when it fills a gap from Postgres);
+	// events given to Publish must already be invalidated. Optional.
+	BeforePublish func(ctx context.Context, events []order.Event)
+	// WriteTimeout bounds every write to an SSE connection (it is set as a
+	// per-write deadline, so it replaces the server's WriteTimeout for
+	// streams). Default 10s. (Not in the original API sketch; added so the
+	// deadline is configurable.)
+	WriteTimeout time.Duration
+	// Logger receives the broker's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.ReplayWindow <= 0 {
+		c.ReplayWindow = 24 * time.Hour
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Retry <= 0 {
+		c.Retry = 3 * time.Second
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = 64
+	}
+	if c.Channel == "" {
+		c.Channel = "bff:events"
+	}
+	if c.RelayInterval <= 0 {
+		c.RelayInterval = 500 * time.Millisecond
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// relayGrace is how old an unpublished event must be before the relay
+// takes it over from its committing instance.
+func (c *Config) relayGrace() time.Duration {
+	return max(2*c.RelayInterval, time.Second)
+}
+
+// Broker is the event broker of one instance: it sequences the events of
+// Postgres and Redis into one ordered feed and fans it out to the streams
+// of this instance. Create it with [New] and run it with [Broker.Run].
+type Broker struct {
+	store *postgres.Store
+	rdb   redis.UniversalClient
+	cfg   Config
+	log   *slog.Logger
+
+	// in carries events to the sequencer (from Publish, the relay and
+	// Redis); poke asks it for a catch-up from Postgres.
+	in   chan []order.Event
+	poke chan struct{}
+
+	initMu sync.Mutex // serializes the lazy initialization of head
+
+	mu         sync.Mutex
+	headKnown  bool
+	head       int64 // last position handed to the streams
+	all        map[*sub]struct{}
+	byCustomer map[string]map[*sub]struct{}
+	byOrder    map[string]map[*sub]struct{}
+	closing    bool
+
+	openCount atomic.Int64
+	streams   sync.WaitGroup
+}
+
+// New returns a broker over store (the record) and rdb (the fan-out). It
+// does no I/O; start it with [Broker.Run].
+func New(store *postgres.Store, rdb redis.UniversalClient, cfg Config) (*Broker, error) {
+	if store == nil {
+		return nil, errors.New("stream: nil store")
+	}
+	if rdb == nil {
+		return nil, errors.New("stream: nil redis client")
+	}
+	cfg.defaults()
+	return &Broker{
+		store:      store,
+		rdb:        rdb,
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "stream"),
+		in:         make(chan []order.Event, 4096),
+		poke:       make(chan struct{}, 1),
+		all:        map[*sub]struct{}{},
+		byCustomer: map[string]map[*sub]struct{}{},
+		byOrder:    map[string]map[*sub]struct{}{},
+	}, nil
+}
+
+// OpenStreams is the number of open streams (SSE connections and GraphQL
+// subscriptions) on this instance, for the metrics gauge.
+func (b *Broker) OpenStreams() int { return int(b.openCount.Load()) }
+
+// Run runs the sequencer, the Redis subscription and the outbox relay until
+// ctx ends, then closes the streams of this broker (their clients resume
+// elsewhere). Redis and Postgres failures are logged and retried; Run
+// survives Redis restarts. It returns nil when ctx ends.
+func (b *Broker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); b.redisLoop(ctx) }()
+	go func() { defer wg.Done(); b.relayLoop(ctx) }()
+	b.sequence(ctx)
+	wg.Wait()
+	b.dropAll()
+	return nil
+}
+
+// Publish fans out events that were just committed on this instance and
+// whose screens are already invalidated: it hands them to the local
+// streams, publishes them on Redis for the other instances and marks them
+// published. It never fails the caller: an event that could not be
+// published on Redis still reaches every instance through Postgres (the
+// sequencers' catch-up), and one that could not be marked is taken over by
+// the relay.
+func (b *Broker) Publish(ctx context.Context, events []order.Event) {
+	if len(events) == 0 {
+		return
+	}
+	events = slices.Clone(events)
+	select {
+	case b.in <- events:
+	default:
+		// The sequencer is far behind; it reads these from Postgres soon.
+		b.wakeSequencer()
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if err := b.publishRedis(ctx, events); err != nil {
+		b.log.Warn("stream: redis publish failed; other instances catch up from postgres", "err", err)
+	}
+	if err := b.markPublished(ctx, positions(events)); err != nil {
+		b.log.Warn("stream: marking events published failed; the relay takes them over", "err", err)
+	}
+}
+
+// Shutdown stops accepting streams, tells the connected SSE clients to
+// reconnect (a last `retry:` hint, then the end of the response; they
+// resume on another instance with Last-Event-ID), closes the GraphQL
+// subscriptions, and waits until every stream has ended or ctx ends.
+// Call it before http.Server.Shutdown, which waits for streams to end.
+func (b *Broker) Shutdown(ctx context.Context) {
+	b.dropAll()
+	done := make(chan struct{})
+	go func() { b.streams.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (b *Broker) wakeSequencer() {
+	select {
+	case b.poke <- struct{}{}:
+	default:
+	}
+}
+
+func positions(events []order.Event) []int64 {
+	out := make([]int64, len(events))
+	for i, e := range events {
+		out[i] = e.Position
+	}
+	return out
+}
+
+// ----------------------------------------------------------- subscribers
+
+// dropReason says why the broker ended a stream.
+type dropReason int
+
+const (
+	dropOverflow dropReason = iota + 1
+	dropShutdown
+)
+
+// sub is one registered stream.
+type sub struct {
+	customerID string // "" for every customer (staff)
+	orderID    string // "" for every order in scope
+	ch         chan *item
+	gone       chan struct{} // closed when the broker drops the stream
+	why        dropReason    // set before gone is closed
+
+	// replaying and lagged are guarded by Broker.mu: while the stream
+	// replays, an overflow only marks it lagged (it replays again).
+	replaying bool
+	lagged    bool
+
+	kickMu   sync.Mutex
+	kick     func(time.Time) // moves the write deadline; nil for GraphQL
+	finished bool
+}
+
+// unblock moves the deadline of the stream's writes to deadline (so a
+// write blocked on a client that does not read fails by then), unless its
+// handler has returned.
+func (s *sub) unblock(deadline time.Time) {
+	s.kickMu.Lock()
+	defer s.kickMu.Unlock()
+	if s.kick != nil && !s.finished {
+		s.kick(deadline)
+	}
+}
+
+func (s *sub) finish() {
+	s.kickMu.Lock()
+	s.finished = true
+	s.kickMu.Unlock()
+}
+
+// item is one event as handed to the live streams: shared by all of them,
+// with its SSE frame encoded once.
+type item struct {
+	ev    order.Event
+	frame []byte
+}
+
+var errClosing = &order.Error{Code: order.CodeUnavailable, Message: "the server is shutting down, reconnect",
+	Extensions: map[string]any{"retryAfterSeconds": 1}}
+
+// register adds s to the broker and returns the head at that moment: s
+// receives every event after it.
+func (b *Broker) register(ctx context.Context, s *sub) (int64, error) {
+	if err := b.ensureHead(ctx); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return 0, errClosing
+	}
+	switch {
+	case s.orderID != "":
+		addTo(b.byOrder, s.orderID, s)
+	case s.customerID != "":
+		addTo(b.byCustomer, s.customerID, s)
+	default:
+		b.all[s] = struct{}{}
+	}
+	s.replaying = true
+	b.openCount.Add(1)
+	b.streams.Add(1)
+	return b.head, nil
+}
+
+// unregister removes s (if the broker has not dropped it already) and
+// counts the stream as ended.
+func (b *Broker) unregister(s *sub) {
+	s.finish()
+	b.mu.Lock()
+	b.removeLocked(s)
+	b.mu.Unlock()
+	b.openCount.Add(-1)
+	b.streams.Done()
+}
+
+func addTo(m map[string]map[*sub]struct{}, k string, s *sub) {
+	set := m[k]
+	if set == nil {
+		set = map[*sub]struct{}{}
+		m[k] = set
+	}
+	set[s] = struct{}{}
+}
+
+func removeFrom(m map[string]map[*sub]struct{}, k string, s *sub) bool {
+	set := m[k]
+	if _, ok := set[s]; !ok {
+		return false
+	}
+	delete(set, s)
+	if len(set) == 0 {
+		delete(m, k) // streams with no subscribers are freed
+	}
+	return true
+}
+
+// removeLocked removes s from the indexes; false when it was not there.
+func (b *Broker) removeLocked(s *sub) bool {
+	switch {
+	case s.orderID != "":
+		return removeFrom(b.byOrder, s.orderID, s)
+	case s.customerID != "":
+		return removeFrom(b.byCustomer, s.customerID, s)
+	default:
+		if _, ok := b.all[s]; !ok {
+			return false
+		}
+		delete(b.all, s)
+		return true
+	}
+}
+
+// dropLocked ends s for reason why; the caller unblocks it after unlocking.
+func (b *Broker) dropLocked(s *sub, why dropReason) bool {
+	if !b.removeLocked(s) {
+		return false
+	}
+	s.why = why
+	close(s.gone)
+	return true
+}
+
+// dropAll stops accepting streams and ends every registered one.
+func (b *Broker) dropAll() {
+	var dropped []*sub
+	b.mu.Lock()
+	b.closing = true
+	each := func(s *sub) {
+		if b.dropLocked(s, dropShutdown) {
+			dropped = append(dropped, s)
+		}
+	}
+	for s := range b.all {
+		each(s)
+	}
+	for _, set := range b.byCustomer {
+		for s := range set {
+			each(s)
+		}
+	}
+	for _, set := range b.byOrder {
+		for s := range set {
+			each(s)
+		}
+	}
+	b.mu.Unlock()
+	// A stream blocked on a client that does not read gets a second to
+	// finish its write; the others write their goodbye and end at once.
+	for _, s := range dropped {
+		s.unblock(time.Now().Add(time.Second))
+	}
+}
+
+// endReplay is called by a stream that replayed up to its target. It
+// returns the new target and false when the stream overflowed meanwhile
+// (its buffer is emptied: everything up to the new target comes from
+// Postgres again), or true when the stream is live from now on.
+func (b *Broker) endReplay(s *sub) (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !s.lagged {
+		s.replaying = false
+		return 0, true
+	}
+	s.lagged = false
+	for len(s.ch) > 0 { // only this stream receives, and senders hold b.mu
+		<-s.ch
+	}
+	return b.head, false
+}
+
+// dispatch hands events (in position order, all after head) to the
+// matching streams and advances head. It never waits for a stream.
+func (b *Broker) dispatch(items []*item) {
+	if len(items) == 0 {
+		return
+	}
+	var dropped []*sub
+	send := func(s *sub, it *item) {
+		select {
+		case s.ch <- it:
+		default:
+			if s.replaying {
+				s.lagged = true
+				return
+			}
+			if b.dropLocked(s, dropOverflow) {
+				dropped = append(dropped, s)
+			}
+		}
+	}
+	b.mu.Lock()
+	for _, it := range items {
+		if it.ev.Position <= b.head {
+			continue
+		}
+		for s := range b.all {
+			send(s, it)
+		}
+		for s := range b.byCustomer[it.ev.CustomerID] {
+			send(s, it)
+		}
+		for s := range b.byOrder[it.ev.OrderID] {
+			send(s, it)
+		}
+		b.head = it.ev.Position
+	}
+	b.mu.Unlock()
+	for _, s := range dropped {
+		b.log.Info("stream: slow client disconnected (buffer full)", "customer", s.customerID, "order", s.orderID)
+		s.unblock(time.Now())
+	}
+}
+
+func (b *Broker) currentHead() (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.head, b.headKnown
+}
+
+// ensureHead initializes head on first use: the database's stream head,
+// after BeforePublish for the events up to it that nobody marked published
+// (they may be replayed to a stream right away).
+func (b *Broker) ensureHead(ctx context.Context) error {
+	if _, ok := b.currentHead(); ok {
+		return nil
+	}
+	b.initMu.Lock()
+	defer b.initMu.Unlock()
+	if _, ok := b.currentHead(); ok {
+		return nil
+	}
+	h, err := b.dbHead(ctx)
+	if err != nil {
+		return err
+	}
+	unpublished, err := b.unpublishedUpTo(ctx, h)
+	if err != nil {
+		return err
+	}
+	b.beforePublish(ctx, unpublished)
+	b.mu.Lock()
+	b.head, b.headKnown = h, true
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *Broker) beforePublish(ctx context.Context, events []order.Event) {
+	if len(events) > 0 && b.cfg.BeforePublish != nil {
+		b.cfg.BeforePublish(ctx, events)
+	}
+}

@@ -1,0 +1,211 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
+)
+
+const (
+	// replayPage is the number of events one replay query reads.
+	replayPage = 200
+	// maxReplayPasses bounds how often a stream that overflows while it
+	// replays starts another pass before it counts as too slow.
+	maxReplayPasses = 8
+)
+
+// errDropped ends a stream the broker dropped.
+var errDropped = errors.New("stream: dropped by the broker")
+
+// cursor is the state of one open stream: what it sees and how far it got.
+type cursor struct {
+	s       *sub
+	scope   postgres.Scope
+	orderID string
+	// last is the position after which the stream delivers; until is the
+	// head at registration (replay covers (last, until], live the rest).
+	last, until int64
+	// reset is the reason of an `event: reset`, "" for none.
+	reset string
+}
+
+// open authorizes a stream of viewer over one order (orderID) or all the
+// viewer's orders (""), validates the resume point and registers the
+// stream. kick, when set, unblocks the stream's pending write by moving
+// its deadline. With strict, an unknown or expired resume point is a
+// BAD_USER_INPUT error (field "after") instead of a reset.
+//
+// Errors: UNAUTHENTICATED without a viewer, NOT_FOUND for an order that
+// does not exist or that the viewer may not see, UNAVAILABLE when
+// Postgres fails or the broker shuts down.
+func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume string, kick func(time.Time), strict bool) (*cursor, error) {
+	if viewer == nil {
+		return nil, order.Unauthenticated()
+	}
+	if b.isClosing() {
+		return nil, errClosing
+	}
+	c := &cursor{scope: postgres.ScopeFor(viewer), orderID: orderID}
+	if orderID != "" {
+		if !postgres.IsUUID(orderID) {
+			return nil, order.NotFound("order")
+		}
+		m, err := b.store.OrdersByIDs(ctx, []string{orderID})
+		if err != nil {
+			return nil, dbErr(err)
+		}
+		o, ok := m[orderID]
+		if !ok || (viewer.Role != order.RoleStaff && o.CustomerID != viewer.ID) {
+			return nil, order.NotFound("order")
+		}
+	}
+	pos := int64(-1) // no resume point: live only
+	if resume != "" {
+		p, reason, err := b.checkResume(ctx, c.scope, orderID, resume)
+		if err != nil {
+			return nil, err
+		}
+		if reason != "" && strict {
+			return nil, order.BadInput("after", order.ConstraintUnknown,
+				"after is not an event id of the replay window: refetch the screen and resubscribe with its lastEventId").
+				With("reason", reason)
+		}
+		c.reset = reason
+		if reason == "" {
+			pos = p
+		}
+	}
+	c.s = &sub{
+		customerID: c.scope.CustomerID,
+		orderID:    orderID,
+		ch:         make(chan *item, b.cfg.Buffer),
+		gone:       make(chan struct{}),
+	}
+	if kick != nil {
+		c.s.kick = kick
+	}
+	h, err := b.register(ctx, c.s)
+	if err != nil {
+		return nil, err
+	}
+	c.until = h
+	c.last = h
+	if pos >= 0 {
+		c.last = pos
+	}
+	return c, nil
+}
+
+func (b *Broker) isClosing() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closing
+}
+
+// replay delivers from Postgres the events of the stream's scope in
+// (last, until] through emit (flush, when set, after every page), then
+// switches the stream to live. A stream that overflowed meanwhile replays
+// again up to the new head (at most maxReplayPasses times).
+func (b *Broker) replay(ctx context.Context, c *cursor, emit func(order.Event) error, flush func() error) error {
+	for pass := 0; ; pass++ {
+		if pass >= maxReplayPasses {
+			return errDropped
+		}
+		for c.last < c.until {
+			select {
+			case <-c.s.gone:
+				return errDropped
+			default:
+			}
+			page, err := b.store.EventsAfter(ctx, c.scope, c.orderID, c.last, replayPage)
+			if err != nil {
+				return err
+			}
+			done := len(page) < replayPage
+			for _, e := range page {
+				if e.Position > c.until {
+					done = true
+					break
+				}
+				if err := emit(e); err != nil {
+					return err
+				}
+				c.last = e.Position
+			}
+			if flush != nil {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if done {
+				break
+			}
+		}
+		c.last = max(c.last, c.until)
+		until, live := b.endReplay(c.s)
+		if live {
+			return nil
+		}
+		c.until = until
+	}
+}
+
+// Subscribe opens a stream for the GraphQL subscription orderEvents: the
+// events of order orderID, or of all the viewer's orders when orderID is
+// "" (every order for STAFF), after the event id after ("" for live
+// events only), with the same ordering, authorization and ids as GET
+// /events. The channel is closed when ctx ends, when the subscriber does
+// not keep up (its buffer overflows; it resubscribes with the id of the
+// last event it received) and when the broker shuts down.
+//
+// Errors, before any event: UNAUTHENTICATED without a viewer; NOT_FOUND
+// for an order that does not exist or is another customer's;
+// BAD_USER_INPUT (field "after", extension reason "unknown" or "expired")
+// for an after that is not an event id inside the replay window, where
+// GET /events would send `event: reset` (the client refetches its screen
+// and resubscribes with the screen's lastEventId); UNAVAILABLE when
+// Postgres is down or the broker shuts down.
+func (b *Broker) Subscribe(ctx context.Context, viewer *order.User, orderID, after string) (<-chan order.Event, error) {
+	c, err := b.open(ctx, viewer, orderID, after, nil, true)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan order.Event)
+	go func() {
+		defer close(out)
+		defer b.unregister(c.s)
+		emit := func(e order.Event) error {
+			select {
+			case out <- e:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.s.gone:
+				return errDropped
+			}
+		}
+		if err := b.replay(ctx, c, emit, nil); err != nil {
+			return
+		}
+		for {
+			select {
+			case it := <-c.s.ch:
+				if it.ev.Position <= c.last {
+					continue
+				}
+				if err := emit(it.ev); err != nil {
+					return
+				}
+				c.last = it.ev.Position
+			case <-c.s.gone:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}

@@ -1,0 +1,87 @@
+package stream
+
+import (
+	"context"
+	"time"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// relayBatch bounds one sweep of the relay.
+const relayBatch = 200
+
+// relayLoop sweeps the outbox every RelayInterval until ctx ends.
+func (b *Broker) relayLoop(ctx context.Context) {
+	tick := time.NewTicker(b.cfg.RelayInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for ctx.Err() == nil {
+			n, err := b.relayOnce(ctx)
+			if err != nil {
+				b.log.Warn("stream: relay sweep failed", "err", err)
+			}
+			if err != nil || n < relayBatch {
+				break
+			}
+		}
+	}
+}
+
+// relayOnce publishes the events that are still unpublished a moment
+// after they were written (their committing instance crashed, or could
+// not reach Postgres after commit): BeforePublish, local streams, Redis,
+// then marked published, all while the rows are locked. Rows locked by
+// another instance's sweep (or by a Publish marking them) are skipped. It
+// returns how many events it published.
+func (b *Broker) relayOnce(ctx context.Context) (int, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	tx, err := b.store.Pool().Begin(ctx)
+	if err != nil {
+		return 0, dbErr(err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	rows, err := tx.Query(ctx, `SELECT `+eventCols+` FROM order_events
+		WHERE published_at IS NULL AND at < now() - $1::interval
+		ORDER BY position LIMIT $2 FOR UPDATE SKIP LOCKED`, b.cfg.relayGrace(), relayBatch)
+	if err != nil {
+		return 0, dbErr(err)
+	}
+	var evs []order.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			rows.Close()
+			return 0, dbErr(err)
+		}
+		evs = append(evs, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, dbErr(err)
+	}
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	b.log.Info("stream: relaying unpublished events", "count", len(evs), "first", evs[0].Position)
+	b.beforePublish(ctx, evs)
+	select {
+	case b.in <- evs:
+	default:
+		b.wakeSequencer()
+	}
+	if err := b.publishRedis(ctx, evs); err != nil {
+		// Marked anyway: the screens are invalidated, and every instance
+		// reads these events from Postgres when Redis does not bring them.
+		b.log.Warn("stream: relay could not publish on redis", "err", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE order_events SET published_at = now() WHERE position = ANY($1::bigint[])`, positions(evs)); err != nil {
+		return 0, dbErr(err)
+	}
+	return len(evs), dbErr(tx.Commit(ctx))
+}

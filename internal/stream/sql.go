@@ -1,0 +1,181 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
+)
+
+// The broker's own queries on the tables of internal/postgres (through
+// Store.Pool): the outbox flag published_at is not part of the store's API.
+
+// queryTimeout bounds one query of the broker.
+const queryTimeout = 5 * time.Second
+
+const eventCols = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
+	version, at, actor, status, payment_status`
+
+// scanEvent reads eventCols (then extra destinations) like the store does.
+func scanEvent(row pgx.Row, extra ...any) (order.Event, error) {
+	var e order.Event
+	var from *string
+	var typ, to, st, ps string
+	dest := append([]any{&e.Position, &e.CustomerSeq, &e.CustomerID, &e.OrderID, &typ, &from, &to,
+		&e.Version, &e.At, &e.Actor, &st, &ps}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return e, err
+	}
+	e.ID = strconv.FormatInt(e.Position, 10)
+	e.Type, e.ToStatus, e.Status, e.PaymentStatus = order.EventType(typ), order.Status(to), order.Status(st), order.PaymentStatus(ps)
+	if from != nil {
+		f := order.Status(*from)
+		e.FromStatus = &f
+	}
+	e.At = e.At.UTC()
+	return e, nil
+}
+
+// dbErr maps a database error to the domain's UNAVAILABLE (the only thing
+// a caller of the broker can act on).
+func dbErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var oe *order.Error
+	if errors.As(err, &oe) {
+		return err
+	}
+	return order.Unavailable("postgres", err)
+}
+
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, queryTimeout)
+}
+
+// dbHead is the last position the database issued (committed).
+func (b *Broker) dbHead(ctx context.Context) (int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var h int64
+	err := b.store.Pool().QueryRow(ctx, `SELECT position FROM stream_head`).Scan(&h)
+	return h, dbErr(err)
+}
+
+// unpublishedUpTo returns the events up to position h not marked published.
+func (b *Broker) unpublishedUpTo(ctx context.Context, h int64) ([]order.Event, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rows, err := b.store.Pool().Query(ctx, `SELECT `+eventCols+` FROM order_events
+		WHERE published_at IS NULL AND position <= $1 ORDER BY position`, h)
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	defer rows.Close()
+	var out []order.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, dbErr(err)
+		}
+		out = append(out, e)
+	}
+	return out, dbErr(rows.Err())
+}
+
+// eventsBetween returns up to limit events with after < position <= to, in
+// position order, and for each whether it is marked published.
+func (b *Broker) eventsBetween(ctx context.Context, after, to int64, limit int) ([]order.Event, []bool, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rows, err := b.store.Pool().Query(ctx, `SELECT `+eventCols+`, published_at IS NOT NULL FROM order_events
+		WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, to, limit)
+	if err != nil {
+		return nil, nil, dbErr(err)
+	}
+	defer rows.Close()
+	var evs []order.Event
+	var pub []bool
+	for rows.Next() {
+		var p bool
+		e, err := scanEvent(rows, &p)
+		if err != nil {
+			return nil, nil, dbErr(err)
+		}
+		evs, pub = append(evs, e), append(pub, p)
+	}
+	return evs, pub, dbErr(rows.Err())
+}
+
+// markPublished sets published_at of the events at positions.
+func (b *Broker) markPublished(ctx context.Context, pos []int64) error {
+	if len(pos) == 0 {
+		return nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	_, err := b.store.Pool().Exec(ctx, `UPDATE order_events SET published_at = now()
+		WHERE position = ANY($1::bigint[]) AND published_at IS NULL`, pos)
+	return dbErr(err)
+}
+
+// Reasons of an `event: reset`.
+const (
+	resetUnknown = "unknown"
+	resetExpired = "expired"
+)
+
+// checkResume validates the resume point id for a stream of scope (and
+// orderID): it returns the position to resume after, or the reason of a
+// reset. Valid ids are positions the database issued whose event is still
+// inside the replay window; "0" (the lastEventId of a screen read before
+// any event of the viewer) is valid while the scope's first event is.
+// Time is compared on the database's clock, the clock of the events.
+func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id string) (int64, string, error) {
+	pos, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || pos < 0 || strconv.FormatInt(pos, 10) != id {
+		return 0, resetUnknown, nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	pool := b.store.Pool()
+	if pos == 0 {
+		var fresh *bool
+		var cust, oid *string
+		if sc.CustomerID != "" {
+			cust = &sc.CustomerID
+		}
+		if orderID != "" {
+			oid = &orderID
+		}
+		err := pool.QueryRow(ctx, `SELECT (SELECT at > now() - $3::interval FROM order_events
+			WHERE ($1::uuid IS NULL OR customer_id = $1::uuid) AND ($2::uuid IS NULL OR order_id = $2::uuid)
+			ORDER BY position LIMIT 1)`, cust, oid, b.cfg.ReplayWindow).Scan(&fresh)
+		if err != nil {
+			return 0, "", dbErr(err)
+		}
+		if fresh != nil && !*fresh {
+			return 0, resetExpired, nil
+		}
+		return 0, "", nil
+	}
+	var head int64
+	var fresh *bool
+	err = pool.QueryRow(ctx, `SELECT (SELECT position FROM stream_head),
+		(SELECT at > now() - $2::interval FROM order_events WHERE position = $1)`, pos, b.cfg.ReplayWindow).Scan(&head, &fresh)
+	if err != nil {
+		return 0, "", dbErr(err)
+	}
+	switch {
+	case pos > head:
+		return 0, resetUnknown, nil // never issued
+	case fresh == nil || !*fresh:
+		return 0, resetExpired, nil // issued, but gone or older than the window
+	}
+	return pos, "", nil
+}
