@@ -11,9 +11,10 @@
 // Traces: [SetupTracing] installs an OpenTelemetry tracer provider and the
 // W3C tracecontext propagator; the exporter is off unless an OTLP/HTTP
 // endpoint is configured. [Middleware] creates the HTTP server span from
-// an incoming traceparent, [Transport] propagates it on outbound calls,
-// [PgxTracer] and [RedisHook] create spans for Postgres queries and Redis
-// commands, and [TraceID] gives the trace id of a context for logs.
+// an incoming traceparent, [GraphQLTracer] (a gqlgen extension) one span
+// per GraphQL operation, [Transport] propagates the trace on outbound
+// calls, [PgxTracer] and [RedisHook] create spans for Postgres queries and
+// Redis commands, and [TraceID] gives the trace id of a context for logs.
 //
 // Order of the HTTP middleware: httpx.RequestID, then [Middleware] (so the
 // access log sees the span), then httpx.AccessLog, then [AnnotateSpan] and

@@ -1,0 +1,87 @@
+package telemetry
+
+import (
+	"context"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// GraphQLTracer is a gqlgen extension that makes one span per GraphQL
+// operation ("query OrderScreen"), a child of the HTTP server span and the
+// parent of the Postgres and Redis spans of its resolvers. It records
+// graphql.operation.type and graphql.operation.name and, when the response
+// has errors, their codes (bff.error_codes) with an error status. Each
+// event of a subscription gets a span of its own. Add it with
+// executor.Use.
+type GraphQLTracer struct {
+	tracer trace.Tracer
+}
+
+var (
+	_ graphql.HandlerExtension    = (*GraphQLTracer)(nil)
+	_ graphql.ResponseInterceptor = (*GraphQLTracer)(nil)
+)
+
+// NewGraphQLTracer returns the extension.
+func NewGraphQLTracer(opts ...Option) *GraphQLTracer {
+	return &GraphQLTracer{tracer: newOptions(opts).tracer()}
+}
+
+// ExtensionName implements graphql.HandlerExtension.
+func (*GraphQLTracer) ExtensionName() string { return "OpenTelemetry" }
+
+// Validate implements graphql.HandlerExtension.
+func (*GraphQLTracer) Validate(graphql.ExecutableSchema) error { return nil }
+
+// InterceptResponse implements graphql.ResponseInterceptor.
+func (g *GraphQLTracer) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	if !graphql.HasOperationContext(ctx) {
+		return next(ctx)
+	}
+	oc := graphql.GetOperationContext(ctx)
+	opType := "query"
+	if oc.Operation != nil {
+		switch oc.Operation.Operation {
+		case ast.Mutation:
+			opType = "mutation"
+		case ast.Subscription:
+			opType = "subscription"
+		}
+	}
+	name := opType
+	attrs := []attribute.KeyValue{attribute.String(string(semconv.GraphQLOperationTypeKey), opType)}
+	if oc.OperationName != "" {
+		name += " " + oc.OperationName
+		attrs = append(attrs, semconv.GraphQLOperationName(oc.OperationName))
+	} else if oc.Operation != nil && oc.Operation.Name != "" {
+		name += " " + oc.Operation.Name
+		attrs = append(attrs, semconv.GraphQLOperationName(oc.Operation.Name))
+	}
+	ctx, span := g.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	defer span.End()
+	resp := next(ctx)
+	if resp != nil && len(resp.Errors) > 0 {
+		var codesSeen []string
+		for _, e := range resp.Errors {
+			c, _ := e.Extensions["code"].(string)
+			if c == "" {
+				c = "INTERNAL"
+			}
+			dup := false
+			for _, s := range codesSeen {
+				dup = dup || s == c
+			}
+			if !dup {
+				codesSeen = append(codesSeen, c)
+			}
+		}
+		span.SetAttributes(attribute.StringSlice("bff.error_codes", codesSeen))
+		span.SetStatus(codes.Error, resp.Errors[0].Message)
+	}
+	return resp
+}
