@@ -95,9 +95,12 @@ type Broker struct {
 	log   *slog.Logger
 
 	// in carries events to the sequencer (from Publish, the relay and
-	// Redis); poke asks it for a catch-up from Postgres.
-	in   chan []order.Event
-	poke chan struct{}
+	// Redis; what is sent is the sequencer's to keep); poke asks it for a
+	// catch-up from Postgres; outbox carries Publish's events to the
+	// background publisher.
+	in     chan []order.Event
+	poke   chan struct{}
+	outbox chan []order.Event
 
 	initMu sync.Mutex // serializes the lazy initialization of head
 
@@ -130,6 +133,7 @@ func New(store *postgres.Store, rdb redis.UniversalClient, cfg Config) (*Broker,
 		log:        cfg.Logger.With("component", "stream"),
 		in:         make(chan []order.Event, 4096),
 		poke:       make(chan struct{}, 1),
+		outbox:     make(chan []order.Event, 1024),
 		all:        map[*sub]struct{}{},
 		byCustomer: map[string]map[*sub]struct{}{},
 		byOrder:    map[string]map[*sub]struct{}{},
@@ -140,15 +144,17 @@ func New(store *postgres.Store, rdb redis.UniversalClient, cfg Config) (*Broker,
 // subscriptions) on this instance, for the metrics gauge.
 func (b *Broker) OpenStreams() int { return int(b.openCount.Load()) }
 
-// Run runs the sequencer, the Redis subscription and the outbox relay until
-// ctx ends, then closes the streams of this broker (their clients resume
-// elsewhere). Redis and Postgres failures are logged and retried; Run
-// survives Redis restarts. It returns nil when ctx ends.
+// Run runs the sequencer, the Redis subscription, the publisher of
+// [Broker.Publish] and the outbox relay until ctx ends, then closes the
+// streams of this broker (their clients resume elsewhere). Redis and
+// Postgres failures are logged and retried; Run survives Redis restarts.
+// It returns nil when ctx ends.
 func (b *Broker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); b.redisLoop(ctx) }()
 	go func() { defer wg.Done(); b.relayLoop(ctx) }()
+	go func() { defer wg.Done(); b.publisher(ctx) }()
 	b.sequence(ctx)
 	wg.Wait()
 	b.dropAll()
@@ -157,29 +163,59 @@ func (b *Broker) Run(ctx context.Context) error {
 
 // Publish fans out events that were just committed on this instance and
 // whose screens are already invalidated: it hands them to the local
-// streams, publishes them on Redis for the other instances and marks them
-// published. It never fails the caller: an event that could not be
-// published on Redis still reaches every instance through Postgres (the
-// sequencers' catch-up), and one that could not be marked is taken over by
-// the relay.
-func (b *Broker) Publish(ctx context.Context, events []order.Event) {
+// streams at once and queues them for the publisher, which publishes them
+// on Redis for the other instances and marks them published. It does not
+// wait for Redis or Postgres and never fails the caller: an event that
+// could not be published on Redis still reaches every instance through
+// Postgres (the sequencers' catch-up), and one that was not marked (queue
+// full, crash) is taken over by the relay.
+func (b *Broker) Publish(_ context.Context, events []order.Event) {
 	if len(events) == 0 {
 		return
 	}
-	events = slices.Clone(events)
 	select {
-	case b.in <- events:
+	case b.in <- slices.Clone(events):
 	default:
 		// The sequencer is far behind; it reads these from Postgres soon.
 		b.wakeSequencer()
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-	defer cancel()
-	if err := b.publishRedis(ctx, events); err != nil {
-		b.log.Warn("stream: redis publish failed; other instances catch up from postgres", "err", err)
+	select {
+	case b.outbox <- slices.Clone(events):
+	default:
+		b.log.Warn("stream: publish queue full; the relay publishes these events", "first", events[0].Position)
 	}
-	if err := b.markPublished(ctx, positions(events)); err != nil {
-		b.log.Warn("stream: marking events published failed; the relay takes them over", "err", err)
+}
+
+// publisher publishes the events queued by Publish on Redis, in order,
+// several publications per message when they queue up, and marks them
+// published.
+func (b *Broker) publisher(ctx context.Context) {
+	for {
+		var evs []order.Event
+		select {
+		case <-ctx.Done():
+			return
+		case evs = <-b.outbox:
+		}
+		for more := true; more && len(evs) < relayBatch; {
+			select {
+			case e := <-b.outbox:
+				evs = append(evs, e...)
+			default:
+				more = false
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := b.publishRedis(pctx, evs); err != nil {
+			b.log.Warn("stream: redis publish failed; other instances catch up from postgres", "err", err)
+		}
+		// Marked either way: the screens are invalidated, and the events
+		// reach every instance through Postgres when Redis does not bring
+		// them.
+		if err := b.markPublished(pctx, positions(evs)); err != nil {
+			b.log.Warn("stream: marking events published failed; the relay takes them over", "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -250,6 +286,13 @@ func (s *sub) unblock(deadline time.Time) {
 	if s.kick != nil && !s.finished {
 		s.kick(deadline)
 	}
+}
+
+// setKick sets how the broker unblocks the stream's writes.
+func (s *sub) setKick(kick func(time.Time)) {
+	s.kickMu.Lock()
+	s.kick = kick
+	s.kickMu.Unlock()
 }
 
 func (s *sub) finish() {

@@ -35,7 +35,7 @@ type cursor struct {
 // open authorizes a stream of viewer over one order (orderID) or all the
 // viewer's orders (""), validates the resume point and registers the
 // stream. kick, when set, unblocks the stream's pending write by moving
-// its deadline. With strict, an unknown or expired resume point is a
+// its deadline (see also sub.setKick). With strict, an unknown or expired resume point is a
 // BAD_USER_INPUT error (field "after") instead of a reset.
 //
 // Errors: UNAUTHENTICATED without a viewer, NOT_FOUND for an order that

@@ -488,6 +488,11 @@ func smallBufferServer(t *testing.T, h http.Handler) *httptest.Server {
 // small receive buffer when small), reads up to the retry line and returns
 // the connection, which the caller may never read again.
 func rawStream(tb testing.TB, addr, user, path string, small bool) net.Conn {
+	return rawStreamUntil(tb, addr, user, path, small, "retry: 3000\n\n")
+}
+
+// rawStreamUntil is rawStream reading up to until.
+func rawStreamUntil(tb testing.TB, addr, user, path string, small bool, until string) net.Conn {
 	tb.Helper()
 	d := net.Dialer{}
 	if small {
@@ -512,7 +517,7 @@ func rawStream(tb testing.TB, addr, user, path string, small bool) net.Conn {
 	_ = conn.SetReadDeadline(time.Now().Add(wait))
 	var got []byte
 	buf := make([]byte, 1)
-	for !strings.Contains(string(got), "retry: 3000\n\n") {
+	for !strings.HasSuffix(string(got), until) {
 		if _, err := conn.Read(buf); err != nil {
 			tb.Fatalf("read stream start: %v (got %q)", err, got)
 		}

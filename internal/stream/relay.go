@@ -70,11 +70,6 @@ func (b *Broker) relayOnce(ctx context.Context) (int, error) {
 	}
 	b.log.Info("stream: relaying unpublished events", "count", len(evs), "first", evs[0].Position)
 	b.beforePublish(ctx, evs)
-	select {
-	case b.in <- evs:
-	default:
-		b.wakeSequencer()
-	}
 	if err := b.publishRedis(ctx, evs); err != nil {
 		// Marked anyway: the screens are invalidated, and every instance
 		// reads these events from Postgres when Redis does not bring them.
@@ -83,5 +78,13 @@ func (b *Broker) relayOnce(ctx context.Context) (int, error) {
 	if _, err := tx.Exec(ctx, `UPDATE order_events SET published_at = now() WHERE position = ANY($1::bigint[])`, positions(evs)); err != nil {
 		return 0, dbErr(err)
 	}
-	return len(evs), dbErr(tx.Commit(ctx))
+	if err := tx.Commit(ctx); err != nil {
+		return 0, dbErr(err)
+	}
+	select {
+	case b.in <- evs: // the sequencer's from now on
+	default:
+		b.wakeSequencer()
+	}
+	return len(evs), nil
 }

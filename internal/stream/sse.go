@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/r3labs/sse/v2"
@@ -131,8 +133,7 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if resume == "" {
 		resume = q.Get("lastEventId")
 	}
-	rc := http.NewResponseController(w)
-	c, err := b.open(ctx, viewer, orderID, resume, func(d time.Time) { _ = rc.SetWriteDeadline(d) }, false)
+	c, err := b.open(ctx, viewer, orderID, resume, nil, false)
 	if err != nil {
 		e := order.AsError(err)
 		status := e.Code.HTTPStatus()
@@ -142,125 +143,249 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, status, e)
 		return
 	}
-	defer b.unregister(c.s)
 
-	// A server ReadTimeout would end the request (and its context) through
-	// the background read of net/http: streams have no read deadline.
-	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-
-	cw := &connWriter{w: w, rc: rc, timeout: b.cfg.WriteTimeout}
-	cw.write(retryFrame(b.cfg.Retry))
-	if c.reset != "" {
-		cw.write(resetFrame(c.reset))
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor == 1 {
+		if conn, _, err := rc.Hijack(); err == nil {
+			// From here the connection is ours: net/http's goroutine, its
+			// buffers and the request are freed when this handler returns,
+			// and one goroutine with no buffers of its own serves the
+			// stream (see BenchmarkIdleStreamMemory).
+			s := newConnSink(conn, h, r.ProtoMinor >= 1, b.cfg.WriteTimeout)
+			c.s.setKick(s.setDeadline)
+			go b.pump(context.Background(), c, s)
+			return
+		}
 	}
-	if cw.flush() != nil {
+	// HTTP/2, or a writer that cannot be hijacked: stream through the
+	// ResponseWriter, with deadlines through the ResponseController. A
+	// server ReadTimeout would end the request (and its context) through
+	// net/http's background read: streams have no read deadline.
+	_ = rc.SetReadDeadline(time.Time{})
+	w.WriteHeader(http.StatusOK)
+	s := &rwSink{w: w, rc: rc, timeout: b.cfg.WriteTimeout}
+	c.s.setKick(s.setDeadline)
+	b.pump(ctx, c, s)
+}
+
+// pump runs one SSE stream to its end: retry hint, reset, replay, live.
+func (b *Broker) pump(ctx context.Context, c *cursor, s sink) {
+	defer b.unregister(c.s)
+	clean := false
+	defer func() { s.close(clean) }()
+	s.write(retryFrame(b.cfg.Retry))
+	if c.reset != "" {
+		s.write(resetFrame(c.reset))
+	}
+	if s.flush() != nil {
 		return
 	}
-	err = b.replay(ctx, c, func(e order.Event) error { return cw.write(eventFrame(e)) }, cw.flush)
+	err := b.replay(ctx, c, func(e order.Event) error { s.write(eventFrame(e)); return nil }, s.flush)
 	if err != nil {
 		if errors.Is(err, errDropped) {
-			b.goodbye(c, cw)
+			clean = b.goodbye(c, s)
 		}
 		return
 	}
-	b.live(ctx, c, cw)
+	clean = b.live(ctx, c, s)
 }
 
 // live is the connection loop after replay: live events (several per flush
-// when they come in a burst), heartbeats, and the end of the stream.
-func (b *Broker) live(ctx context.Context, c *cursor, cw *connWriter) {
+// when they come in a burst), heartbeats, and the end of the stream. It
+// reports whether the stream ended cleanly (shutdown goodbye written).
+func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 	hb := time.NewTimer(b.cfg.Heartbeat)
 	defer hb.Stop()
 	for {
 		select {
 		case it := <-c.s.ch:
-			if !deliver(c, cw, it) {
-				return
-			}
+			deliver(c, s, it)
 		burst:
 			for n := 1; n < b.cfg.Buffer; n++ {
 				select {
 				case it := <-c.s.ch:
-					if !deliver(c, cw, it) {
-						return
-					}
+					deliver(c, s, it)
 				default:
 					break burst
 				}
 			}
-			if cw.flush() != nil {
-				return
+			if s.flush() != nil {
+				return false
 			}
 			hb.Reset(b.cfg.Heartbeat)
 		case <-hb.C:
-			cw.write(pingFrame)
-			if cw.flush() != nil {
-				return
+			s.write(pingFrame)
+			if s.flush() != nil || !s.alive() {
+				return false
 			}
 			hb.Reset(b.cfg.Heartbeat)
 		case <-c.s.gone:
-			b.goodbye(c, cw)
-			return
+			return b.goodbye(c, s)
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
 }
 
-// deliver writes a live event the stream has not delivered yet.
-func deliver(c *cursor, cw *connWriter, it *item) bool {
-	if it.ev.Position <= c.last {
-		return true
+// deliver queues a live event the stream has not delivered yet.
+func deliver(c *cursor, s sink, it *item) {
+	if it.ev.Position > c.last {
+		s.write(it.frame)
+		c.last = it.ev.Position
 	}
-	if cw.write(it.frame) != nil {
-		return false
-	}
-	c.last = it.ev.Position
-	return true
 }
 
 // goodbye ends a stream the broker dropped: on shutdown the client is told
 // to reconnect (elsewhere); an overflowed client just loses the
 // connection and resumes with Last-Event-ID.
-func (b *Broker) goodbye(c *cursor, cw *connWriter) {
+func (b *Broker) goodbye(c *cursor, s sink) bool {
 	if c.s.why != dropShutdown {
-		return
+		return false
 	}
-	cw.timeout = time.Second
-	cw.write(reconnectFrame(b.cfg.Retry))
-	_ = cw.flush()
+	s.write(reconnectFrame(b.cfg.Retry))
+	return s.flushWithin(time.Second) == nil
 }
 
-// connWriter writes to one SSE connection with a deadline per batch of
-// writes (armed by the first write after a flush).
-type connWriter struct {
+// ----------------------------------------------------------------- sinks
+
+// sink is where a stream writes: frames are queued by write and sent by
+// flush, each flush with its own write deadline.
+type sink interface {
+	write(frame []byte)
+	flush() error
+	flushWithin(timeout time.Duration) error
+	// setDeadline moves the deadline of the pending write (the broker's
+	// kick for a client that does not read). Safe from any goroutine.
+	setDeadline(time.Time)
+	// alive reports whether the peer may still be there.
+	alive() bool
+	// close ends the response (cleanly: with its terminator).
+	close(clean bool)
+}
+
+// batchPool holds the buffers of the batches of frames between write and
+// flush, so that idle connections keep none.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// connSink writes to a hijacked HTTP/1.x connection: the response head
+// first, then every flush as one HTTP/1.1 chunk (HTTP/1.0: raw, ended by
+// closing the connection), in one write call with its own deadline.
+type connSink struct {
+	conn    net.Conn
+	head    []byte // the response head, sent with the first flush
+	chunked bool
+	timeout time.Duration
+	batch   *[]byte
+}
+
+func newConnSink(conn net.Conn, h http.Header, chunked bool, timeout time.Duration) *connSink {
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\n")
+	h = h.Clone()
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	h.Set("Connection", "close")
+	if chunked {
+		h.Set("Transfer-Encoding", "chunked")
+	}
+	_ = h.Write(&head)
+	head.WriteString("\r\n")
+	return &connSink{conn: conn, head: head.Bytes(), chunked: chunked, timeout: timeout}
+}
+
+func (s *connSink) write(frame []byte) {
+	if s.batch == nil {
+		s.batch = batchPool.Get().(*[]byte)
+	}
+	*s.batch = append(*s.batch, frame...)
+}
+
+func (s *connSink) flush() error { return s.flushWithin(s.timeout) }
+
+func (s *connSink) flushWithin(timeout time.Duration) error {
+	if s.batch == nil && s.head == nil {
+		return nil
+	}
+	var bufs net.Buffers
+	if s.head != nil {
+		bufs = append(bufs, s.head)
+		s.head = nil
+	}
+	if s.batch != nil && len(*s.batch) > 0 {
+		if s.chunked {
+			bufs = append(bufs, []byte(strconv.FormatInt(int64(len(*s.batch)), 16)+"\r\n"), *s.batch, crlf)
+		} else {
+			bufs = append(bufs, *s.batch)
+		}
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := bufs.WriteTo(s.conn)
+	if s.batch != nil {
+		if cap(*s.batch) <= 64<<10 {
+			*s.batch = (*s.batch)[:0]
+			batchPool.Put(s.batch)
+		}
+		s.batch = nil
+	}
+	return err
+}
+
+var crlf = []byte("\r\n")
+
+func (s *connSink) setDeadline(d time.Time) { _ = s.conn.SetWriteDeadline(d) }
+
+// alive probes the connection for the client's close: nobody reads a
+// hijacked connection, so a closed one would otherwise only show when a
+// write fails. A read that times out at once means the peer is still
+// there; bytes a client sends on a stream are ignored.
+func (s *connSink) alive() bool {
+	var one [1]byte
+	_ = s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := s.conn.Read(one[:])
+	var ne net.Error
+	return err == nil || errors.As(err, &ne) && ne.Timeout()
+}
+
+func (s *connSink) close(clean bool) {
+	if clean && s.chunked {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = s.conn.Write([]byte("0\r\n\r\n"))
+	}
+	_ = s.conn.Close()
+}
+
+// rwSink writes through the ResponseWriter (HTTP/2, or a writer that
+// cannot be hijacked), with deadlines through the ResponseController.
+type rwSink struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
-	armed   bool
+	err     error
 }
 
-func (cw *connWriter) arm() {
-	if !cw.armed {
-		_ = cw.rc.SetWriteDeadline(time.Now().Add(cw.timeout)) // ErrNotSupported: no deadline to set
-		cw.armed = true
+func (s *rwSink) write(frame []byte) {
+	if s.err == nil {
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout)) // ErrNotSupported: no deadline to set
+		_, s.err = s.w.Write(frame)
 	}
 }
 
-func (cw *connWriter) write(p []byte) error {
-	cw.arm()
-	_, err := cw.w.Write(p)
-	return err
+func (s *rwSink) flush() error { return s.flushWithin(s.timeout) }
+
+func (s *rwSink) flushWithin(timeout time.Duration) error {
+	if s.err != nil {
+		return s.err
+	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(timeout))
+	s.err = s.rc.Flush()
+	return s.err
 }
 
-func (cw *connWriter) flush() error {
-	cw.arm()
-	err := cw.rc.Flush()
-	cw.armed = false
-	return err
-}
+func (s *rwSink) setDeadline(d time.Time) { _ = s.rc.SetWriteDeadline(d) }
+
+func (s *rwSink) alive() bool { return true } // the request's context says when it is gone
+
+func (s *rwSink) close(bool) {}

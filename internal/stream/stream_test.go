@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -566,4 +567,63 @@ func TestServerTimeoutsDoNotKillStreams(t *testing.T) {
 	}
 	live := e.publish(b, e.change(e.alice, o.ID))
 	c.expect(live[0])
+}
+
+// Over HTTP/2 a connection cannot be hijacked: the stream goes through
+// the ResponseWriter with per-write deadlines from the
+// ResponseController, and server timeouts still do not end it.
+func TestHTTP2Stream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.instance(Config{Heartbeat: 50 * time.Millisecond}, nil)
+	srv := httptest.NewUnstartedServer(e.withTestUser(b.Handler()))
+	srv.EnableHTTP2 = true
+	srv.Config.WriteTimeout = 200 * time.Millisecond
+	srv.Config.ReadTimeout = 200 * time.Millisecond
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	o, _ := e.placeOrder(e.alice)
+	e.settle()
+
+	c := connect(t, srv, "alice", "stream=orders", "")
+	if c.resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", c.resp.Proto)
+	}
+	if got := c.resp.Header.Get("X-Accel-Buffering"); got != "no" {
+		t.Fatalf("X-Accel-Buffering = %q", got)
+	}
+	for pings := 0; pings < 12; { // well past both timeouts
+		if f := c.next(); f.Comment == "ping" {
+			pings++
+		}
+	}
+	first := e.publish(b, e.change(e.alice, o.ID))
+	second := e.publish(b, e.change(e.alice, o.ID))
+	c.expect(first[0], second[0])
+	resumed := connect(t, srv, "alice", "stream=orders", first[0].ID)
+	resumed.expect(second[0])
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	b.Shutdown(ctx)
+	frames := c.ended()
+	if len(frames) == 0 || frames[len(frames)-1].Comment != "reconnect" {
+		t.Fatalf("last frames %+v, want the reconnect hint", frames)
+	}
+}
+
+// A client that goes away is noticed at the next heartbeat, though nobody
+// reads a hijacked connection.
+func TestClosedClientIsNoticed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.instance(Config{Heartbeat: 50 * time.Millisecond}, nil)
+	srv := e.serve(b)
+	e.settle()
+	c := connect(t, srv, "alice", "stream=orders", "")
+	conn := rawStream(t, srv.Listener.Addr().String(), "bob", "/events?stream=orders", false)
+	eventually(t, "streams open", func() bool { return b.OpenStreams() == 2 })
+	c.close()
+	conn.Close()
+	eventually(t, "closed streams noticed", func() bool { return b.OpenStreams() == 0 })
 }

@@ -1,0 +1,163 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+
+	"github.com/r3labs/sse/v2"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/testenv"
+)
+
+// idleConns is the number of idle connections a memory measurement holds.
+const idleConns = 1000
+
+// BenchmarkIdleStreamMemory measures what one idle SSE connection costs
+// the process (live heap after GC plus goroutine stacks, divided by the
+// number of connections), for this package's Handler and, as the
+// baseline of streaming.md, for r3labs/sse's own Server.ServeHTTP. The
+// "tcp" case is the floor: the same raw client connections held open by a
+// server that only accepts them (both ends' socket objects, no HTTP).
+// Clients are raw TCP connections in the same process that read the
+// stream's first bytes and then nothing, so their cost is in the numbers
+// too (see "tcp"). Run:
+//
+//	go test ./internal/stream/ -run '^$' -bench IdleStreamMemory -benchtime 1x
+func BenchmarkIdleStreamMemory(b *testing.B) {
+	b.Run("broker", func(b *testing.B) {
+		store, _ := testenv.Store(b, true, postgres.Config{})
+		rdb, prefix := testenv.Redis(b)
+		br, err := New(store, rdb, Config{Channel: prefix + "events", Logger: testLogger})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = br.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		staff, err := store.UserByEmail(ctx, "staff@example.com")
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := br.Handler()
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r.WithContext(auth.WithUser(r.Context(), staff)))
+		}))
+		defer srv.Close()
+		addr := srv.Listener.Addr().String()
+		reportIdle(b, func() net.Conn { return rawStream(b, addr, "staff", "/events?stream=orders", false) },
+			func() bool { return br.OpenStreams() == idleConns })
+	})
+	b.Run("r3labs", func(b *testing.B) {
+		s := sse.New()
+		s.AutoReplay = false
+		s.CreateStream("orders")
+		defer s.Close()
+		srv := httptest.NewServer(s)
+		defer srv.Close()
+		addr := srv.Listener.Addr().String()
+		reportIdle(b, func() net.Conn {
+			return rawStreamUntil(b, addr, "staff", "/?stream=orders", false, "\r\n\r\n")
+		}, func() bool { return true })
+	})
+	b.Run("tcp", func(b *testing.B) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan net.Conn, idleConns)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		reportIdle(b, func() net.Conn {
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			held = append(held, <-accepted)
+			return c
+		}, func() bool { return true })
+	})
+}
+
+// reportIdle opens idleConns connections with open, waits until ready,
+// and reports the memory and goroutines they cost.
+func reportIdle(b *testing.B, open func() net.Conn, ready func() bool) {
+	b.Helper()
+	for b.Loop() {
+		heap, stack, gs := measureIdle(b, open, ready)
+		b.ReportMetric(heap+stack, "B/conn")
+		b.ReportMetric(heap, "heap-B/conn")
+		b.ReportMetric(stack, "stack-B/conn")
+		b.ReportMetric(gs, "goroutines/conn")
+		b.Logf("%d idle connections: %.0f B/conn (heap %.0f + stack %.0f), %.2f goroutines/conn",
+			idleConns, heap+stack, heap, stack, gs)
+	}
+}
+
+func measureIdle(tb testing.TB, open func() net.Conn, ready func() bool) (heap, stack, goroutines float64) {
+	settle := func() runtime.MemStats {
+		// Several cycles: each GC may halve an idle goroutine's stack.
+		for range 6 {
+			runtime.GC()
+		}
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m
+	}
+	m0 := settle()
+	g0 := runtime.NumGoroutine()
+	conns := make([]net.Conn, 0, idleConns)
+	for range idleConns {
+		conns = append(conns, open())
+	}
+	deadline := time.Now().Add(wait)
+	for !ready() {
+		if time.Now().After(deadline) {
+			tb.Fatal(fmt.Errorf("connections not registered within %s", wait))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the connections go idle
+	m1 := settle()
+	g1 := runtime.NumGoroutine()
+	if f := os.Getenv("STREAM_HEAP_PROFILE"); f != "" {
+		runtime.MemProfileRate = 1
+		w, err := os.Create(f)
+		if err == nil {
+			_ = pprof.Lookup("heap").WriteTo(w, 0)
+			_ = w.Close()
+		}
+	}
+	n := float64(len(conns))
+	heap = (float64(m1.HeapAlloc) - float64(m0.HeapAlloc)) / n
+	stack = (float64(m1.StackInuse) - float64(m0.StackInuse)) / n
+	goroutines = float64(g1-g0) / n
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return heap, stack, goroutines
+}
