@@ -17,11 +17,13 @@ import (
 	"github.com/shop/bff/graph/model"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/shop"
 )
 
 // ExecConfig configures GraphQL execution.
 type ExecConfig struct {
-	// MaxComplexity bounds the cost of an operation. Default 1000.
+	// MaxComplexity bounds the cost of an operation. Default 5000: a full
+	// page of 100 orders with their lines and products.
 	MaxComplexity int
 	// MaxDepth bounds the nesting of selections, introspection included.
 	// Default 15.
@@ -40,7 +42,7 @@ type ExecConfig struct {
 // introspection and automatic persisted queries.
 func NewExecutor(r *Resolver, cfg ExecConfig) *executor.Executor {
 	if cfg.MaxComplexity <= 0 {
-		cfg.MaxComplexity = 1000
+		cfg.MaxComplexity = 5000
 	}
 	if cfg.MaxDepth <= 0 {
 		cfg.MaxDepth = 15
@@ -75,7 +77,7 @@ func setComplexity(c *Config) {
 	page := func(child int, first *int) int {
 		n := 20
 		if first != nil && *first > 0 {
-			n = *first
+			n = min(*first, shop.MaxFirst) // a larger page is refused as BAD_USER_INPUT
 		}
 		return 1 + n*child
 	}
@@ -87,7 +89,7 @@ func setComplexity(c *Config) {
 	}
 	c.Complexity.Query.Products = func(child int, first *int, after *string) int { return page(child, first) }
 	c.Complexity.HomeScreen.RecentOrders = func(child int) int { return 1 + 5*child }
-	c.Complexity.Order.Lines = func(child int) int { return 1 + 10*child }
+	c.Complexity.Order.Lines = func(child int) int { return 1 + 5*child }
 	c.Complexity.OrderScreen.Timeline = func(child int) int { return 1 + 10*child }
 }
 

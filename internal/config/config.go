@@ -232,7 +232,7 @@ var table = []variable{
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
 	{"READ_HEADER_TIMEOUT", "5s", "time allowed to read request headers", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 	{"SHUTDOWN_GRACE", "15s", "time a shutdown waits for requests, streams and workers", duration(0, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
-	{"QUERY_MAX_COMPLEXITY", "1000", "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
+	{"QUERY_MAX_COMPLEXITY", "5000", "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
 	{"QUERY_MAX_DEPTH", "15", "deepest nesting of a GraphQL operation (introspection included)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxDepth })},
 	{"INTROSPECTION", "true", "allow __schema and __type queries", boolean(func(c *Config) *bool { return &c.Introspection })},
 	{"GRAPHIQL", "true", "serve GraphiQL at /graphiql", boolean(func(c *Config) *bool { return &c.GraphiQL })},
