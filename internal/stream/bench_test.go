@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,4 +163,69 @@ func measureIdle(tb testing.TB, open func() net.Conn, ready func() bool) (heap, 
 		_ = c.Close()
 	}
 	return heap, stack, goroutines
+}
+
+// latencyStreams is the number of open streams of the latency benchmark.
+const latencyStreams = 1000
+
+// BenchmarkCommitToClient measures commit-to-client latency with 1,000
+// open streams (streaming.md rule 6): each iteration commits an order
+// change on instance A and publishes it there (as the mutation path does);
+// 1,000 staff clients of instance B, on loopback, receive it through Redis.
+// A sample is the time from the commit's return to one client reading the
+// event's id line. Reported: p50, p99 and max over all samples. Run:
+//
+//	go test ./internal/stream/ -run '^$' -bench CommitToClient
+func BenchmarkCommitToClient(b *testing.B) {
+	e := newEnv(b)
+	a := e.instance(Config{}, nil)
+	br := e.instance(Config{}, nil)
+	srv := httptest.NewServer(e.withTestUser(br.Handler()))
+	defer srv.Close()
+	o, _ := e.placeOrder(e.alice)
+	e.settle()
+
+	type seen struct {
+		id string
+		at time.Time
+	}
+	got := make(chan seen, latencyStreams*4)
+	addr := srv.Listener.Addr().String()
+	for range latencyStreams {
+		conn := rawStream(b, addr, "staff", "/events?stream=orders", false)
+		defer conn.Close()
+		go func() {
+			sc := bufio.NewScanner(conn)
+			for sc.Scan() {
+				if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+					got <- seen{id, time.Now()}
+				}
+			}
+		}()
+	}
+	eventually(b, "streams open", func() bool { return br.OpenStreams() == latencyStreams })
+
+	var samples []time.Duration
+	for b.Loop() {
+		evs := e.change(e.alice, o.ID)
+		committed := time.Now()
+		e.publish(a, evs)
+		for n := 0; n < latencyStreams; {
+			select {
+			case s := <-got:
+				if s.id == evs[0].ID {
+					samples = append(samples, s.at.Sub(committed))
+					n++
+				}
+			case <-time.After(wait):
+				b.Fatalf("event %s reached %d of %d streams", evs[0].ID, n, latencyStreams)
+			}
+		}
+	}
+	slices.Sort(samples)
+	q := func(p float64) time.Duration { return samples[min(len(samples)-1, int(p*float64(len(samples))))] }
+	b.ReportMetric(float64(q(0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
+	b.Logf("%d samples over %d streams: p50 %s, p99 %s, max %s", len(samples), latencyStreams, q(0.50), q(0.99), samples[len(samples)-1])
 }

@@ -141,7 +141,9 @@ func New(store *postgres.Store, rdb redis.UniversalClient, cfg Config) (*Broker,
 }
 
 // OpenStreams is the number of open streams (SSE connections and GraphQL
-// subscriptions) on this instance, for the metrics gauge.
+// subscriptions) on this instance, for the metrics gauge. An SSE client
+// that went away counts until its stream notices, at the latest at the
+// next heartbeat.
 func (b *Broker) OpenStreams() int { return int(b.openCount.Load()) }
 
 // Run runs the sequencer, the Redis subscription, the publisher of

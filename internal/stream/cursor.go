@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
@@ -34,14 +33,15 @@ type cursor struct {
 
 // open authorizes a stream of viewer over one order (orderID) or all the
 // viewer's orders (""), validates the resume point and registers the
-// stream. kick, when set, unblocks the stream's pending write by moving
-// its deadline (see also sub.setKick). With strict, an unknown or expired resume point is a
-// BAD_USER_INPUT error (field "after") instead of a reset.
+// stream (a door that writes to a connection then sets how the broker
+// unblocks its writes, sub.setKick). With strict, an unknown or expired
+// resume point is a BAD_USER_INPUT error (field "after") instead of a
+// reset.
 //
 // Errors: UNAUTHENTICATED without a viewer, NOT_FOUND for an order that
 // does not exist or that the viewer may not see, UNAVAILABLE when
 // Postgres fails or the broker shuts down.
-func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume string, kick func(time.Time), strict bool) (*cursor, error) {
+func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume string, strict bool) (*cursor, error) {
 	if viewer == nil {
 		return nil, order.Unauthenticated()
 	}
@@ -83,9 +83,6 @@ func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume s
 		orderID:    orderID,
 		ch:         make(chan *item, b.cfg.Buffer),
 		gone:       make(chan struct{}),
-	}
-	if kick != nil {
-		c.s.kick = kick
 	}
 	h, err := b.register(ctx, c.s)
 	if err != nil {
@@ -169,7 +166,7 @@ func (b *Broker) replay(ctx context.Context, c *cursor, emit func(order.Event) e
 // and resubscribes with the screen's lastEventId); UNAVAILABLE when
 // Postgres is down or the broker shuts down.
 func (b *Broker) Subscribe(ctx context.Context, viewer *order.User, orderID, after string) (<-chan order.Event, error) {
-	c, err := b.open(ctx, viewer, orderID, after, nil, true)
+	c, err := b.open(ctx, viewer, orderID, after, true)
 	if err != nil {
 		return nil, err
 	}

@@ -14,8 +14,9 @@
 // Redis pub/sub is only the fast path of the fan-out. The committing
 // instance calls [Broker.Publish] after commit and after the screens the
 // events change were invalidated: the events are handed to the local
-// subscribers at once, published on the Redis channel for the other
-// instances, and marked published (order_events.published_at).
+// subscribers at once, and a background publisher publishes them on the
+// Redis channel for the other instances and marks them published
+// (order_events.published_at), so the mutation never waits for Redis.
 //
 // # The sequencer
 //
@@ -68,14 +69,31 @@
 //
 // # Connections
 //
-// The SSE door owns its connection loop: one goroutine per connection (the
-// one net/http runs the handler on), a per-connection channel of pointers to
-// shared, pre-encoded frames, a heartbeat timer and per-write deadlines
-// through http.ResponseController, so a server WriteTimeout does not end a
-// stream. It keeps github.com/r3labs/sse/v2's event model ([sse.Event])
-// and its text/event-stream encoding, but not its Server: r3labs' ServeHTTP
-// spends three goroutines per connection, blocks a whole stream on one full
-// subscriber and keeps an unbounded in-memory replay log (AutoReplay), and
-// replay here always comes from Postgres. BenchmarkIdleStreamMemory
-// measures the memory per idle connection of both.
+// The SSE door owns its connection loop. It keeps github.com/r3labs/sse/v2's
+// event model ([sse.Event]) and its text/event-stream encoding, but not its
+// Server: r3labs' ServeHTTP spends three goroutines and about 28 KiB per
+// idle connection, blocks a whole stream on one full subscriber and keeps
+// an unbounded in-memory replay log (AutoReplay); replay here always comes
+// from Postgres.
+//
+// Everything that can fail a request (authentication, the stream value,
+// the order's visibility, the resume point, Postgres) is decided through
+// the ResponseWriter, before any byte of the stream. Then, on HTTP/1.x,
+// the handler hijacks the connection (http.ResponseController.Hijack),
+// writes the response head itself and hands the connection to one
+// goroutine that writes each batch of pre-encoded frames as one HTTP/1.1
+// chunk, with a write deadline per batch (Config.WriteTimeout) set on the
+// connection; the handler returns, so net/http's goroutines, buffers and
+// request are freed and a server ReadTimeout or WriteTimeout no longer
+// applies. What stays per idle connection is that goroutine's small stack,
+// the socket, a channel of pointers to shared frames and a timer: about
+// 5.5 KiB (BenchmarkIdleStreamMemory). Nobody reads a hijacked connection,
+// so a client that went away is noticed by the heartbeat: a failed write,
+// or a read probe that sees the close.
+//
+// On HTTP/2 (connections cannot be hijacked) and with writers that cannot
+// be hijacked, the stream is written through the ResponseWriter on the
+// handler's goroutine, with per-write deadlines through
+// http.ResponseController and the read deadline cleared, so server
+// timeouts do not end it either.
 package stream

@@ -33,7 +33,7 @@ const wait = 15 * time.Second
 // env is one test's world: a seeded schema, a Redis channel of its own,
 // the demo users, and a record of the invalidations.
 type env struct {
-	t                 *testing.T
+	t                 testing.TB
 	store             *postgres.Store
 	url               string
 	rdb               redis.UniversalClient
@@ -47,7 +47,7 @@ type env struct {
 // goose's package-level state, which races when parallel tests migrate.
 var schemaMu sync.Mutex
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	schemaMu.Lock()
 	store, url := testenv.Store(t, true, postgres.Config{})
@@ -421,7 +421,7 @@ func (e *env) publish(b *Broker, evs []order.Event) []order.Event {
 }
 
 // eventually polls cond until it holds, failing the test after wait.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for !cond() {

@@ -107,7 +107,11 @@ func parseStream(v string) (string, bool) {
 // unknown or expired, the replayed events, then live events and a `: ping`
 // comment after every Heartbeat without writes. Every write has its own
 // deadline (Config.WriteTimeout); the server's ReadTimeout and
-// WriteTimeout do not apply to streams.
+// WriteTimeout do not apply to streams. HTTP/1.x connections are hijacked
+// once the stream is authorized and served by one goroutine of the broker
+// (the handler returns at once; see the package doc), so middleware sees
+// a 200 without a body, and http.Server.Shutdown does not wait for them:
+// end them with [Broker.Shutdown].
 func (b *Broker) Handler() http.Handler { return http.HandlerFunc(b.serveEvents) }
 
 func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +137,7 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if resume == "" {
 		resume = q.Get("lastEventId")
 	}
-	c, err := b.open(ctx, viewer, orderID, resume, nil, false)
+	c, err := b.open(ctx, viewer, orderID, resume, false)
 	if err != nil {
 		e := order.AsError(err)
 		status := e.Code.HTTPStatus()
