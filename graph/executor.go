@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/executor"
+	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -35,12 +38,20 @@ type ExecConfig struct {
 	APQCache graphql.Cache[string]
 	// Logger logs INTERNAL causes and panics.
 	Logger *slog.Logger
+	// Extensions are added after the built-in ones (tracing, for one).
+	Extensions []graphql.HandlerExtension
 }
 
-// NewExecutor returns the executor of the schema with the error presenter,
-// panic recovery, query cost and depth limits and, optionally,
-// introspection and automatic persisted queries.
-func NewExecutor(r *Resolver, cfg ExecConfig) *executor.Executor {
+// configurable is what NewExecutor and NewSubscriptionHandler configure
+// alike (gqlgen's executor and its handler server).
+type configurable interface {
+	SetQueryCache(cache graphql.Cache[*ast.QueryDocument])
+	SetErrorPresenter(f graphql.ErrorPresenterFunc)
+	SetRecoverFunc(f graphql.RecoverFunc)
+	Use(extension graphql.HandlerExtension)
+}
+
+func (cfg ExecConfig) withDefaults() ExecConfig {
 	if cfg.MaxComplexity <= 0 {
 		cfg.MaxComplexity = 5000
 	}
@@ -50,25 +61,57 @@ func NewExecutor(r *Resolver, cfg ExecConfig) *executor.Executor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	return cfg
+}
+
+func schema(r *Resolver) graphql.ExecutableSchema {
 	c := Config{Resolvers: r}
 	setComplexity(&c)
-	exec := executor.New(NewExecutableSchema(c))
-	exec.SetQueryCache(lru.New[*ast.QueryDocument](1000))
-	exec.SetErrorPresenter(presenter(cfg.Logger))
-	exec.SetRecoverFunc(func(ctx context.Context, p any) error {
+	return NewExecutableSchema(c)
+}
+
+// configure applies the error presenter, panic recovery, query cost and
+// depth limits and the optional extensions to x.
+func configure(x configurable, cfg ExecConfig) {
+	x.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	x.SetErrorPresenter(presenter(cfg.Logger))
+	x.SetRecoverFunc(func(ctx context.Context, p any) error {
 		cfg.Logger.ErrorContext(ctx, "panic in resolver", "request_id", httpx.RequestIDFrom(ctx),
 			"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: fmt.Errorf("panic: %v", p)}
 	})
 	if cfg.Introspection {
-		exec.Use(extension.Introspection{})
+		x.Use(extension.Introspection{})
 	}
 	if cfg.APQCache != nil {
-		exec.Use(extension.AutomaticPersistedQuery{Cache: cfg.APQCache})
+		x.Use(extension.AutomaticPersistedQuery{Cache: cfg.APQCache})
 	}
-	exec.Use(depthLimit{max: cfg.MaxDepth})
-	exec.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
+	x.Use(depthLimit{max: cfg.MaxDepth})
+	x.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
+	for _, e := range cfg.Extensions {
+		x.Use(e)
+	}
+}
+
+// NewExecutor returns the executor of the schema with the error presenter,
+// panic recovery, query cost and depth limits and, optionally,
+// introspection and automatic persisted queries.
+func NewExecutor(r *Resolver, cfg ExecConfig) *executor.Executor {
+	cfg = cfg.withDefaults()
+	exec := executor.New(schema(r))
+	configure(exec, cfg)
 	return exec
+}
+
+// NewSubscriptionHandler serves subscriptions over SSE (the graphql-sse
+// protocol's distinct connections mode: POST with Accept:
+// text/event-stream), configured like NewExecutor.
+func NewSubscriptionHandler(r *Resolver, cfg ExecConfig) http.Handler {
+	cfg = cfg.withDefaults()
+	srv := handler.New(schema(r))
+	srv.AddTransport(transport.SSE{})
+	configure(srv, cfg)
+	return srv
 }
 
 // setComplexity gives list fields a cost proportional to the page they

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
@@ -32,8 +33,12 @@ import (
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/idempotency"
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/payments"
 	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/ratelimit"
 	"github.com/shop/bff/internal/shop"
+	"github.com/shop/bff/internal/stream"
+	"github.com/shop/bff/internal/telemetry"
 	"github.com/shop/bff/web"
 )
 
@@ -61,6 +66,9 @@ type Server struct {
 	screens *shop.RedisScreens
 	shop    *shop.Shop
 	keeper  *idempotency.Keeper
+	broker  *stream.Broker
+	worker  *payments.Worker
+	metrics *telemetry.Metrics
 	handler http.Handler
 
 	ready    atomic.Bool
@@ -147,10 +155,14 @@ func NewLogger(level string) *slog.Logger {
 
 func (s *Server) assemble(prefix string, opt Options) error {
 	cfg := s.cfg
+	s.metrics = telemetry.NewMetrics(telemetry.MetricsConfig{})
+	if err := s.metrics.RegisterPool("bff", s.store.Pool()); err != nil {
+		return err
+	}
 	var shopOpts []shop.Option
 	if cfg.CacheEnabled {
 		c, err := cache.New(s.rdb, cache.Config{TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Prefix: prefix,
-			StoreDelay: opt.CacheStoreDelay}, nil)
+			StoreDelay: opt.CacheStoreDelay}, cache.NewPrometheusMetrics(s.metrics.Registry()))
 		if err != nil {
 			return fmt.Errorf("cache: %w", err)
 		}
@@ -158,20 +170,62 @@ func (s *Server) assemble(prefix string, opt Options) error {
 		s.screens = shop.NewRedisScreens(c)
 		shopOpts = append(shopOpts, shop.WithCache(s.screens))
 	}
-	shopOpts = append(shopOpts, shop.WithOnCommit(s.committed))
+	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, Heartbeat: cfg.StreamHeartbeat,
+		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("stream: %w", err)
+	}
+	s.broker = broker
+	s.metrics.SetSSEFunc(broker.OpenStreams)
+	s.metrics.SetOutboxFunc(s.outboxStats)
+
+	shopOpts = append(shopOpts, shop.WithOnCommit(s.Committed))
 	s.shop = shop.New(s.store, shopOpts...)
-	s.keeper = idempotency.New(s.store, idempotency.Config{TTL: cfg.IdempotencyTTL, OnCommit: s.committed, Logger: s.log})
+	s.keeper = idempotency.New(s.store, idempotency.Config{TTL: cfg.IdempotencyTTL, OnCommit: s.Committed, Logger: s.log,
+		Metrics: idempotencyMetrics{s.metrics}})
 
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
 		Introspection: cfg.Introspection, Logger: s.log,
-		APQCache: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
-	exec := graph.NewExecutor(&graph.Resolver{Shop: s.shop}, execCfg)
-	gql := gqlhttp.New(gqlhttp.Config{Exec: exec, Keeper: s.keeper})
-
-	secrets := make([][]byte, len(cfg.JWTSecrets))
-	for i, sec := range cfg.JWTSecrets {
-		secrets[i] = []byte(sec)
+		APQCache:   cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout),
+		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer()}}
+	resolver := &graph.Resolver{Shop: s.shop, Events: broker}
+	rlCfg := ratelimit.DefaultConfig()
+	rlCfg.QueriesPerSecond, rlCfg.QueriesBurst = cfg.RateQueriesPerSecond, cfg.RateQueriesBurst
+	rlCfg.MutationsPerSecond, rlCfg.MutationsBurst = cfg.RateMutationsPerSecond, cfg.RateMutationsBurst
+	rlCfg.KeyPrefix = prefix + "rl:"
+	rlCfg.Logger = s.log
+	limiter := ratelimit.New(s.rdb, rlCfg)
+	for _, c := range limiter.Collectors() {
+		if err := s.metrics.Register(c); err != nil {
+			return err
+		}
 	}
+	gql := gqlhttp.New(gqlhttp.Config{Exec: graph.NewExecutor(resolver, execCfg), Keeper: s.keeper,
+		Subscriptions: graph.NewSubscriptionHandler(resolver, execCfg), Limit: limiter.Allow})
+
+	pm := payments.NewMetrics()
+	if err := pm.Register(s.metrics.Registry()); err != nil {
+		return err
+	}
+	results := payments.NewStoreAdapter(s.store)
+	webhook, err := payments.NewWebhookHandler(payments.WebhookConfig{Secrets: bytesOf(cfg.WebhookSecrets), Store: results,
+		Notifier: s, Metrics: pm, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	if cfg.PaymentWorkers > 0 {
+		prov, err := payments.NewHTTPProvider(payments.HTTPConfig{BaseURL: cfg.PaymentsURL, Timeout: cfg.PaymentsTimeout, Metrics: pm})
+		if err != nil {
+			return err
+		}
+		s.worker, err = payments.NewWorker(payments.WorkerConfig{Pool: s.store.Pool(), Provider: prov, Store: results,
+			Notifier: s, Concurrency: cfg.PaymentWorkers, Metrics: pm, Logger: s.log})
+		if err != nil {
+			return err
+		}
+	}
+
+	secrets := bytesOf(cfg.JWTSecrets)
 	verifier, err := auth.NewVerifier(auth.Config{Secrets: secrets})
 	if err != nil {
 		return err
@@ -184,10 +238,15 @@ func (s *Server) assemble(prefix string, opt Options) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", gql)
+	mux.Handle("GET /events", broker.Handler())
+	mux.Handle("POST /webhooks/payments", webhook)
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if cfg.MetricsAddr == "" {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
 	if cfg.Development() {
 		mux.Handle("/session", auth.SessionHandler(issuer, s.store, auth.CookieConfig{Secure: secure}))
 	}
@@ -196,9 +255,11 @@ func (s *Server) assemble(prefix string, opt Options) error {
 	}
 	mux.Handle("/", web.Handler())
 
-	s.handler = httpx.Chain(mux,
+	s.handler = httpx.Chain(telemetry.AnnotateSpan(mux),
 		httpx.RequestID,
+		telemetry.Middleware(),
 		httpx.AccessLog(s.log),
+		s.metrics.Middleware(),
 		httpx.Recover(s.log),
 		httpx.SecurityHeaders(httpx.SecurityOptions{HSTS: secure}),
 		httpx.Shed(cfg.MaxInFlight),
@@ -209,18 +270,58 @@ func (s *Server) assemble(prefix string, opt Options) error {
 	return nil
 }
 
-// committed runs after a write commits and before its response is sent:
+func bytesOf(ss []string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
+}
+
+// idempotencyMetrics counts keeper outcomes.
+type idempotencyMetrics struct{ m *telemetry.Metrics }
+
+func (i idempotencyMetrics) Outcome(o idempotency.Outcome) { i.m.ObserveIdempotency(string(o)) }
+
+// invalidate drops the cached screens that show the orders of events.
+func (s *Server) invalidate(ctx context.Context, events []order.Event) {
+	if s.screens == nil || len(events) == 0 {
+		return
+	}
+	if err := s.screens.Invalidate(context.WithoutCancel(ctx), events); err != nil {
+		s.log.WarnContext(ctx, "screen invalidation failed; the cache epoch will be bumped when Redis answers", "err", err)
+	}
+}
+
+// Committed runs after a write commits and before its response is sent:
 // it invalidates every screen that shows a changed order, then publishes
-// the events (caching.md rule 4: event after invalidation).
-func (s *Server) committed(ctx context.Context, events []order.Event) {
+// the events (caching.md rule 4: event after invalidation), and wakes the
+// payment worker for a new charge job.
+func (s *Server) Committed(ctx context.Context, events []order.Event) {
 	if len(events) == 0 {
 		return
 	}
-	if s.screens != nil {
-		if err := s.screens.Invalidate(context.WithoutCancel(ctx), events); err != nil {
-			s.log.WarnContext(ctx, "screen invalidation failed; the cache epoch will be bumped when Redis answers", "err", err)
+	s.invalidate(ctx, events)
+	s.broker.Publish(ctx, events)
+	if s.worker != nil {
+		for _, e := range events {
+			if e.Type == order.EventPaymentRequested {
+				s.worker.Wake()
+				break
+			}
 		}
 	}
+}
+
+// outboxStats reports the events committed but not yet published.
+func (s *Server) outboxStats(ctx context.Context) (telemetry.OutboxStats, error) {
+	var st telemetry.OutboxStats
+	var oldest *time.Time
+	err := s.store.Pool().QueryRow(ctx, `SELECT count(*), min(at) FROM order_events WHERE published_at IS NULL`).Scan(&st.Pending, &oldest)
+	if err == nil && oldest != nil {
+		st.OldestAge = time.Since(*oldest)
+	}
+	return st, err
 }
 
 // deadline bounds every request except event streams by d; the deadline
@@ -307,10 +408,31 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) startBackground() {
+	s.goBG(func(ctx context.Context) { s.keeper.Reap(ctx, time.Minute, 500) })
+	s.goBG(func(ctx context.Context) {
+		if err := s.broker.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("event broker stopped", "err", err)
+		}
+	})
+	if s.worker != nil {
+		s.goBG(s.worker.Run)
+	}
+	if s.cfg.MetricsAddr != "" {
+		ms := &http.Server{Addr: s.cfg.MetricsAddr, Handler: s.metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		s.goBG(func(ctx context.Context) {
+			go func() { <-ctx.Done(); _ = ms.Close() }()
+			if err := ms.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics server", "err", err)
+			}
+		})
+	}
+}
+
+func (s *Server) goBG(f func(ctx context.Context)) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.keeper.Reap(s.bgCtx, time.Minute, 500)
+		f(s.bgCtx)
 	}()
 }
 
@@ -320,6 +442,7 @@ func (s *Server) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	s.log.Info("shutting down", "grace", grace.String())
+	s.broker.Shutdown(ctx) // streams are told to reconnect elsewhere
 	err := s.httpSrv.Shutdown(ctx)
 	s.stopBG()
 	done := make(chan struct{})
