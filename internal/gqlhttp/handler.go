@@ -156,7 +156,9 @@ func (h *Handler) mutate(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if user != nil {
 		req.UserID = user.ID
 		if key != "" {
-			req.Fingerprint = idempotency.Fingerprint(rc.OperationName, rc.Doc, rc.Variables)
+			// The name of the operation that runs, whether the client
+			// named it in operationName or left it to the document.
+			req.Fingerprint = idempotency.Fingerprint(rc.Operation.Name, rc.Doc, rc.Variables)
 		}
 	}
 	resp, outcome, err := h.cfg.Keeper.Run(ctx, req, func(ctx context.Context) idempotency.Response {

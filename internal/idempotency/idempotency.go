@@ -64,12 +64,15 @@ func keyInvalid() error {
 // the query document as parsed and printed again (so whitespace and
 // comments do not matter), and the canonical JSON of the variables
 // (object keys sorted, so their order does not matter).
+//
+// The document is printed without its comments: the parser keeps them in
+// the AST, and printing them would make a comment a different request.
 func Fingerprint(operationName string, doc *ast.QueryDocument, variables map[string]any) []byte {
 	h := sha256.New()
 	h.Write([]byte(operationName))
 	h.Write([]byte{0})
 	var buf bytes.Buffer
-	formatter.NewFormatter(&buf, formatter.WithComments()).FormatQueryDocument(doc)
+	formatter.NewFormatter(&buf).FormatQueryDocument(doc)
 	h.Write(buf.Bytes())
 	h.Write([]byte{0})
 	vars, _ := json.Marshal(canonical(variables))

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,9 +13,68 @@ import (
 
 // Tx is one transaction that changes orders. Every event it writes is kept
 // so that, after commit, the caller can invalidate screens and publish.
+//
+// Its reads (UsersByIDs, ProductsByIDs, LinesByOrderIDs) make it a loader
+// source: the response of a mutation is assembled inside the transaction
+// that wrote it, so it sees its own uncommitted rows and needs no second
+// connection from the pool.
 type Tx struct {
 	tx     pgx.Tx
 	events []order.Event
+	// mu serializes the reads of loaders, which fetch from goroutines of
+	// their own: a connection runs one query at a time.
+	mu sync.Mutex
+}
+
+// UsersByIDs returns the users with the given ids, read in the transaction.
+func (t *Tx) UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rows, err := t.tx.Query(ctx, `SELECT `+userCols+` FROM users WHERE id = ANY($1::uuid[])`, uuids(ids))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	out := make(map[string]*order.User, len(ids))
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, interpretError(err)
+		}
+		out[u.ID] = u
+	}
+	return out, interpretError(rows.Err())
+}
+
+// ProductsByIDs returns the products with the given ids, read in the
+// transaction.
+func (t *Tx) ProductsByIDs(ctx context.Context, ids []string) (map[string]*order.Product, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return productsByIDs(ctx, t.tx, ids)
+}
+
+// LinesByOrderIDs returns the lines of each order in line order, read in
+// the transaction (so the lines of an order it placed are there).
+func (t *Tx) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rows, err := t.tx.Query(ctx, `SELECT order_id::text, product_id::text, quantity, unit_price_cents, currency
+		FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, uuids(ids))
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	defer rows.Close()
+	out := make(map[string][]order.Line, len(ids))
+	for rows.Next() {
+		var oid string
+		var l order.Line
+		if err := rows.Scan(&oid, &l.ProductID, &l.Quantity, &l.UnitPrice.Cents, &l.UnitPrice.Currency); err != nil {
+			return nil, interpretError(err)
+		}
+		out[oid] = append(out[oid], l)
+	}
+	return out, interpretError(rows.Err())
 }
 
 // Begin starts a transaction. The context's deadline bounds it.

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shop/bff/graph/model"
+	"github.com/shop/bff/internal/loaders"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
@@ -326,7 +327,10 @@ func (s *Shop) PlaceOrder(ctx context.Context, v *order.User, in model.PlaceOrde
 	lines := make([]order.LineInput, len(in.Lines))
 	for i, l := range in.Lines {
 		if l != nil {
-			lines[i] = order.LineInput{ProductID: l.ProductID, Quantity: l.Quantity}
+			// Product ids are UUIDs, stored and returned in lower case:
+			// an upper-case spelling is the same product (and a duplicate
+			// of it), not an unknown one.
+			lines[i] = order.LineInput{ProductID: strings.ToLower(l.ProductID), Quantity: l.Quantity}
 		}
 	}
 	if err := order.ValidateLines("input.lines", lines); err != nil {
@@ -340,16 +344,19 @@ func (s *Shop) PlaceOrder(ctx context.Context, v *order.User, in model.PlaceOrde
 	if err := order.ValidateCurrency("input.currency", cur); err != nil {
 		return nil, err
 	}
-	var o *order.Order
+	var m *model.Order
 	err := s.write(ctx, func(tx *postgres.Tx) error {
-		var err error
-		o, err = tx.PlaceOrder(ctx, v, postgres.PlaceOrderInput{Lines: lines, Address: addr, Currency: cur})
+		o, err := tx.PlaceOrder(ctx, v, postgres.PlaceOrderInput{Lines: lines, Address: addr, Currency: cur})
+		if err != nil {
+			return err
+		}
+		m, err = s.assembleIn(ctx, tx, o)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.assembleOne(ctx, o)
+	return m, nil
 }
 
 func validAddress(path string, a *model.AddressInput) (order.Address, error) {
@@ -401,20 +408,27 @@ func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*mode
 			return nil, order.BadInput("reason", order.ConstraintLength, "reason is longer than 500 characters").With("max", 500)
 		}
 	}
-	var o *order.Order
+	var m *model.Order
 	err := s.write(ctx, func(tx *postgres.Tx) error {
-		var err error
-		o, err = tx.ChangeOrder(ctx, c)
+		o, err := tx.ChangeOrder(ctx, c)
+		if err != nil {
+			return err
+		}
+		m, err = s.assembleIn(ctx, tx, o)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.assembleOne(ctx, o)
+	return m, nil
 }
 
-func (s *Shop) assembleOne(ctx context.Context, o *order.Order) (*model.Order, error) {
-	ms, err := s.assemble(ctx, []*order.Order{o})
+// assembleIn assembles the model of o, written by tx, inside tx: the
+// transaction is not committed yet (its owner may be the idempotency
+// layer), so only its own connection sees the new lines and state, and
+// reading through it takes no second connection from the pool.
+func (s *Shop) assembleIn(ctx context.Context, tx *postgres.Tx, o *order.Order) (*model.Order, error) {
+	ms, err := s.assemble(loaders.With(ctx, loaders.New(tx)), []*order.Order{o})
 	if err != nil {
 		return nil, err
 	}
