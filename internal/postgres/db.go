@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"time"
 
@@ -78,16 +79,31 @@ func (s *Store) Ping(ctx context.Context) error {
 	return interpretError(s.pool.Ping(ctx))
 }
 
-// Migrate applies pending migrations.
-func (s *Store) Migrate(ctx context.Context) error {
+// migrationProvider returns a goose provider over the embedded migrations
+// (a provider holds no global state, so stores may migrate concurrently).
+func (s *Store) migrationProvider() (*goose.Provider, func(), error) {
 	db := stdlib.OpenDBFromPool(s.pool)
-	defer db.Close()
-	goose.SetBaseFS(migrations)
-	goose.SetLogger(goose.NopLogger())
-	if err := goose.SetDialect("postgres"); err != nil {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return p, func() { db.Close() }, nil
+}
+
+// Migrate applies pending migrations. Two instances starting at once do
+// not both migrate: a session advisory lock serializes them.
+func (s *Store) Migrate(ctx context.Context) error {
+	p, closeDB, err := s.migrationProvider()
+	if err != nil {
 		return err
 	}
-	// Two instances starting at once must not both migrate.
+	defer closeDB()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return interpretError(err)
@@ -97,27 +113,18 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return interpretError(err)
 	}
 	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock(727274)")
-	return goose.UpContext(ctx, db, "migrations")
+	_, err = p.Up(ctx)
+	return err
 }
 
 // MigrationsPending reports whether migrations remain to be applied.
 func (s *Store) MigrationsPending(ctx context.Context) (bool, error) {
-	db := stdlib.OpenDBFromPool(s.pool)
-	defer db.Close()
-	goose.SetBaseFS(migrations)
-	cur, err := goose.GetDBVersionContext(ctx, db)
-	if err != nil {
-		return true, interpretError(err)
-	}
-	ms, err := goose.CollectMigrations("migrations", 0, goose.MaxVersion)
+	p, closeDB, err := s.migrationProvider()
 	if err != nil {
 		return true, err
 	}
-	last, err := ms.Last()
-	if err != nil {
-		return true, err
-	}
-	return cur < last.Version, nil
+	defer closeDB()
+	return p.HasPending(ctx)
 }
 
 // ctx applies the default deadline when the caller has none.
