@@ -5,8 +5,10 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -166,7 +168,8 @@ func interpretError(err error) error {
 		return &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: err}
 	}
 	var netErr net.Error
-	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || isConnectError(err) {
+	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) || isConnectError(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		return order.Unavailable("postgres", err)
 	}
 	return &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: err}
