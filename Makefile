@@ -46,5 +46,9 @@ check-generated:
 	  echo "generated code is stale: run 'make generate' and commit graph/"; exit 1; fi; \
 	rm -rf "$$tmp"; echo "generated code is up to date"
 
+## schema: write the SDL the BFF serves to docs/schema.graphql (TestSchemaPublished checks it is current)
+schema:
+	SCHEMA_OUT=$(CURDIR)/docs/schema.graphql $(GO) test -count=1 -run '^TestSchemaPublished$$' ./internal/server/
+
 tidy:
 	$(GO) mod tidy
