@@ -20,7 +20,8 @@ type MiddlewareOptions struct {
 	// CookieName is the session cookie (default "bff_session").
 	CookieName string
 	// CookieSecure marks the cookie that clears an invalid session as
-	// Secure (set it like CookieConfig.Secure).
+	// Secure (set it like CookieConfig.Secure); on a secure request
+	// (httpx.IsSecure) it is Secure regardless.
 	CookieSecure bool
 	// CSRFExempt lists request paths whose cookie-authenticated writes are
 	// not checked for CSRF safety.
@@ -123,7 +124,7 @@ func reject(w http.ResponseWriter, r *http.Request, e *order.Error, fromCookie b
 	if e.Code == order.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		if fromCookie {
-			http.SetCookie(w, clearCookie(opts.CookieName, opts.CookieSecure))
+			http.SetCookie(w, clearCookie(opts.CookieName, opts.CookieSecure || httpx.IsSecure(r)))
 		}
 	}
 	if status < 400 {

@@ -22,7 +22,9 @@ type EmailLookup interface {
 type CookieConfig struct {
 	// Name of the cookie (default "bff_session").
 	Name string
-	// Secure marks the cookie Secure (with TLS or COOKIE_SECURE=true).
+	// Secure marks the cookie Secure (with TLS or COOKIE_SECURE=true). A
+	// secure request (httpx.IsSecure: TLS, or X-Forwarded-Proto: https from
+	// a trusted proxy) gets a Secure cookie regardless.
 	Secure bool
 }
 
@@ -64,7 +66,7 @@ func SessionHandler(issuer *Issuer, users EmailLookup, cookie CookieConfig) http
 		case http.MethodPost:
 			signIn(w, r, issuer, users, cookie)
 		case http.MethodDelete:
-			http.SetCookie(w, clearCookie(cookie.Name, cookie.Secure))
+			http.SetCookie(w, clearCookie(cookie.Name, cookie.Secure || httpx.IsSecure(r)))
 			w.WriteHeader(http.StatusNoContent)
 		default:
 			w.Header().Set("Allow", "POST, DELETE")
@@ -121,7 +123,7 @@ func signIn(w http.ResponseWriter, r *http.Request, issuer *Issuer, users EmailL
 		Expires:  exp,
 		MaxAge:   int(issuer.TTL().Seconds()),
 		HttpOnly: true,
-		Secure:   cookie.Secure,
+		Secure:   cookie.Secure || httpx.IsSecure(r),
 		SameSite: http.SameSiteLaxMode,
 	})
 	httpx.Info(r.Context()).SetUser(u.ID)

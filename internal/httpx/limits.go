@@ -125,8 +125,9 @@ func Overloaded() *order.Error {
 // SecurityOptions configures [SecurityHeaders].
 type SecurityOptions struct {
 	// HSTS sends Strict-Transport-Security on every response, also when TLS
-	// is terminated by a proxy (COOKIE_SECURE=true). With r.TLS set it is
-	// sent regardless.
+	// is terminated by a proxy (COOKIE_SECURE=true). On a secure request
+	// ([IsSecure]: TLS, or X-Forwarded-Proto: https from a trusted proxy)
+	// it is sent regardless.
 	HSTS bool
 	// HSTSMaxAgeSeconds is the max-age of Strict-Transport-Security
 	// (default 31536000, one year).
@@ -134,7 +135,8 @@ type SecurityOptions struct {
 }
 
 // SecurityHeaders sets X-Content-Type-Options: nosniff on every response and
-// Strict-Transport-Security when the request came over TLS or opts.HSTS.
+// Strict-Transport-Security when the request is secure ([IsSecure]) or
+// opts.HSTS.
 func SecurityHeaders(opts SecurityOptions) Middleware {
 	maxAge := opts.HSTSMaxAgeSeconds
 	if maxAge <= 0 {
@@ -145,7 +147,7 @@ func SecurityHeaders(opts SecurityOptions) Middleware {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
 			h.Set("X-Content-Type-Options", "nosniff")
-			if opts.HSTS || r.TLS != nil {
+			if opts.HSTS || IsSecure(r) {
 				h.Set("Strict-Transport-Security", hsts)
 			}
 			next.ServeHTTP(w, r)

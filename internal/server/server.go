@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -255,13 +256,23 @@ func (s *Server) assemble(prefix string, opt Options) error {
 	}
 	mux.Handle("/", web.Handler())
 
+	proxies, err := httpx.NewTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("invalid TRUSTED_PROXIES: %w", err)
+	}
+	cors, err := httpx.CORS(httpx.CORSOptions{Origins: cfg.CORSOrigins})
+	if err != nil {
+		return fmt.Errorf("invalid CORS_ORIGINS: %w", err)
+	}
 	s.handler = httpx.Chain(telemetry.AnnotateSpan(mux),
+		proxies.Middleware(), // first: everything after it sees the client's address
 		httpx.RequestID,
 		telemetry.Middleware(),
 		httpx.AccessLog(s.log),
 		s.metrics.Middleware(),
 		httpx.Recover(s.log),
 		httpx.SecurityHeaders(httpx.SecurityOptions{HSTS: secure}),
+		cors, // before shedding: preflights are never shed, and 503s stay readable
 		httpx.Shed(cfg.MaxInFlight),
 		httpx.BodyLimit(cfg.MaxBodyBytes),
 		deadline(cfg.RequestTimeout),
@@ -385,7 +396,9 @@ func (s *Server) Store() *postgres.Store { return s.store }
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.startBackground()
 	s.httpSrv = &http.Server{Handler: s.handler, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// TLS 1.2 minimum; ServeTLS adds HTTP/2 ("h2") to the protocols.
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	s.ready.Store(true)
 	errc := make(chan error, 1)
 	go func() {
