@@ -50,5 +50,44 @@ check-generated:
 schema:
 	SCHEMA_OUT=$(CURDIR)/docs/schema.graphql $(GO) test -count=1 -run '^TestSchemaPublished$$' ./internal/server/
 
+## fuzz: run every fuzz target for FUZZTIME each (default 10s), e.g. `make fuzz FUZZTIME=30s`; seed corpora live in testdata/fuzz
+fuzz: services
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME) ./internal/idempotency
+	$(GO) test -run '^$$' -fuzz '^FuzzFingerprint$$' -fuzztime $(FUZZTIME) ./internal/idempotency
+	$(GO) test -run '^$$' -fuzz '^FuzzOrderCursor$$' -fuzztime $(FUZZTIME) ./internal/shop
+	$(GO) test -run '^$$' -fuzz '^FuzzOrderCursorEncode$$' -fuzztime $(FUZZTIME) ./internal/shop
+	$(GO) test -run '^$$' -fuzz '^FuzzProductCursor$$' -fuzztime $(FUZZTIME) ./internal/shop
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStream$$' -fuzztime $(FUZZTIME) ./internal/stream
+	$(GO) test -run '^$$' -fuzz '^FuzzResumePoint$$' -fuzztime $(FUZZTIME) -parallel 2 ./internal/stream
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/payments
+	$(GO) test -run '^$$' -fuzz '^FuzzSignVerify$$' -fuzztime $(FUZZTIME) ./internal/payments
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyToken$$' -fuzztime $(FUZZTIME) ./internal/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzIssueVerify$$' -fuzztime $(FUZZTIME) ./internal/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestID$$' -fuzztime $(FUZZTIME) ./internal/httpx
+
 tidy:
 	$(GO) mod tidy
+
+## bench: start a BFF on a fresh database (bff_bench) and its own Redis, run cmd/bffload's scenarios, write docs/benchmarks.md
+## (BENCH_SHORT=1: a few seconds per scenario, report in bin/, fails only on errors, stale reads or lost events)
+BENCH_PORT       ?= 18080
+BENCH_REDIS_PORT ?= 16379
+BENCH_DB         ?= bff_bench
+BENCH_FLAGS      ?=
+bench: services build
+	@set -euo pipefail; \
+	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
+	$(GO) build -o bin/bffload ./cmd/bffload; \
+	export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$(BENCH_DB)?sslmode=disable" REDIS_URL="redis://127.0.0.1:$(BENCH_REDIS_PORT)/0"; \
+	psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $(BENCH_DB) WITH (FORCE)"; \
+	psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $(BENCH_DB)"; \
+	redis-server --bind 127.0.0.1 --port $(BENCH_REDIS_PORT) --save "" --appendonly no --loglevel warning >bin/bench-redis.log 2>&1 & rpid=$$!; \
+	trap 'kill $$spid $$rpid 2>/dev/null; wait 2>/dev/null || true' EXIT; spid=""; \
+	for _ in $$(seq 1 40); do redis-cli -p $(BENCH_REDIS_PORT) ping 2>/dev/null | grep -q PONG && break; sleep 0.25; done; \
+	bin/bff migrate; \
+	bin/bff seed --customers 100; \
+	RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn \
+	  HTTP_ADDR=127.0.0.1:$(BENCH_PORT) bin/bff serve >bin/bench-bff.log 2>&1 & spid=$$!; \
+	for _ in $$(seq 1 100); do curl -sf http://127.0.0.1:$(BENCH_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
+	if [ -n "$(BENCH_SHORT)" ]; then short="-short -out bin/benchmarks-short.md"; cmd="make bench BENCH_SHORT=1"; else short=""; cmd="make bench"; fi; \
+	bin/bffload -target http://127.0.0.1:$(BENCH_PORT) -pid $$spid -command "$$cmd" $$short $(BENCH_FLAGS)

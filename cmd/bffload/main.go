@@ -1,0 +1,482 @@
+// Command bffload drives a running BFF over real HTTP on loopback and
+// writes the benchmarks page (docs/benchmarks.md, with SVG plots). `make
+// bench` starts everything it needs and runs it; see docs/benchmarks.md
+// for what each scenario measures.
+//
+//	bffload [flags]                      run the scenarios against -target
+//	bffload -short                       a few seconds per scenario (CI smoke check)
+//	bffload -ceiling-addr 127.0.0.1:P    serve the ceiling (one Redis GET per request) and nothing else
+//
+// Scenarios (-scenarios, comma-separated, default all): sweep (hot
+// homeScreen at each -sweep concurrency, BFF and ceiling), a (homeScreen,
+// hot cache, 100 users), b (orderScreen, hot), c (homeScreen with
+// Cache-Control: no-cache: every request misses), d (95% screen reads, 5%
+// keyed updateShippingAddress, every read checked for staleness), e
+// (-streams SSE streams, changes at -rate per second: commit-to-client
+// latency, lost events, memory per idle stream), f (keyed placeOrder, one
+// in ten replayed), profile (CPU and allocation profiles of a hot screen
+// read and a keyed mutation through an in-process BFF).
+//
+// Users are the customers of `bff seed --customers N`, signed in through
+// POST /session (development mode). Only 127.0.0.1, localhost and ::1 are
+// accepted as targets. Each scenario stops after -duration or -requests
+// requests. The exit status is 1 when any request failed, a read was
+// stale or an event was lost or duplicated (never because of timings), 2
+// when the run could not be set up.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shop/bff/internal/loadtest"
+)
+
+func main() {
+	code, err := run(os.Args[1:], os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bffload:", err)
+	}
+	os.Exit(code)
+}
+
+type options struct {
+	target, ceilingAddr, redisURL, databaseURL, out, profileDir, command, scenarios string
+	users, conc, requests, streams, pid                                             int
+	duration, sweepDur, sseDur, profileDur                                          time.Duration
+	rate                                                                            float64
+	sweep                                                                           []int
+	short                                                                           bool
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bffload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.target, "target", "http://127.0.0.1:18080", "base URL of the running BFF (loopback only)")
+	fs.StringVar(&o.ceilingAddr, "ceiling-addr", "", "serve the ceiling on this loopback address and do nothing else")
+	fs.StringVar(&o.redisURL, "redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis of the BFF (the ceiling reads its stored responses there)")
+	fs.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable"), "Postgres of the BFF (for its version, and the in-process profile)")
+	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "the Markdown report to write; plots go beside it")
+	fs.StringVar(&o.profileDir, "profile-dir", "bin/bench-profiles", "where the in-process profiles are written")
+	fs.StringVar(&o.command, "command", "bffload", "the command recorded in the report")
+	fs.StringVar(&o.scenarios, "scenarios", "e,sweep,a,b,c,d,f,profile", "scenarios to run (they run in this order: e first, on a server that has not yet been loaded, for the memory reading)")
+	fs.IntVar(&o.users, "users", 100, "number of seeded customers to use (customer0001@example.com…)")
+	fs.IntVar(&o.conc, "concurrency", 32, "closed-loop clients per scenario")
+	fs.IntVar(&o.requests, "requests", 0, "at most this many requests per scenario (0: no bound)")
+	fs.IntVar(&o.streams, "streams", 1000, "SSE streams of scenario e")
+	fs.IntVar(&o.pid, "pid", 0, "the server's process id for RSS (0: the process listening on the target's port)")
+	fs.DurationVar(&o.duration, "duration", 15*time.Second, "duration of each scenario")
+	fs.DurationVar(&o.sweepDur, "sweep-duration", 4*time.Second, "duration of each point of the concurrency sweep")
+	fs.DurationVar(&o.sseDur, "sse-duration", 20*time.Second, "how long scenario e makes changes")
+	fs.DurationVar(&o.profileDur, "profile-duration", 8*time.Second, "duration of each profiled scenario")
+	fs.Float64Var(&o.rate, "rate", 10, "order changes per second in scenario e")
+	sweep := fs.String("sweep", "1,4,16,64,128", "concurrencies of the sweep")
+	fs.BoolVar(&o.short, "short", false, "smoke check: a few seconds per scenario, 100 streams, no profile")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if o.short {
+		o.duration, o.sweepDur, o.sseDur = 2*time.Second, time.Second, 3*time.Second
+		o.streams = min(o.streams, 100)
+		*sweep = "1,16"
+		o.scenarios = strings.ReplaceAll(o.scenarios, "profile", "")
+	}
+	for _, s := range strings.Split(*sweep, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-sweep: bad concurrency %q", s)
+			}
+			o.sweep = append(o.sweep, n)
+		}
+	}
+	if o.users < 1 || o.conc < 1 || o.streams < 1 || o.rate <= 0 {
+		return nil, errors.New("-users, -concurrency, -streams and -rate must be positive")
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) (int, error) {
+	o, err := parse(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, nil
+		}
+		return 2, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.ceilingAddr != "" {
+		return serveCeiling(ctx, o)
+	}
+	return bench(ctx, o, args, stderr)
+}
+
+func redisClient(u string) (*redis.Client, error) {
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("-redis-url: %w", err)
+	}
+	return redis.NewClient(opt), nil
+}
+
+// serveCeiling serves the ceiling handler until ctx ends.
+func serveCeiling(ctx context.Context, o *options) (int, error) {
+	if err := loadtest.CheckLoopback("http://" + o.ceilingAddr); err != nil {
+		return 2, err
+	}
+	rdb, err := redisClient(o.redisURL)
+	if err != nil {
+		return 2, err
+	}
+	defer rdb.Close()
+	ln, err := net.Listen("tcp", o.ceilingAddr)
+	if err != nil {
+		return 2, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ceiling", loadtest.CeilingHandler(rdb))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return 2, err
+	}
+	return 0, nil
+}
+
+// startCeiling runs this binary with -ceiling-addr on a free loopback port
+// as a process of its own, and waits until it accepts connections.
+func startCeiling(o *options) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(exe, "-ceiling-addr", addr, "-redis-url", o.redisURL)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
+	for end := time.Now().Add(10 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return "http://" + addr, stop, nil
+		}
+		if time.Now().After(end) {
+			stop()
+			return "", nil, fmt.Errorf("ceiling did not start on %s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func has(list, s string) bool {
+	for _, x := range strings.Split(list, ",") {
+		if strings.TrimSpace(x) == s {
+			return true
+		}
+	}
+	return false
+}
+
+func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (int, error) {
+	if err := loadtest.CheckLoopback(o.target); err != nil {
+		return 2, err
+	}
+	base := strings.TrimRight(o.target, "/")
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "bffload: "+format+"\n", a...) }
+	started := time.Now()
+	load0 := loadtest.LoadAverage()
+	pid := o.pid
+	if pid == 0 {
+		u, _ := url.Parse(base)
+		port, _ := strconv.Atoi(u.Port())
+		if port == 0 {
+			port = 80
+		}
+		if p, err := loadtest.PIDListening(port); err == nil {
+			pid = p
+		} else {
+			logf("server RSS will not be reported: %v", err)
+		}
+	}
+	maxConc := o.conc
+	for _, c := range o.sweep {
+		maxConc = max(maxConc, c)
+	}
+	r := &loadtest.Runner{Base: base, Client: loadtest.NewHTTPClient(maxConc), Duration: o.duration,
+		MaxRequests: o.requests, PID: pid, Log: stderr}
+	users, err := loadtest.Setup(ctx, r.Client, base, o.users)
+	if err != nil {
+		return 2, err
+	}
+	r.Users = users
+	if r.Products, err = loadtest.Products(ctx, r.Client, base, users[0].Token); err != nil {
+		return 2, err
+	}
+	rdb, err := redisClient(o.redisURL)
+	if err != nil {
+		return 2, err
+	}
+	defer rdb.Close()
+	ceiling, stopCeiling, err := startCeiling(o)
+	if err != nil {
+		return 2, err
+	}
+	defer stopCeiling()
+	r.Ceiling = ceiling
+	rss0, _ := loadtest.RSSKiB(pid)
+	logf("%d users signed in; server pid %d (RSS %d MiB); ceiling on %s; warming the cache", len(users), pid, rss0/1024, ceiling)
+	if err := r.Warm(ctx); err != nil {
+		return 2, err
+	}
+	if err := r.StoreCeiling(ctx, rdb); err != nil {
+		return 2, err
+	}
+
+	rep := &loadtest.Report{Title: "Benchmarks", Command: o.command, Short: o.short, Started: started, Streams: o.streams,
+		Args: "bffload " + strings.Join(args, " ")}
+	fail := 0
+	add := func(res *loadtest.Result, name, title string) *loadtest.Result {
+		res.Name, res.Title = name, title
+		rep.Results = append(rep.Results, res)
+		fail += res.Failed()
+		logf("%-14s %6d req %7.0f req/s  p50 %6s  p99 %6s  max %6s ms  errors %d  stale %d", name, res.Requests, res.RPS,
+			loadtest.Ms(res.P50), loadtest.Ms(res.P99), loadtest.Ms(res.Max), res.Errors, res.Stale)
+		for _, e := range res.ErrorSamples {
+			logf("  e.g. %s", e)
+		}
+		return res
+	}
+	check := func(err error) (int, error) {
+		if ctx.Err() != nil {
+			return 2, ctx.Err()
+		}
+		return 2, err
+	}
+
+	if has(o.scenarios, "e") {
+		logf("sse: opening %d streams", o.streams)
+		s, err := r.SSE(ctx, loadtest.SSEConfig{Streams: o.streams, Rate: o.rate, Duration: o.sseDur, Settle: 2 * time.Second})
+		if err != nil {
+			return check(err)
+		}
+		rep.SSE = s
+		s.Latency.Errors += s.OpenFailed
+		add(s.Latency, "e-sse", fmt.Sprintf("SSE commit-to-client latency, %d streams, %.0f changes/s (receive − event `at`)", o.streams, o.rate))
+		fail += s.Writes.Errors
+		logf("sse: delivered %d, lost %d, duplicated %d; idle stream: %.1f KiB RSS, %.1f KiB heap, %.2f goroutines",
+			s.Latency.Delivered, s.Latency.Lost, s.Latency.Duplicates, s.IdleBytesPerStream/1024, s.HeapPerStream/1024, s.GoroutinesPerStream)
+	}
+	if has(o.scenarios, "sweep") {
+		for _, c := range o.sweep {
+			b, err := r.Home(ctx, c, o.sweepDur, false, false)
+			if err != nil {
+				return check(err)
+			}
+			cl, err := r.Home(ctx, c, o.sweepDur, false, true)
+			if err != nil {
+				return check(err)
+			}
+			fail += b.Failed() + cl.Failed()
+			rep.Sweep = append(rep.Sweep, loadtest.SweepPoint{Concurrency: c, BFF: b.Summary, Ceiling: cl.Summary})
+			logf("sweep c=%-4d BFF %7.0f req/s p99 %s ms | ceiling %7.0f req/s p99 %s ms", c, b.RPS, loadtest.Ms(b.P99), cl.RPS, loadtest.Ms(cl.P99))
+		}
+	}
+	var ceil *loadtest.Result
+	ratio := func(res *loadtest.Result) {
+		if ceil != nil && ceil.P99 > 0 {
+			res.CeilingRatio = float64(res.P99) / float64(ceil.P99)
+		}
+	}
+	var homeHot, orderHot, mixedReads *loadtest.Result
+	if has(o.scenarios, "a") || has(o.scenarios, "b") || has(o.scenarios, "c") {
+		res, err := r.Home(ctx, o.conc, o.duration, false, true)
+		if err != nil {
+			return check(err)
+		}
+		ceil = add(res, "ceiling", "net/http + one Redis GET, same homeScreen bytes")
+	}
+	if has(o.scenarios, "a") {
+		res, err := r.Home(ctx, o.conc, o.duration, false, false)
+		if err != nil {
+			return check(err)
+		}
+		ratio(res)
+		homeHot = add(res, "a-home-hot", fmt.Sprintf("homeScreen, hot cache, %d users", len(users)))
+	}
+	if has(o.scenarios, "b") {
+		res, err := r.Order(ctx, o.conc, o.duration)
+		if err != nil {
+			return check(err)
+		}
+		ratio(res)
+		orderHot = add(res, "b-order-hot", "orderScreen, hot cache, every order of every user")
+	}
+	if has(o.scenarios, "c") {
+		res, err := r.Home(ctx, o.conc, o.duration, true, false)
+		if err != nil {
+			return check(err)
+		}
+		ratio(res)
+		add(res, "c-home-nocache", "homeScreen, Cache-Control: no-cache (every request loads from Postgres and refreshes)")
+	}
+	if has(o.scenarios, "d") {
+		reads, writes, err := r.Mixed(ctx, o.conc, o.duration, 5)
+		if err != nil {
+			return check(err)
+		}
+		mixedReads = add(reads, "d-mixed-reads", "mixed: the 95% homeScreen/orderScreen reads, each checked for staleness")
+		add(writes, "d-mixed-writes", "mixed: the 5% keyed updateShippingAddress with expectedVersion")
+	}
+	if has(o.scenarios, "f") {
+		places, replays, err := r.Place(ctx, o.conc, o.duration)
+		if err != nil {
+			return check(err)
+		}
+		add(places, "f-place", "keyed placeOrder (fresh Idempotency-Key each)")
+		add(replays, "f-replay", "placeOrder resent with the same key: must replay the same order")
+	}
+	if hwm, err := loadtest.HWMKiB(pid); err == nil {
+		rss1, _ := loadtest.RSSKiB(pid)
+		rep.Notes = append(rep.Notes, fmt.Sprintf("BFF process RSS: %d MiB before the run, %d MiB after it, peak (VmHWM) %d MiB.", rss0/1024, rss1/1024, hwm/1024))
+	}
+	if has(o.scenarios, "profile") {
+		logf("profile: in-process BFF, %s per scenario", o.profileDur)
+		getenv := func(k string) string {
+			switch k {
+			case "DATABASE_URL":
+				return o.databaseURL
+			case "REDIS_URL":
+				return o.redisURL
+			}
+			return os.Getenv(k)
+		}
+		ps, err := r.ProfileInProcess(ctx, getenv, o.profileDir, min(o.conc, 16), o.profileDur)
+		if err != nil {
+			return check(fmt.Errorf("profile: %w", err))
+		}
+		rep.Profiles = ps
+		for _, p := range ps {
+			logf("profile %-30s %6d req (%d hits)  %s µs CPU/req  %.1f KiB/req  %.0f allocs/req", p.Name, p.Requests, p.Hits,
+				strconv.FormatInt(p.CPUPerRequest.Microseconds(), 10), p.AllocBytes/1024, p.AllocObjects)
+		}
+	}
+
+	rep.Goals = goals(homeHot, orderHot, mixedReads, rep.SSE, o.streams)
+	rep.Facts = loadtest.MachineFacts(ctx, o.databaseURL, rdb)
+	rep.Facts = append(rep.Facts, loadtest.Fact{Name: "load average (1, 5, 15 min) at start / end of the run", Value: load0 + " / " + loadtest.LoadAverage()})
+	rep.Notes = append(rep.Notes,
+		"Server settings of `make bench`: a fresh database `bff_bench` seeded with `bff seed --customers 100`, a Redis of its own, "+
+			"RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn, every other variable at its default "+
+			"(cache on, PG_MAX_CONNS=20, MAX_IN_FLIGHT=512).",
+		"Scenario d gives each user to one client, so its keyed writes never conflict; each read's order version is compared with the version the user's last write returned.",
+		"Scenario f creates orders: the database grows with every run (`make bench` starts from a fresh one).")
+	if err := writeReport(rep, o, started, stderr); err != nil {
+		return 2, err
+	}
+	if fail > 0 {
+		return 1, fmt.Errorf("%d failures (errors, stale reads, lost or duplicated events): see %s", fail, o.out)
+	}
+	return 0, nil
+}
+
+func goals(home, order, mixed *loadtest.Result, sse *loadtest.SSEResult, streams int) []loadtest.Goal {
+	var gs []loadtest.Goal
+	for _, r := range []*loadtest.Result{home, order} {
+		if r != nil && r.CeilingRatio > 0 {
+			gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("hot-cache screen p99 within 1.5× of the ceiling (%s)", r.Name),
+				Measured: fmt.Sprintf("%.2f× (%s ms vs %s ms)", r.CeilingRatio, loadtest.Ms(r.P99), loadtest.Ms(time.Duration(float64(r.P99)/r.CeilingRatio))),
+				Met:      r.CeilingRatio <= 1.5})
+		}
+	}
+	if mixed != nil {
+		gs = append(gs, loadtest.Goal{Goal: "0 stale reads", Measured: fmt.Sprintf("%d of %d reads checked", mixed.Stale, mixed.Checked), Met: mixed.Stale == 0})
+	}
+	if sse != nil {
+		l := sse.Latency
+		gs = append(gs,
+			loadtest.Goal{Goal: "0 lost events", Measured: fmt.Sprintf("%d lost, %d duplicated of %d deliveries", l.Lost, l.Duplicates, l.Delivered+l.Lost),
+				Met: l.Lost == 0 && l.Duplicates == 0 && l.Delivered > 0},
+			loadtest.Goal{Goal: "SSE commit-to-client p99 < 100 ms at 1,000 streams", Measured: fmt.Sprintf("%s ms at %d streams", loadtest.Ms(l.P99), streams),
+				Met: l.P99 < 100*time.Millisecond && streams >= 1000},
+			loadtest.Goal{Goal: "< 20 KiB per idle stream", Measured: fmt.Sprintf("%.1f KiB RSS, %.1f KiB Go heap + stacks (the larger counts)", sse.IdleBytesPerStream/1024, sse.HeapPerStream/1024),
+				Met: max(sse.IdleBytesPerStream, sse.HeapPerStream) < 20*1024 && sse.IdleBytesPerStream > 0})
+	}
+	return gs
+}
+
+func writeReport(rep *loadtest.Report, o *options, started time.Time, stderr io.Writer) error {
+	dir := filepath.Dir(o.out)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	prefix := "benchmarks"
+	if o.short {
+		prefix = "benchmarks-short"
+	}
+	var series []loadtest.Series
+	for _, r := range rep.Results {
+		if r.Name == "f-replay" || len(r.Latencies) == 0 {
+			continue
+		}
+		series = append(series, loadtest.Series{Name: r.Name, Latencies: r.Latencies, Dashed: r.Name == "ceiling"})
+	}
+	if len(series) > 0 {
+		f := prefix + "-latency.svg"
+		if err := loadtest.PlotLatency(filepath.Join(dir, f), fmt.Sprintf("Latency distribution (%d clients; e-sse: %d streams)", o.conc, o.streams), series); err != nil {
+			return err
+		}
+		rep.Plots = append(rep.Plots, f)
+	}
+	if len(rep.Sweep) > 0 {
+		for i, f := range []string{prefix + "-throughput.svg", prefix + "-p99.svg"} {
+			if err := loadtest.PlotSweep(filepath.Join(dir, f), rep.Sweep, i == 0); err != nil {
+				return err
+			}
+			rep.Plots = append(rep.Plots, f)
+		}
+	}
+	rep.Elapsed = time.Since(started)
+	f, err := os.Create(o.out)
+	if err != nil {
+		return err
+	}
+	rep.WriteMarkdown(f)
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "bffload: wrote %s in %s\n", o.out, rep.Elapsed.Round(time.Second))
+	return nil
+}

@@ -1,0 +1,119 @@
+package loadtest
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// Series is one named latency distribution for PlotLatency.
+type Series struct {
+	Name      string
+	Latencies []time.Duration // sorted
+	Dashed    bool
+}
+
+// PlotLatency draws the latency distributions as quantile curves: the x
+// axis is the percentile on a scale that spreads the tail (p50, p90,
+// p99, p99.9 equally spaced), the y axis latency in ms on a log scale.
+func PlotLatency(file, title string, series []Series) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "percentile"
+	p.Y.Label.Text = "latency (ms, log scale)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.X.Min, p.X.Max = 0, 3
+	p.X.Tick.Marker = plot.ConstantTicks([]plot.Tick{{Value: 0, Label: "p0"}, {Value: math.Log10(2), Label: "p50"},
+		{Value: 1, Label: "p90"}, {Value: 2, Label: "p99"}, {Value: 3, Label: "p99.9"}})
+	p.Legend.Top = false
+	p.Legend.Left = true
+	p.Add(plotter.NewGrid())
+	for i, s := range series {
+		if len(s.Latencies) == 0 {
+			continue
+		}
+		var pts plotter.XYs
+		for x := 0.0; x <= 3.0001; x += 0.02 {
+			q := 100 * (1 - math.Pow(10, -x))
+			pts = append(pts, plotter.XY{X: x, Y: math.Max(float64(Percentile(s.Latencies, q))/1e6, 0.01)})
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		l.Color = plotutil.Color(i)
+		l.Width = vg.Points(1.5)
+		if s.Dashed {
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
+		p.Add(l)
+		p.Legend.Add(s.Name, l)
+	}
+	return p.Save(8*vg.Inch, 5*vg.Inch, file)
+}
+
+// PlotSweep draws hot homeScreen requests per second (rps true) or p99
+// latency against concurrency, for the BFF and the ceiling.
+func PlotSweep(file string, sweep []SweepPoint, rps bool) error {
+	p := plot.New()
+	p.X.Label.Text = "concurrent clients (log scale)"
+	p.X.Scale = plot.LogScale{}
+	var ticks []plot.Tick
+	for _, s := range sweep {
+		ticks = append(ticks, plot.Tick{Value: float64(s.Concurrency), Label: strconv.Itoa(s.Concurrency)})
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	if rps {
+		p.Title.Text = "homeScreen (hot cache): throughput against concurrency"
+		p.Y.Label.Text = "requests per second"
+		p.Y.Min = 0
+	} else {
+		p.Title.Text = "homeScreen (hot cache): p99 latency against concurrency"
+		p.Y.Label.Text = "p99 latency (ms, log scale)"
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	}
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Add(plotter.NewGrid())
+	val := func(s Summary) float64 {
+		if rps {
+			return s.RPS
+		}
+		return math.Max(float64(s.P99)/1e6, 0.01)
+	}
+	for i, name := range []string{"BFF homeScreen", "ceiling (net/http + one Redis GET)"} {
+		var pts plotter.XYs
+		for _, s := range sweep {
+			sum := s.BFF
+			if i == 1 {
+				sum = s.Ceiling
+			}
+			if sum.Requests > 0 {
+				pts = append(pts, plotter.XY{X: float64(s.Concurrency), Y: val(sum)})
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		l, sc, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return fmt.Errorf("plot %s: %w", file, err)
+		}
+		l.Color, sc.Color = plotutil.Color(i), plotutil.Color(i)
+		l.Width = vg.Points(1.5)
+		if i == 1 {
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
+		p.Add(l, sc)
+		p.Legend.Add(name, l, sc)
+	}
+	return p.Save(8*vg.Inch, 4.5*vg.Inch, file)
+}
