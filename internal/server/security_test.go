@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,11 +11,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +29,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/shop/bff/internal/payments"
 	"github.com/shop/bff/web"
 )
 
@@ -588,4 +595,165 @@ func secRSAKey(t *testing.T) *rsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestNoSecretsInLogsResponsesOrMetrics runs an end-to-end flow (sign-in,
+// queries, a keyed mutation and its replay, an invalid token, webhooks
+// with bad signatures, /metrics) and greps every log line, every response
+// (headers and bodies) and the /metrics output for the session token, the
+// JWT and webhook secrets and the database password. The only place a
+// token may appear is the sign-in answer that hands it out.
+func TestNoSecretsInLogsResponsesOrMetrics(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	const (
+		jwtSecret     = "jwt-secret-Vq8mT3kX9pL2rW7zN4cY"
+		webhookSecret = "whsec-secret-Hb6nJ1sD5fG8kQ3tM0"
+		dbPassword    = "pg-password-Rz4wE7uI2oP9aS6d"
+	)
+	cfg.JWTSecrets = []string{jwtSecret}
+	cfg.WebhookSecrets = []string{webhookSecret}
+	u, err := url.Parse(cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), dbPassword) // trust auth: Postgres ignores it
+	cfg.DatabaseURL = u.String()
+	in := e.start(cfg, Options{})
+
+	var seen bytes.Buffer // every response except the sign-in's token
+	record := func(resp *http.Response, body string) {
+		for k, vs := range resp.Header {
+			if k == "Set-Cookie" {
+				continue
+			}
+			fmt.Fprintf(&seen, "%s: %s\n", k, strings.Join(vs, ", "))
+		}
+		seen.WriteString(body + "\n")
+	}
+	send := func(method, path, body string, headers ...string) (*http.Response, string) {
+		resp, b := secRequest(t, nil, method, in.URL+path, body, headers...)
+		record(resp, b)
+		return resp, b
+	}
+
+	// Sign-in: the token is handed out here, and only here.
+	resp, body := secRequest(t, nil, "POST", in.URL+"/session", `{"email":"alice@example.com"}`, "Content-Type: application/json")
+	var session struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &session); err != nil || session.Token == "" {
+		t.Fatalf("sign-in: %d %s", resp.StatusCode, body)
+	}
+	tok := session.Token
+	bearer := "Authorization: Bearer " + tok
+	cookie := "Cookie: bff_session=" + tok
+	jsonCT := "Content-Type: application/json"
+
+	send("POST", "/graphql", `{"query":"query Home { homeScreen { viewer { email } recentOrders { id } } }"}`, jsonCT, bearer)
+	send("POST", "/graphql", `{"query":"query Home { homeScreen { viewer { email } recentOrders { id } } }"}`, jsonCT, cookie)
+	send("GET", "/graphql?query=%7Bviewer%7Bid%7D%7D", "", bearer)
+	send("POST", "/graphql", `{"query":"{ orderScreen(id: \"00000000-0000-4000-8000-000000000000\") { lastEventId } }"}`, jsonCT, bearer)
+	send("POST", "/graphql", `{"query":"{ viewer { "}`, jsonCT, bearer)
+	send("POST", "/graphql", `{"query":"mutation { cancelOrder(id: \"x\", expectedVersion: 1) { order { id } } }"}`, "Content-Type: text/plain", cookie)
+	r := in.post(tok, `{ products(first: 1) { edges { node { id } } } }`, nil)
+	product := field(r.Data, "products", "edges", 0, "node", "id")
+	place, _ := json.Marshal(map[string]any{"query": `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id } } }`,
+		"variables": map[string]any{"in": azPlaceInput(fmt.Sprint(product))}})
+	for range 2 { // the second is a replay
+		resp, b := send("POST", "/graphql", string(place), jsonCT, bearer, "Idempotency-Key: secrets-test-key")
+		if resp.StatusCode != 200 || !strings.Contains(b, `"placeOrder"`) {
+			t.Fatalf("placeOrder: %d %s", resp.StatusCode, b)
+		}
+	}
+	send("POST", "/graphql", string(place), jsonCT, bearer) // no key: IDEMPOTENCY_KEY_REQUIRED
+
+	// Invalid credentials carrying secret-looking material.
+	tampered := tok[:len(tok)-4] + "AAAA"
+	for _, h := range []string{"Authorization: Bearer " + tampered, "Cookie: bff_session=" + tampered, "Authorization: Basic " + tok} {
+		if resp, _ := send("POST", "/graphql", `{"query":"{ viewer { id } }"}`, jsonCT, h); resp.StatusCode != 401 {
+			t.Errorf("%s: %d", h[:20], resp.StatusCode)
+		}
+	}
+	send("GET", "/events?stream=order:"+tok, "", bearer)
+	send("GET", "/events?stream=orders&lastEventId="+tampered, "", "Authorization: Bearer "+tampered)
+
+	// Webhooks with bad signatures: another secret, and the right secret
+	// over another body.
+	hook := `{"id":"evt_secret_test","type":"payment.succeeded","created":1,"data":{"orderId":"00000000-0000-4000-8000-000000000000","amountCents":1,"currency":"USD"}}`
+	for _, sig := range []string{
+		payments.Sign([]byte("some-other-secret"), time.Now(), []byte(hook)),
+		payments.Sign([]byte(webhookSecret), time.Now(), []byte(`{"id":"other"}`)),
+		"t=1,v1=" + strings.Repeat("0", 64),
+		"garbage " + webhookSecret,
+	} {
+		if resp, _ := send("POST", "/webhooks/payments", hook, jsonCT, "Webhook-Signature: "+sig); resp.StatusCode != 401 {
+			t.Errorf("bad webhook signature: %d", resp.StatusCode)
+		}
+	}
+	send("GET", "/readyz", "")
+	_, metrics := send("GET", "/metrics", "")
+
+	logs := in.logs.String()
+	if !strings.Contains(logs, `"path":"/webhooks/payments"`) || !strings.Contains(metrics, "bff_") {
+		t.Fatalf("the flow left no trace to check: logs %d bytes, metrics %d bytes", len(logs), len(metrics))
+	}
+	parts := strings.Split(tok, ".")
+	secrets := map[string]string{
+		"session token":           tok,
+		"session token payload":   parts[1],
+		"session token signature": parts[2],
+		"tampered token":          tampered,
+		"JWT secret":              jwtSecret,
+		"webhook secret":          webhookSecret,
+		"database password":       dbPassword,
+	}
+	for name, s := range secrets {
+		for where, text := range map[string]string{"logs": logs, "responses": seen.String(), "/metrics": metrics} {
+			if strings.Contains(text, s) {
+				i := strings.Index(text, s)
+				t.Errorf("the %s appears in the %s: …%s…", name, where, text[max(0, i-200):min(len(text), i+len(s)+50)])
+			}
+		}
+	}
+
+	// A database that cannot be reached: the error names no password.
+	bad := e.config()
+	bu, _ := url.Parse(bad.DatabaseURL)
+	bu.User = url.UserPassword("postgres", dbPassword)
+	bu.Host = "127.0.0.1:1"
+	bad.DatabaseURL = bu.String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := New(ctx, bad, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}); err == nil {
+		t.Errorf("a server started without its database")
+	} else if strings.Contains(err.Error(), dbPassword) {
+		t.Errorf("the start-up error shows the database password: %v", err)
+	}
+}
+
+// TestUndecodableCursorsAreBadInput: an `after` the API did not issue is
+// BAD_USER_INPUT on "after" (errors.md), also when it decodes to bytes
+// Postgres cannot store (NUL, invalid UTF-8: these were INTERNAL errors),
+// is a second spelling of an issued cursor, or holds a time no order has.
+func TestUndecodableCursorsAreBadInput(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	tok := in.token("alice@example.com")
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, c := range []struct{ query, after string }{
+		{"products", b64("p1:\x00")},
+		{"products", b64("p1:SKU\xff")},
+		{"products", b64("p1:")},
+		{"products", "cDE6U0tVLTAwMR"}, // non-canonical spelling of p1:SKU-001
+		{"orders", b64("o1:-99999999999999999:6f1c1a52-0000-4000-8000-000000000001")},
+		{"ordersScreen", b64("o1:9223372036854775807:6f1c1a52-0000-4000-8000-000000000001")},
+	} {
+		sel := "edges { cursor }"
+		if c.query == "ordersScreen" {
+			sel = "orders { edges { cursor } }"
+		}
+		r := in.post(tok, `query($a: String) { `+c.query+`(first: 1, after: $a) { `+sel+` } }`, map[string]any{"a": c.after})
+		if r.code() != "BAD_USER_INPUT" || r.Errors[0].Extensions["field"] != "after" {
+			t.Errorf("%s(after: %q): %s", c.query, c.after, r.Raw)
+		}
+	}
 }

@@ -5,22 +5,38 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
 
 // Cursors are opaque to clients: base64url of a typed, versioned position.
+// Decoding is strict (no padding, no non-zero trailing bits), so one
+// position has exactly one cursor, and a decoded position is one Postgres
+// can compare: anything else is BAD_USER_INPUT on "after", never a
+// database error.
+
+// cursorEncoding is unpadded base64url that refuses non-canonical input.
+var cursorEncoding = base64.RawURLEncoding.Strict()
+
+// maxCursorMicros bounds the time of an order cursor (the end of year
+// 9999, in microseconds since 1970): no order was created outside
+// 1970..9999, so a cursor beyond is not one the API issued.
+const maxCursorMicros int64 = 253402300799999999
+
+// maxSKULength bounds the SKU of a product cursor.
+const maxSKULength = 200
 
 // EncodeOrderCursor encodes a keyset position in the order list.
 func EncodeOrderCursor(c postgres.OrderCursor) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("o1:" + strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + ":" + c.ID))
+	return cursorEncoding.EncodeToString([]byte("o1:" + strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + ":" + c.ID))
 }
 
 // DecodeOrderCursor decodes an order cursor; a cursor it did not make is
 // BAD_USER_INPUT on field "after".
 func DecodeOrderCursor(s string) (*postgres.OrderCursor, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
+	raw, err := cursorEncoding.DecodeString(s)
 	if err != nil {
 		return nil, badCursor()
 	}
@@ -29,7 +45,7 @@ func DecodeOrderCursor(s string) (*postgres.OrderCursor, error) {
 		return nil, badCursor()
 	}
 	us, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || strconv.FormatInt(us, 10) != parts[1] {
+	if err != nil || strconv.FormatInt(us, 10) != parts[1] || us < 0 || us > maxCursorMicros {
 		return nil, badCursor()
 	}
 	return &postgres.OrderCursor{CreatedAt: time.UnixMicro(us).UTC(), ID: parts[2]}, nil
@@ -37,16 +53,21 @@ func DecodeOrderCursor(s string) (*postgres.OrderCursor, error) {
 
 // EncodeProductCursor encodes a position in the catalogue (by SKU).
 func EncodeProductCursor(sku string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("p1:" + sku))
+	return cursorEncoding.EncodeToString([]byte("p1:" + sku))
 }
 
-// DecodeProductCursor decodes a product cursor.
+// DecodeProductCursor decodes a product cursor: its SKU is valid UTF-8
+// without NUL (Postgres text cannot hold anything else), 1..200 bytes.
 func DecodeProductCursor(s string) (string, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || !strings.HasPrefix(string(raw), "p1:") || len(raw) == 3 {
+	raw, err := cursorEncoding.DecodeString(s)
+	if err != nil || !strings.HasPrefix(string(raw), "p1:") {
 		return "", badCursor()
 	}
-	return string(raw[3:]), nil
+	sku := string(raw[3:])
+	if sku == "" || len(sku) > maxSKULength || !utf8.ValidString(sku) || strings.ContainsRune(sku, 0) {
+		return "", badCursor()
+	}
+	return sku, nil
 }
 
 func badCursor() error {
