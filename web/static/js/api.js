@@ -167,7 +167,7 @@ export async function signOut(opts = {}) {
 
 /**
  * Follows GET /events?stream=… from lastEventId (when given). Calls
- * onEvent(name, data) for each order event, onReset(reason) on "reset",
+ * onEvent(name, data, id) for each order event, onReset(reason) on "reset",
  * onState('live' | 'reconnecting' | 'closed', {reopened}) on connection
  * changes. EventSource reconnects by itself with Last-Event-ID; 'closed'
  * means it gave up (e.g. 401/404) and the caller decides what to do.
@@ -179,7 +179,7 @@ export function openStream(stream, lastEventId, { onEvent, onReset, onState }) {
   const es = new EventSource(`/events?${params}`);
   let opened = false;
   const parse = (e) => { try { return JSON.parse(e.data); } catch { return {}; } };
-  for (const name of EVENT_NAMES) es.addEventListener(name, (e) => onEvent(name, parse(e)));
+  for (const name of EVENT_NAMES) es.addEventListener(name, (e) => onEvent(name, parse(e), e.lastEventId));
   es.addEventListener('reset', (e) => onReset(parse(e).reason));
   es.onopen = () => { onState('live', { reopened: opened }); opened = true; };
   es.onerror = () => onState(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting', {});

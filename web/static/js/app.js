@@ -28,6 +28,13 @@ function h(tag, attrs = {}, ...children) {
 }
 const statusChip = (s, testid) => h('span', { class: `status status-${s}`, testid }, s);
 const fmtTime = (t) => new Date(t).toLocaleString();
+/** actorName shows who acted on order o: you, the customer, the payment provider, or staff. */
+function actorName(actor, o) {
+  if (viewer && actor === viewer.id) return 'you';
+  if (actor === o.customer.id) return o.customer.name;
+  if (/^[0-9a-f-]{36}$/i.test(actor)) return 'staff';
+  return actor;
+}
 
 // ------------------------------------------------------------ app state
 
@@ -41,17 +48,22 @@ function closeStream() {
   setBadge(null);
 }
 
+const BADGE_TEXT = { live: 'live', connecting: 'connecting…', reconnecting: 'reconnecting…' };
+
+/** setBadge shows the state of the live stream: live, connecting, reconnecting, or nothing (null). */
 function setBadge(state) {
   const b = $('live-badge');
   b.hidden = state == null;
   b.dataset.state = state || 'off';
-  b.textContent = state === 'live' ? 'live' : 'reconnecting';
+  b.textContent = BADGE_TEXT[state] || 'offline';
+  b.title = state === 'live' ? 'Updates arrive as they happen' : 'The live stream is down; it resumes where it stopped';
 }
 
 // ------------------------------------------------------------ banners
 
 function showError(err, explanation = '') {
-  $('error-text').textContent = `${explanation}${err.message}${err.code ? ` (${err.code})` : ''}`;
+  const said = explanation ? `${explanation}Server: ${err.message}` : err.message;
+  $('error-text').textContent = `${said}${err.code ? ` (${err.code})` : ''}`;
   $('error-request-id').textContent = err.requestId ? `requestId ${err.requestId}` : '';
   $('error').dataset.code = err.code || '';
   $('error').hidden = false;
@@ -96,33 +108,53 @@ function coalesce(fn) {
 }
 
 /**
- * follow streams name from lastEventId and calls refresh (which returns the
- * screen's new lastEventId, if any) on each event, on reset, and when the
- * connection comes back. A stream the browser gave up on is reopened after a
- * backoff, from a fresh screen read.
+ * follow streams name from lastEventId (the screen read's) and calls refresh
+ * (which returns the screen's new lastEventId, if any) on each event, on
+ * reset, and when the connection comes back. While the connection is down
+ * EventSource reconnects by itself with Last-Event-ID (the badge says
+ * "reconnecting"); a reset is answered by a refetch only: the stream stays
+ * open and goes on live. A stream the browser gave up on (a non-200 answer,
+ * e.g. 503 while an instance stops) is reopened after a backoff from the
+ * last event it delivered, so no event is missed, and the screen is re-read.
+ * onEvent(name, data, id), when given, sees every delivered event.
  */
-function follow(name, lastEventId, refresh, gen) {
+function follow(name, lastEventId, refresh, gen, onEvent) {
   let failures = 0;
-  const start = (fromId) => {
+  let lastSeen = lastEventId || '';
+  const start = (fromId, first) => {
     if (gen !== generation) return;
-    stream = api.openStream(name, fromId, {
-      onEvent: () => refresh(),
-      onReset: () => refresh(),
+    setBadge(first ? 'connecting' : 'reconnecting');
+    const s = api.openStream(name, fromId, {
+      onEvent: (ev, data, id) => {
+        if (gen !== generation) return;
+        if (id) lastSeen = id;
+        if (onEvent) onEvent(ev, data, id);
+        refresh();
+      },
+      onReset: () => { if (gen === generation) refresh(); },
       onState: (state, { reopened }) => {
         if (gen !== generation) return;
-        setBadge(state === 'live' ? 'live' : 'reconnecting');
         if (state === 'live') {
+          setBadge('live');
           failures = 0;
           // Without a resume point, or after a gap, the screen may be stale.
           if (reopened || !fromId) refresh();
         } else if (state === 'closed') {
-          stream.close();
-          setTimeout(async () => start(await refresh()), 1000 + api.backoffDelay(failures++));
+          setBadge('reconnecting');
+          s.close();
+          setTimeout(async () => {
+            if (gen !== generation) return;
+            const screenId = await refresh();
+            start(lastSeen || screenId || '', false);
+          }, 500 + api.backoffDelay(failures++));
+        } else {
+          setBadge('reconnecting');
         }
       },
     });
+    stream = s;
   };
-  start(lastEventId);
+  start(lastSeen, true);
 }
 
 // ------------------------------------------------------------ pages
@@ -234,10 +266,33 @@ function readAddress(form) {
   return a;
 }
 
+/** What changed between two reads of an order, for the user. */
+function describeChanges(before, after) {
+  if (!before || !after) return '';
+  const a = before.order;
+  const b = after.order;
+  const addr = (o) => JSON.stringify(o.shippingAddress);
+  const out = [];
+  if (a.status !== b.status) out.push(`status ${a.status} → ${b.status}`);
+  if (a.paymentStatus !== b.paymentStatus) out.push(`payment ${a.paymentStatus} → ${b.paymentStatus}`);
+  if (addr(a) !== addr(b)) out.push('the shipping address was changed');
+  if ((a.trackingNumber || '') !== (b.trackingNumber || '')) out.push(`tracking number ${b.trackingNumber || 'removed'}`);
+  if (a.version !== b.version) out.push(`version ${a.version} → ${b.version}`);
+  return out.join(', ');
+}
+
 async function orderPage(gen, id) {
   let screen = null;
+  let busy = false; // an action is in flight: its buttons stay disabled across live re-renders
   const root = h('div', { testid: 'order-page' });
-  view.replaceChildren(root);
+  const log = h('ol', { class: 'eventlog', testid: 'event-log' });
+  const logCard = h('details', { class: 'card', testid: 'event-log-card', open: true },
+    h('summary', {}, 'Live events received by this page'), log);
+  view.replaceChildren(root, logCard);
+  const logEvent = (name, data, eventId) => {
+    log.append(h('li', { 'data-event-id': eventId || '', 'data-event': name },
+      h('code', {}, eventId || '—'), ` ${name} → ${data.status || data.toStatus || ''} · v${data.version ?? '?'}`));
+  };
 
   const refresh = coalesce(async () => {
     try {
@@ -245,7 +300,7 @@ async function orderPage(gen, id) {
       if (gen !== generation) return undefined;
       if (!s) { root.replaceChildren(h('p', { testid: 'order-not-found' }, 'Order not found.')); return undefined; }
       screen = s;
-      renderOrder(root, s, act);
+      renderOrder(root, s, act, busy);
       return s.lastEventId;
     } catch (err) {
       handleError(err);
@@ -254,9 +309,15 @@ async function orderPage(gen, id) {
     }
   });
 
-  // act runs one action mutation against the version on screen.
+  // act runs one action mutation against the version on screen. Its buttons
+  // are disabled until it settles, so a double click sends one request; a
+  // retry after a failure reuses the request's Idempotency-Key (api.mutate).
   async function act(what, document, vars) {
-    root.querySelectorAll('.actions button').forEach((b) => { b.disabled = true; });
+    if (busy) return;
+    busy = true;
+    root.querySelectorAll('[data-testid="actions"] button').forEach((b) => { b.disabled = true; });
+    const before = screen;
+    let conflict = null;
     try {
       await api.mutate(document, { id, expectedVersion: screen.order.version, ...vars }, { onRetry: onRetry(what) });
       clearError();
@@ -265,21 +326,31 @@ async function orderPage(gen, id) {
     } catch (err) {
       const ext = err.extensions || {};
       if (err.code === 'CONFLICT') {
-        showError(err, `The order changed meanwhile: it is now ${ext.currentStatus} (version ${ext.currentVersion}). The page shows its current state; decide again. `);
+        conflict = err;
       } else if (err.code === 'INVALID_TRANSITION') {
         showError(err, `${what} is not possible now (status ${ext.currentStatus}). `);
       } else {
         handleError(err);
       }
+    } finally {
+      busy = false;
     }
-    if (gen === generation) await refresh();
+    if (gen !== generation) return;
+    await refresh();
+    if (conflict && gen === generation) {
+      // Refetched: tell the user what changed, and let them decide again.
+      const ext = conflict.extensions || {};
+      const changed = describeChanges(before, screen)
+        || `it is now ${ext.currentStatus} (version ${ext.currentVersion})`;
+      showError(conflict, `${what} was not done: the order changed meanwhile (${changed}). The page shows its current state; decide again. `);
+    }
   }
 
   const lastEventId = await refresh();
-  if (screen) follow(`order:${id}`, lastEventId, refresh, gen);
+  if (screen) follow(`order:${id}`, lastEventId, refresh, gen, logEvent);
 }
 
-function renderOrder(root, s, act) {
+function renderOrder(root, s, act, busy) {
   // Keep what the user is typing in action forms across live re-renders.
   const typed = new Map([...root.querySelectorAll('input[data-dirty]')].map((i) => [i.dataset.testid, i.value]));
   const o = s.order;
@@ -330,8 +401,9 @@ function renderOrder(root, s, act) {
         : h('p', { class: 'muted', testid: 'no-actions' }, 'Nothing to do on this order now.')),
     h('h2', {}, 'Timeline'),
     h('ol', { class: 'timeline card', testid: 'timeline' }, s.timeline.map((ev) => h('li', { testid: `timeline-${ev.type}` },
-      h('strong', {}, ev.type), ` ${ev.fromStatus ? `${ev.fromStatus} → ` : ''}${ev.toStatus} · v${ev.version} · ${fmtTime(ev.at)} · ${ev.actor}`))));
+      h('strong', {}, ev.type), ` ${ev.fromStatus ? `${ev.fromStatus} → ` : ''}${ev.toStatus} · v${ev.version} · ${fmtTime(ev.at)} · ${actorName(ev.actor, o)}`))));
 
+  if (busy) root.querySelectorAll('[data-testid="actions"] button').forEach((b) => { b.disabled = true; });
   for (const input of root.querySelectorAll('form input')) {
     if (typed.has(input.dataset.testid)) { input.value = typed.get(input.dataset.testid); input.dataset.dirty = '1'; }
     input.addEventListener('input', () => { input.dataset.dirty = '1'; });
