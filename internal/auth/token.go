@@ -16,12 +16,17 @@ const (
 	DefaultLeeway = 30 * time.Second
 )
 
+// MinSecretLength is the shortest HS256 secret accepted: 32 bytes, the
+// size of the hash (RFC 7518, section 3.2). A shorter secret can be found
+// by brute force from any one token, which then forges sessions.
+const MinSecretLength = 32
+
 // Config configures an [Issuer] and a [Verifier].
 type Config struct {
 	// Secrets are the HS256 keys. The first signs new tokens; all of them
 	// verify, so a secret can be rotated by putting the new one first and
 	// dropping the old one once its tokens have expired. At least one,
-	// none empty.
+	// each at least MinSecretLength bytes.
 	Secrets [][]byte
 	// TTL is the lifetime of an issued token (default 24h).
 	TTL time.Duration
@@ -37,8 +42,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("auth: no JWT secret configured")
 	}
 	for i, s := range c.Secrets {
-		if len(s) == 0 {
-			return c, fmt.Errorf("auth: JWT secret %d is empty", i)
+		if len(s) < MinSecretLength {
+			return c, fmt.Errorf("auth: JWT secret %d (JWT_SECRET) has %d bytes; HS256 needs at least %d", i+1, len(s), MinSecretLength)
 		}
 	}
 	if c.TTL <= 0 {

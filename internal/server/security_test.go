@@ -574,6 +574,16 @@ func TestSessionTokensEndToEnd(t *testing.T) {
 	}
 }
 
+func TestShortJWTSecretRefusedAtStart(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.JWTSecrets = []string{"0123456789abcdef0123456789abcdef", "too-short-to-be-safe"}
+	_, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET") {
+		t.Fatalf("a 20-byte JWT secret: %v", err)
+	}
+}
+
 func jsonString(s string) string {
 	var b bytes.Buffer
 	b.WriteByte('"')
@@ -607,7 +617,7 @@ func TestNoSecretsInLogsResponsesOrMetrics(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	const (
-		jwtSecret     = "jwt-secret-Vq8mT3kX9pL2rW7zN4cY"
+		jwtSecret     = "jwt-secret-Vq8mT3kX9pL2rW7zN4cY-5gHj"
 		webhookSecret = "whsec-secret-Hb6nJ1sD5fG8kQ3tM0"
 		dbPassword    = "pg-password-Rz4wE7uI2oP9aS6d"
 	)
