@@ -8,7 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
-
+	"slices"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -303,7 +303,7 @@ func requiresKey(op *ast.OperationDefinition) bool {
 		for _, s := range set {
 			switch x := s.(type) {
 			case *ast.Field:
-				if strings.Contains(requiredFields, x.Name) && x.Name != "" {
+				if slices.Contains(strings.Fields(requiredFields), x.Name) {
 					found = true
 				}
 			case *ast.InlineFragment:

@@ -40,7 +40,7 @@ func ValidateLines(path string, lines []LineInput) *Error {
 		}
 		if j, dup := seen[l.ProductID]; dup {
 			return BadInput(p+".productId", ConstraintDuplicate,
-				fmt.Sprintf("product already ordered on line %d; send one line per product", j))
+				fmt.Sprintf("the product of %s[%d] again; send one line per product with its total quantity", path, j))
 		}
 		seen[l.ProductID] = i
 	}
@@ -62,11 +62,17 @@ func ValidateAddress(path string, a Address) (Address, *Error) {
 		if utf8.RuneCountInString(*f.v) > MaxAddressText {
 			return a, lengthError(path+"."+f.name, MaxAddressText)
 		}
+		if err := CheckText(path+"."+f.name, *f.v); err != nil {
+			return a, err
+		}
 	}
 	if a.Line2 != nil {
 		v := strings.TrimSpace(*a.Line2)
 		if utf8.RuneCountInString(v) > MaxAddressText {
 			return a, lengthError(path+".line2", MaxAddressText)
+		}
+		if err := CheckText(path+".line2", v); err != nil {
+			return a, err
 		}
 		if v == "" {
 			a.Line2 = nil
@@ -82,6 +88,19 @@ func ValidateAddress(path string, a Address) (Address, *Error) {
 		return a, BadInput(path+".country", ConstraintFormat, "country must be an ISO 3166-1 alpha-2 code, e.g. US")
 	}
 	return a, nil
+}
+
+// CheckText rejects text at path that holds a control character (C0, DEL
+// or C1: a NUL cannot even be stored in Postgres text, and no address line
+// or tracking number has a line break or an escape sequence) with
+// BAD_USER_INPUT, constraint format.
+func CheckText(path, v string) *Error {
+	for _, r := range v {
+		if r < 0x20 || r >= 0x7f && r < 0xa0 {
+			return BadInput(path, ConstraintFormat, path+" must not contain control characters")
+		}
+	}
+	return nil
 }
 
 func lengthError(field string, max int) *Error {

@@ -387,14 +387,23 @@ func (t *Tx) KeyRecord(ctx context.Context, userID, key string) (*KeyRecord, err
 }
 
 // SaveKeyRecord stores the response of (user, key), replacing an expired
-// record of the same key, to live for ttl.
+// record of the same key, to live for ttl. A live record of the key is
+// never overwritten: finding one is an error, so that the transaction
+// rolls back rather than commit an effect whose key records another.
 func (t *Tx) SaveKeyRecord(ctx context.Context, userID, key string, r KeyRecord, ttl time.Duration) error {
-	_, err := t.tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
+	tag, err := t.tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
 		VALUES ($1::uuid, $2, $3, $4, $5, now() + $6::interval)
 		ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
 			body = EXCLUDED.body, created_at = now(), expires_at = EXCLUDED.expires_at
 		WHERE idempotency_keys.expires_at <= now()`, userID, key, r.Fingerprint, r.Status, r.Body, ttl)
-	return interpretError(err)
+	if err != nil {
+		return interpretError(err)
+	}
+	if tag.RowsAffected() != 1 {
+		return &order.Error{Code: order.CodeInternal, Message: "internal error",
+			Cause: errors.New("idempotency record of the key is live although it was not found under its lock")}
+	}
+	return nil
 }
 
 // DeleteExpiredKeys deletes up to batch expired idempotency records and

@@ -1009,6 +1009,8 @@ func TestPlaceOrderValidation(t *testing.T) {
 		{"empty postal code", withAddr("postalCode", ""), "input.shippingAddress.postalCode", "required", nil, nil},
 		{"empty country", withAddr("country", ""), "input.shippingAddress.country", "required", nil, nil},
 		{"long name", withAddr("name", strings.Repeat("n", 201)), "input.shippingAddress.name", "length", nil, 200.0},
+		{"NUL in the name", withAddr("name", "A\x00B"), "input.shippingAddress.name", "format", nil, nil},
+		{"line break in line2", withAddr("line2", "Apt 4\nrear"), "input.shippingAddress.line2", "format", nil, nil},
 		{"bad country", withAddr("country", "XX"), "input.shippingAddress.country", "format", nil, nil},
 		{"three-letter country", withAddr("country", "USA"), "input.shippingAddress.country", "format", nil, nil},
 		{"bad currency", withCurrency("DOLLARS"), "input.currency", "format", nil, nil},
@@ -1060,6 +1062,20 @@ func TestPlaceOrderValidation(t *testing.T) {
 		t.Fatalf("updateShippingAddress with a bad country: %s", r.Raw)
 	}
 	if got := mutRow(t, in, p.ID); got != p {
+		t.Fatalf("order changed")
+	}
+
+	// shipOrder validates the tracking number (a NUL is not storable).
+	paid := mutOrderOf(t, in, "alice@example.com", "PAID", "SUCCEEDED")
+	ship := `mutation($id: ID!, $v: Int!, $t: String!) { shipOrder(id: $id, expectedVersion: $v, trackingNumber: $t) { order { id } } }`
+	staff := in.token("staff@example.com")
+	for tracking, constraint := range map[string]string{"1Z\x00": "format", "  ": "required", strings.Repeat("9", 65): "length"} {
+		r := in.post(staff, ship, map[string]any{"id": paid.ID, "v": paid.Version, "t": tracking})
+		if r.code() != "BAD_USER_INPUT" || mutExt(r, "field") != "trackingNumber" || mutExt(r, "constraint") != constraint {
+			t.Errorf("tracking number %q: %s", tracking, r.Raw)
+		}
+	}
+	if got := mutRow(t, in, paid.ID); got != paid {
 		t.Fatalf("order changed")
 	}
 }

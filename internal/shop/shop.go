@@ -402,6 +402,9 @@ func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*mode
 		if utf8.RuneCountInString(t) > order.MaxTracking {
 			return nil, order.BadInput("trackingNumber", order.ConstraintLength, "trackingNumber is too long").With("max", order.MaxTracking)
 		}
+		if err := order.CheckText("trackingNumber", t); err != nil {
+			return nil, err
+		}
 		c.TrackingNumber = t
 	case order.ActionCancel:
 		if in.Reason != nil && utf8.RuneCountInString(*in.Reason) > 500 {

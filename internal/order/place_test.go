@@ -1,0 +1,70 @@
+package order
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDuplicateLinesAreRejected(t *testing.T) {
+	err := ValidateLines("input.lines", []LineInput{{"a", 1}, {"b", 2}, {"a", 3}})
+	if err == nil || err.Extensions["field"] != "input.lines[2].productId" || err.Extensions["constraint"] != string(ConstraintDuplicate) {
+		t.Fatalf("got %v", err)
+	}
+	if !strings.Contains(err.Message, "input.lines[0]") {
+		t.Fatalf("the message does not name the first line: %q", err.Message)
+	}
+}
+
+func TestValidateLinesBounds(t *testing.T) {
+	fifty := make([]LineInput, MaxLines)
+	for i := range fifty {
+		fifty[i] = LineInput{ProductID: string(rune('A' + i)), Quantity: MaxQuantity}
+	}
+	if err := ValidateLines("input.lines", fifty); err != nil {
+		t.Fatalf("50 lines of 99: %v", err)
+	}
+	err := ValidateLines("input.lines", append(fifty, LineInput{"zz", 1}))
+	if err == nil || err.Extensions["min"] != 1 || err.Extensions["max"] != MaxLines {
+		t.Fatalf("51 lines: %v", err)
+	}
+	err = ValidateLines("input.lines", []LineInput{{"a", 0}})
+	if err == nil || err.Extensions["min"] != 1 || err.Extensions["max"] != MaxQuantity {
+		t.Fatalf("quantity 0: %v", err)
+	}
+}
+
+func TestControlCharactersAreBadInput(t *testing.T) {
+	good := Address{Name: "Alice", Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"}
+	for _, bad := range []string{"A\x00B", "A\nB", "A\tB", "A\x1b[31mB", "A\x7fB", "A\u0085B"} {
+		for _, fieldName := range []string{"name", "line1", "line2", "city", "postalCode"} {
+			a := good
+			v := bad
+			switch fieldName {
+			case "name":
+				a.Name = v
+			case "line1":
+				a.Line1 = v
+			case "line2":
+				a.Line2 = &v
+			case "city":
+				a.City = v
+			case "postalCode":
+				a.PostalCode = v
+			}
+			_, err := ValidateAddress("input.shippingAddress", a)
+			if err == nil || err.Code != CodeBadUserInput || err.Extensions["field"] != "input.shippingAddress."+fieldName || err.Extensions["constraint"] != string(ConstraintFormat) {
+				t.Errorf("%s = %q: %v", fieldName, bad, err)
+			}
+		}
+	}
+	for _, ok := range []string{"Zürich", "東京都", "O'Brien & Söhne", "Apt. #4 – rear"} {
+		a := good
+		a.Line1 = ok
+		if _, err := ValidateAddress("a", a); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	if err := CheckText("trackingNumber", "1Z\x00"); err == nil || err.Extensions["field"] != "trackingNumber" {
+		t.Errorf("tracking: %v", err)
+	}
+}

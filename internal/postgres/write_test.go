@@ -1,0 +1,316 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/testenv"
+)
+
+type writeFixture struct {
+	t            *testing.T
+	store        *postgres.Store
+	alice, staff *order.User
+	bob          *order.User
+	products     []*order.Product
+}
+
+func newWriteFixture(t *testing.T) *writeFixture {
+	t.Helper()
+	store, _ := testenv.Store(t, true, postgres.Config{MaxConns: 6})
+	ctx := context.Background()
+	f := &writeFixture{t: t, store: store}
+	var err error
+	for email, dst := range map[string]**order.User{"alice@example.com": &f.alice, "bob@example.com": &f.bob, "staff@example.com": &f.staff} {
+		if *dst, err = store.UserByEmail(ctx, email); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.products, _, err = store.Products(ctx, 3, ""); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *writeFixture) count(sql string, args ...any) int {
+	f.t.Helper()
+	var n int
+	if err := f.store.Pool().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		f.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func (f *writeFixture) input() postgres.PlaceOrderInput {
+	return postgres.PlaceOrderInput{
+		Lines:    []order.LineInput{{ProductID: f.products[0].ID, Quantity: 2}, {ProductID: f.products[1].ID, Quantity: 1}},
+		Address:  order.Address{Name: "Alice", Line1: "1 Main St", City: "Springfield", PostalCode: "12345", Country: "US"},
+		Currency: "USD",
+	}
+}
+
+func (f *writeFixture) place() *order.Order {
+	f.t.Helper()
+	var o *order.Order
+	if _, err := f.store.InTx(context.Background(), func(tx *postgres.Tx) error {
+		var err error
+		o, err = tx.PlaceOrder(context.Background(), f.alice, f.input())
+		return err
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	return o
+}
+
+// The reads of a Tx see its own uncommitted rows, and may be called from
+// several goroutines at once (loaders do).
+func TestTxReadsSeeTheirOwnWrites(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	tx, err := f.store.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	o, err := tx.PlaceOrder(ctx, f.alice, f.input())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := f.products[0].Price.Cents*2 + f.products[1].Price.Cents
+	if o.Version != 1 || o.Total.Cents != want || o.Status != order.StatusPendingPayment || o.PaymentStatus != order.PaymentUnpaid {
+		t.Fatalf("placed %+v, want total %d", o, want)
+	}
+	outside, err := f.store.LinesByOrderIDs(ctx, []string{o.ID})
+	if err != nil || len(outside[o.ID]) != 0 {
+		t.Fatalf("uncommitted lines visible outside: %v %v", outside, err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 30)
+	for i := 0; i < 10; i++ {
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			m, err := tx.LinesByOrderIDs(ctx, []string{o.ID, "not-a-uuid"})
+			if err == nil && (len(m[o.ID]) != 2 || m[o.ID][0].Quantity != 2 || m[o.ID][1].UnitPrice != f.products[1].Price) {
+				err = fmt.Errorf("lines %v", m)
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			m, err := tx.UsersByIDs(ctx, []string{f.alice.ID})
+			if err == nil && (m[f.alice.ID] == nil || m[f.alice.ID].Email != "alice@example.com") {
+				err = fmt.Errorf("users %v", m)
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			m, err := tx.ProductsByIDs(ctx, []string{f.products[0].ID, f.products[1].ID})
+			if err == nil && len(m) != 2 {
+				err = fmt.Errorf("products %v", m)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if evs := tx.Events(); len(evs) != 1 || evs[0].Type != order.EventOrderPlaced || evs[0].Version != 1 || evs[0].FromStatus != nil {
+		t.Fatalf("events %+v", evs)
+	}
+}
+
+// Each change increments the version by one and writes one event with the
+// new version; PAY queues one charge job in the same transaction.
+func TestChangeOrderVersionAndEvent(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	o := f.place()
+	addr := order.Address{Name: "Alice", Line1: "2 Side St", City: "Oakland", PostalCode: "94607", Country: "US"}
+	steps := []struct {
+		viewer *order.User
+		action order.Action
+		event  order.EventType
+		to     order.Status
+	}{
+		{f.alice, order.ActionUpdateShippingAddress, order.EventShippingAddressUpdated, order.StatusPendingPayment},
+		{f.alice, order.ActionPay, order.EventPaymentRequested, order.StatusPendingPayment},
+	}
+	for _, s := range steps {
+		var n *order.Order
+		events, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+			var err error
+			n, err = tx.ChangeOrder(ctx, postgres.Change{Viewer: s.viewer, OrderID: o.ID, ExpectedVersion: o.Version, Action: s.action, Address: &addr})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", s.action, err)
+		}
+		if n.Version != o.Version+1 || n.Status != s.to {
+			t.Fatalf("%s: %+v", s.action, n)
+		}
+		if len(events) != 1 || events[0].Version != n.Version || events[0].Type != s.event || *events[0].FromStatus != o.Status || events[0].ToStatus != s.to || events[0].Actor != s.viewer.ID {
+			t.Fatalf("%s: events %+v", s.action, events)
+		}
+		o = n
+	}
+	if o.Address != addr || o.PaymentStatus != order.PaymentProcessing {
+		t.Fatalf("%+v", o)
+	}
+	if got := f.count(`SELECT count(*) FROM charge_jobs WHERE order_id = $1::uuid AND attempt = 1 AND amount_cents = $2 AND state = 'pending'`, o.ID, o.Total.Cents); got != 1 {
+		t.Fatalf("%d charge jobs", got)
+	}
+	if got := f.count(`SELECT count(*) FROM order_events WHERE order_id = $1::uuid`, o.ID); got != o.Version {
+		t.Fatalf("%d events at version %d", got, o.Version)
+	}
+}
+
+// Checks come in the order of concurrency.md, under the row lock.
+func TestChangeOrderCheckOrder(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	o := f.place()
+	change := func(v *order.User, a order.Action, version int) order.Code {
+		_, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+			_, err := tx.ChangeOrder(ctx, postgres.Change{Viewer: v, OrderID: o.ID, ExpectedVersion: version, Action: a, TrackingNumber: "1Z"})
+			return err
+		})
+		return order.ErrorCode(err)
+	}
+	cases := []struct {
+		v       *order.User
+		a       order.Action
+		version int
+		want    order.Code
+	}{
+		{f.bob, order.ActionShip, 9, order.CodeNotFound},
+		{f.bob, order.ActionCancel, 1, order.CodeNotFound},
+		{f.alice, order.ActionShip, 9, order.CodeForbidden},
+		{f.staff, order.ActionPay, 9, order.CodeForbidden},
+		{f.alice, order.ActionCancel, 9, order.CodeConflict},
+		{f.staff, order.ActionDeliver, 9, order.CodeConflict},
+		{f.staff, order.ActionDeliver, 1, order.CodeInvalidTransition},
+	}
+	for _, c := range cases {
+		if got := change(c.v, c.a, c.version); got != c.want {
+			t.Errorf("%s %s at %d: %s, want %s", c.v.Email, c.a, c.version, got, c.want)
+		}
+	}
+	if got := f.count(`SELECT version FROM orders WHERE id = $1::uuid`, o.ID); got != 1 {
+		t.Fatalf("version %d", got)
+	}
+}
+
+// Of concurrent changes with one expectedVersion exactly one commits.
+func TestConcurrentChangesOneWins(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	o := f.place()
+	const n = 4
+	var wg sync.WaitGroup
+	codes := make([]order.Code, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			v := f.alice
+			if i%2 == 1 {
+				v = f.staff
+			}
+			_, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+				_, err := tx.ChangeOrder(ctx, postgres.Change{Viewer: v, OrderID: o.ID, ExpectedVersion: 1, Action: order.ActionCancel})
+				return err
+			})
+			codes[i] = order.ErrorCode(err)
+			var oe *order.Error
+			if errors.As(err, &oe) && oe.Code == order.CodeConflict && (oe.Extensions["currentVersion"] != 2 || oe.Extensions["currentStatus"] != "CANCELLED") {
+				t.Errorf("conflict %+v", oe.Extensions)
+			}
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for _, c := range codes {
+		switch c {
+		case "":
+			won++
+		case order.CodeConflict:
+		default:
+			t.Fatalf("codes %v", codes)
+		}
+	}
+	if won != 1 || f.count(`SELECT count(*) FROM order_events WHERE order_id = $1::uuid`, o.ID) != 2 {
+		t.Fatalf("%d won: %v", won, codes)
+	}
+}
+
+// A live record is never overwritten; an expired one is replaced.
+func TestSaveKeyRecord(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	save := func(fp string) error {
+		_, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+			return tx.SaveKeyRecord(ctx, f.alice.ID, "k", postgres.KeyRecord{Fingerprint: []byte(fp), Status: 200, Body: []byte(fp)}, time.Hour)
+		})
+		return err
+	}
+	if err := save("one"); err != nil {
+		t.Fatal(err)
+	}
+	if err := save("two"); order.ErrorCode(err) != order.CodeInternal {
+		t.Fatalf("overwriting a live record: %v", err)
+	}
+	read := func() *postgres.KeyRecord {
+		var rec *postgres.KeyRecord
+		if _, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+			var err error
+			rec, err = tx.KeyRecord(ctx, f.alice.ID, "k")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	if rec := read(); rec == nil || string(rec.Body) != "one" {
+		t.Fatalf("record %+v", rec)
+	}
+	if _, err := f.store.Pool().Exec(ctx, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); rec != nil {
+		t.Fatalf("an expired record is live: %+v", rec)
+	}
+	if err := save("three"); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); rec == nil || string(rec.Body) != "three" {
+		t.Fatalf("record %+v", rec)
+	}
+	// the reaper's batch deletes only expired records, at most batch of them
+	if _, err := f.store.Pool().Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
+		SELECT $1::uuid, 'e' || g, '\x00', 200, '{}', now() - interval '1 hour' FROM generate_series(1, 7) g`, f.alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int64{5, 2, 0} {
+		if n, err := f.store.DeleteExpiredKeys(ctx, 5); err != nil || n != want {
+			t.Fatalf("deleted %d (%v), want %d", n, err, want)
+		}
+	}
+	if f.count(`SELECT count(*) FROM idempotency_keys`) != 1 {
+		t.Fatal("the live record was deleted")
+	}
+}
