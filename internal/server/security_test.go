@@ -252,6 +252,28 @@ func TestSecurityHeadersEverywhere(t *testing.T) {
 		}
 	}
 
+	// An open event stream (hijacked HTTP/1.1) and a graphql-sse
+	// subscription carry the headers too.
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/events?stream=orders", ""},
+		{"POST", "/graphql", `{"query":"subscription { orderEvents { id } }"}`},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, c.method, in.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.method, c.path, err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("stream %s %s: %d, nosniff %q", c.method, c.path, resp.StatusCode, resp.Header.Get("X-Content-Type-Options"))
+		}
+		resp.Body.Close()
+		cancel()
+	}
+
 	// The web app: its CSP allows only its own origin.
 	for _, path := range []string{"/", "/index.html", "/orders/123"} {
 		resp, _ := secRequest(t, nil, "GET", in.URL+path, "")
@@ -753,7 +775,8 @@ func TestUndecodableCursorsAreBadInput(t *testing.T) {
 		{"products", b64("p1:\x00")},
 		{"products", b64("p1:SKU\xff")},
 		{"products", b64("p1:")},
-		{"products", "cDE6U0tVLTAwMR"}, // non-canonical spelling of p1:SKU-001
+		{"products", "cDE6U0tVLTAwMR"},   // non-canonical spelling of p1:SKU-001
+		{"products", "cDE6U0tV\nLTAwMQ"}, // base64 skips line breaks
 		{"orders", b64("o1:-99999999999999999:6f1c1a52-0000-4000-8000-000000000001")},
 		{"ordersScreen", b64("o1:9223372036854775807:6f1c1a52-0000-4000-8000-000000000001")},
 	} {

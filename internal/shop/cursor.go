@@ -12,13 +12,24 @@ import (
 )
 
 // Cursors are opaque to clients: base64url of a typed, versioned position.
-// Decoding is strict (no padding, no non-zero trailing bits), so one
-// position has exactly one cursor, and a decoded position is one Postgres
+// Decoding is strict (no padding, no non-zero trailing bits, no line
+// breaks), so one position has exactly one cursor, and a decoded position is one Postgres
 // can compare: anything else is BAD_USER_INPUT on "after", never a
 // database error.
 
-// cursorEncoding is unpadded base64url that refuses non-canonical input.
+// cursorEncoding is unpadded base64url that refuses non-zero trailing bits.
 var cursorEncoding = base64.RawURLEncoding.Strict()
+
+// decodeCursor decodes s when it is the canonical encoding of its bytes:
+// encoding/base64 skips '\r' and '\n' anywhere, even in strict mode, so a
+// decoded cursor must also encode back to s.
+func decodeCursor(s string) ([]byte, bool) {
+	raw, err := cursorEncoding.DecodeString(s)
+	if err != nil || cursorEncoding.EncodeToString(raw) != s {
+		return nil, false
+	}
+	return raw, true
+}
 
 // maxCursorMicros bounds the time of an order cursor (the end of year
 // 9999, in microseconds since 1970): no order was created outside
@@ -36,8 +47,8 @@ func EncodeOrderCursor(c postgres.OrderCursor) string {
 // DecodeOrderCursor decodes an order cursor; a cursor it did not make is
 // BAD_USER_INPUT on field "after".
 func DecodeOrderCursor(s string) (*postgres.OrderCursor, error) {
-	raw, err := cursorEncoding.DecodeString(s)
-	if err != nil {
+	raw, ok := decodeCursor(s)
+	if !ok {
 		return nil, badCursor()
 	}
 	parts := strings.SplitN(string(raw), ":", 3)
@@ -59,8 +70,8 @@ func EncodeProductCursor(sku string) string {
 // DecodeProductCursor decodes a product cursor: its SKU is valid UTF-8
 // without NUL (Postgres text cannot hold anything else), 1..200 bytes.
 func DecodeProductCursor(s string) (string, error) {
-	raw, err := cursorEncoding.DecodeString(s)
-	if err != nil || !strings.HasPrefix(string(raw), "p1:") {
+	raw, ok := decodeCursor(s)
+	if !ok || !strings.HasPrefix(string(raw), "p1:") {
 		return "", badCursor()
 	}
 	sku := string(raw[3:])
