@@ -116,9 +116,10 @@ function coalesce(fn) {
  * open and goes on live. A stream the browser gave up on (a non-200 answer,
  * e.g. 503 while an instance stops) is reopened after a backoff from the
  * last event it delivered, so no event is missed, and the screen is re-read.
- * onEvent(name, data, id), when given, sees every delivered event.
+ * onEvent(name, data, id) and onReset(reason), when given, see every
+ * delivered event and reset.
  */
-function follow(name, lastEventId, refresh, gen, onEvent) {
+function follow(name, lastEventId, refresh, gen, onEvent, onReset) {
   let failures = 0;
   let lastSeen = lastEventId || '';
   const start = (fromId, first) => {
@@ -131,7 +132,11 @@ function follow(name, lastEventId, refresh, gen, onEvent) {
         if (onEvent) onEvent(ev, data, id);
         refresh();
       },
-      onReset: () => { if (gen === generation) refresh(); },
+      onReset: (reason) => {
+        if (gen !== generation) return;
+        if (onReset) onReset(reason);
+        refresh();
+      },
       onState: (state, { reopened }) => {
         if (gen !== generation) return;
         if (state === 'live') {
@@ -293,6 +298,10 @@ async function orderPage(gen, id) {
     log.append(h('li', { 'data-event-id': eventId || '', 'data-event': name },
       h('code', {}, eventId || '—'), ` ${name} → ${data.status || data.toStatus || ''} · v${data.version ?? '?'}`));
   };
+  const logReset = (reason) => {
+    log.append(h('li', { 'data-event': 'reset', class: 'muted' },
+      `reset (${reason || 'unknown'}): the resume point is outside the replay window; the page re-read the order`));
+  };
 
   const refresh = coalesce(async () => {
     try {
@@ -347,7 +356,7 @@ async function orderPage(gen, id) {
   }
 
   const lastEventId = await refresh();
-  if (screen) follow(`order:${id}`, lastEventId, refresh, gen, logEvent);
+  if (screen) follow(`order:${id}`, lastEventId, refresh, gen, logEvent, logReset);
 }
 
 function renderOrder(root, s, act, busy) {
