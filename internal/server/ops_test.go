@@ -179,8 +179,18 @@ func TestPostgresDownIsUnavailable(t *testing.T) {
 
 func TestGracefulShutdownFinishesRequests(t *testing.T) {
 	e := newEnv(t)
-	in := e.start(nil, Options{})
+	var entered sync.WaitGroup
+	entered.Add(20)
+	release := make(chan struct{})
+	// every request below is held inside the server, between its load and
+	// its cache store, until the shutdown has begun
+	in := e.start(nil, Options{CacheStoreDelay: func(context.Context) { entered.Done(); <-release }})
 	tok := in.token("alice@example.com")
+	tokens := make([]string, 20) // one user each, so that no two requests share a cache flight
+	for i := range tokens {
+		tokens[i] = in.token(customerWithOrders(t, in.srv.Store(), 1).Email)
+		in.post(tokens[i], `{ viewer { id } }`, nil)
+	}
 	// an open event stream is told to reconnect and closed
 	req, _ := http.NewRequest(http.MethodGet, in.URL+"/events?stream=orders", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
@@ -194,13 +204,21 @@ func TestGracefulShutdownFinishesRequests(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := in.post(tok, homeQuery, nil, "Cache-Control: no-cache")
+			r := in.post(tokens[i], homeQuery, nil, "Cache-Control: no-cache")
 			results <- r.Status
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
-	in.stop()
+	entered.Wait()
+	stopped := make(chan struct{})
+	go func() { in.stop(); close(stopped) }()
+	time.Sleep(200 * time.Millisecond) // the shutdown is under way
+	if r, err := http.Get(in.URL + "/livez"); err == nil {
+		r.Body.Close()
+		t.Errorf("a new request was served during the shutdown: %d", r.StatusCode)
+	}
+	close(release)
 	wg.Wait()
+	<-stopped
 	close(results)
 	for st := range results {
 		if st != http.StatusOK {

@@ -132,9 +132,12 @@ const (
 
 // checkResume validates the resume point id for a stream of scope (and
 // orderID): it returns the position to resume after, or the reason of a
-// reset. Valid ids are positions the database issued whose event is still
-// inside the replay window; "0" (the lastEventId of a screen read before
-// any event of the viewer) is valid while the scope's first event is.
+// reset. A valid id is a position the database issued ("0" stands for
+// "before the viewer's first event", the lastEventId of a screen read
+// before any event) from which the replay is still exact: the first event
+// of the stream after it is inside the replay window, or there is none
+// yet. So a screen read's lastEventId stays a valid resume point however
+// old its event is, as long as nothing newer has aged out of the window.
 // Time is compared on the database's clock, the clock of the events.
 func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id string) (int64, string, error) {
 	pos, err := strconv.ParseInt(id, 10, 64)
@@ -143,39 +146,31 @@ func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	pool := b.store.Pool()
-	if pos == 0 {
-		var fresh *bool
-		var cust, oid *string
-		if sc.CustomerID != "" {
-			cust = &sc.CustomerID
-		}
-		if orderID != "" {
-			oid = &orderID
-		}
-		err := pool.QueryRow(ctx, `SELECT (SELECT at > now() - $3::interval FROM order_events
-			WHERE ($1::uuid IS NULL OR customer_id = $1::uuid) AND ($2::uuid IS NULL OR order_id = $2::uuid)
-			ORDER BY position LIMIT 1)`, cust, oid, b.cfg.ReplayWindow).Scan(&fresh)
-		if err != nil {
-			return 0, "", dbErr(err)
-		}
-		if fresh != nil && !*fresh {
-			return 0, resetExpired, nil
-		}
-		return 0, "", nil
+	var cust, oid *string
+	if sc.CustomerID != "" {
+		cust = &sc.CustomerID
+	}
+	if orderID != "" {
+		oid = &orderID
 	}
 	var head int64
-	var fresh *bool
-	err = pool.QueryRow(ctx, `SELECT (SELECT position FROM stream_head),
-		(SELECT at > now() - $2::interval FROM order_events WHERE position = $1)`, pos, b.cfg.ReplayWindow).Scan(&head, &fresh)
+	var issued bool
+	var nextFresh *bool
+	err = b.store.Pool().QueryRow(ctx, `SELECT (SELECT position FROM stream_head),
+		$1::bigint = 0 OR EXISTS (SELECT 1 FROM order_events WHERE position = $1::bigint),
+		(SELECT at > now() - $4::interval FROM order_events
+			WHERE position > $1::bigint AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
+			ORDER BY position LIMIT 1)`, pos, cust, oid, b.cfg.ReplayWindow).Scan(&head, &issued, &nextFresh)
 	if err != nil {
 		return 0, "", dbErr(err)
 	}
 	switch {
 	case pos > head:
 		return 0, resetUnknown, nil // never issued
-	case fresh == nil || !*fresh:
-		return 0, resetExpired, nil // issued, but gone or older than the window
+	case !issued:
+		return 0, resetExpired, nil // issued, but no longer kept
+	case nextFresh != nil && !*nextFresh:
+		return 0, resetExpired, nil // events after it have aged out of the window
 	}
 	return pos, "", nil
 }
