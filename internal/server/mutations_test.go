@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shop/bff/internal/postgres"
 )
@@ -287,7 +288,7 @@ func TestPlaceOrderConcurrentKeyedAcrossInstances(t *testing.T) {
 			}
 		case http.StatusConflict:
 			inUse++
-			if r.code() != "IDEMPOTENCY_KEY_IN_USE" || r.Header.Get("Retry-After") != "1" || mutExt(r, "retryable") != true {
+			if r.code() != "IDEMPOTENCY_KEY_IN_USE" || r.Header.Get("Retry-After") != "1" || mutExt(r, "retryable") != true || mutExt(r, "retryAfterSeconds") != 1.0 {
 				t.Fatalf("request %d: %d Retry-After %q %s", i, r.Status, r.Header.Get("Retry-After"), r.Raw)
 			}
 		default:
@@ -334,6 +335,28 @@ func TestPlaceOrderConcurrentKeyedAcrossInstances(t *testing.T) {
 	}
 	if got := mutOrderCount(t, a, aliceID) - before; got != 1 {
 		t.Fatalf("%d orders after the replays, want 1", got)
+	}
+	// Observable: the log line says idempotency=replayed, and the metrics
+	// count the outcomes.
+	for _, in := range []*instance{a, b} {
+		if !strings.Contains(in.logs.String(), `"idempotency":"replayed"`) {
+			t.Errorf("no log line with idempotency=replayed")
+		}
+		resp, err := http.Get(in.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(m), `bff_idempotency_outcomes_total{outcome="replayed"}`) {
+			t.Errorf("metrics do not count replays:\n%s", m)
+		}
+	}
+	if !strings.Contains(a.logs.String()+b.logs.String(), `"idempotency":"executed"`) {
+		t.Errorf("no log line with idempotency=executed")
+	}
+	if inUse > 0 && !strings.Contains(a.logs.String()+b.logs.String(), `"idempotency":"in_use"`) {
+		t.Errorf("no log line with idempotency=in_use")
 	}
 }
 
@@ -814,6 +837,11 @@ func TestEveryChangeIncrementsTheVersionWithOneEvent(t *testing.T) {
 	if got := mutRow(t, a, id); got.Version != version || got.Status != "PAID" {
 		t.Fatalf("after the payment: %+v", got)
 	}
+	// The client still holds the version it saw before the webhook: CONFLICT, not a lost update.
+	if r := mutChange(t, a, alice, "UPDATE_SHIPPING_ADDRESS", id, version-1); r.code() != "CONFLICT" ||
+		mutExt(r, "currentVersion") != float64(version) || mutExt(r, "currentStatus") != "PAID" {
+		t.Fatalf("a change at the version before the webhook: %s", r.Raw)
+	}
 	for _, s := range []struct {
 		action, event, from, to string
 	}{
@@ -1241,3 +1269,41 @@ func BenchmarkPlaceOrderUnkeyed(b *testing.B) { benchAddress(b, false) }
 // BenchmarkPlaceOrderKeyedAddress is the keyed twin of
 // BenchmarkPlaceOrderUnkeyed: the same mutation with a fresh key each time.
 func BenchmarkPlaceOrderKeyedAddress(b *testing.B) { benchAddress(b, true) }
+
+// BenchmarkPlaceOrderKeyedVsUnkeyed alternates keyed and unkeyed
+// updateShippingAddress calls on one order, so that both see the same
+// machine load, and reports the mean of each and their ratio
+// (keyed-ns/op ÷ unkeyed-ns/op) as custom metrics.
+func BenchmarkPlaceOrderKeyedVsUnkeyed(b *testing.B) {
+	e := newEnv(b)
+	in := e.start(nil, Options{})
+	alice := in.token("alice@example.com")
+	o := mutOrderOf(b, in, "alice@example.com", "PENDING_PAYMENT", "UNPAID")
+	v := o.Version
+	var keyed, unkeyed time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, withKey := range []bool{i%2 == 0, i%2 == 1} {
+			body := mutBody(mutAddressQuery, map[string]any{"id": o.ID, "v": v, "a": mutAddress})
+			var headers []string
+			if withKey {
+				headers = append(headers, fmt.Sprintf("Idempotency-Key: bench-vs-%d", i))
+			}
+			start := time.Now()
+			r, err := mutSend(in.URL, alice, body, headers...)
+			d := time.Since(start)
+			if err != nil || len(r.Errors) > 0 {
+				b.Fatalf("%v %s", err, r.Raw)
+			}
+			if withKey {
+				keyed += d
+			} else {
+				unkeyed += d
+			}
+			v++
+		}
+	}
+	b.ReportMetric(float64(keyed.Nanoseconds())/float64(b.N), "keyed-ns/op")
+	b.ReportMetric(float64(unkeyed.Nanoseconds())/float64(b.N), "unkeyed-ns/op")
+	b.ReportMetric(float64(keyed)/float64(unkeyed), "keyed/unkeyed")
+}
