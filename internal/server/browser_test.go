@@ -32,24 +32,26 @@ import (
 	"github.com/shop/bff/internal/payments/paysim"
 )
 
-// chromiumPath finds the browser: $CHROMIUM, /usr/bin/chromium, or chromium
-// on PATH. A missing browser fails the test: it is part of the test setup.
+// chromiumPath finds the browser: $CHROMIUM when set, else
+// /usr/bin/chromium or chromium on PATH. A missing browser fails the test
+// (never skips it): the browser is part of the test setup.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium"} {
-		if p == "" {
-			continue
+	const install = "install Debian's package (DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; " +
+		"scripts/services.sh should do it for `make test`)"
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			t.Fatalf("the browser tests need Chromium: $CHROMIUM=%s is not a file (%v); unset it and %s", p, err, install)
 		}
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
+		return p
+	}
+	if st, err := os.Stat("/usr/bin/chromium"); err == nil && !st.IsDir() {
+		return "/usr/bin/chromium"
 	}
 	if p, err := exec.LookPath("chromium"); err == nil {
 		return p
 	}
-	t.Fatalf("the browser tests need Chromium: /usr/bin/chromium is missing. Install Debian's package " +
-		"(DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; scripts/services.sh does it for `make test`) " +
-		"or point $CHROMIUM at a Chromium binary")
+	t.Fatalf("the browser tests need Chromium, and /usr/bin/chromium is missing: %s, or set $CHROMIUM to a Chromium binary", install)
 	return ""
 }
 
@@ -445,6 +447,7 @@ const statusIs = `(document.querySelector('[data-testid="order-status"]')?.textC
 // another instance, and alice's page says "reconnecting", then catches up
 // with every event exactly once.
 func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
+	chromiumPath(t) // fail first, before any setup, without a browser
 	st := newBrowserStack(t, 50*time.Millisecond)
 	dir := screenshotDir(t)
 	b := newBrowser(t)
@@ -500,7 +503,7 @@ func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
 	}
 	alice.notReloaded()
 	staff.waitFor("the deliver action for staff", `document.querySelector('[data-testid="action-DELIVER"]') !== null`, 20*time.Second)
-	shots["customer-sees-shipped-live"] = alice.screenshot("04-alice-shipped-live")
+	alice.screenshot("04-alice-shipped-live")
 	staff.screenshot("05-staff-shipped")
 
 	// Restart: while this address is down the order is delivered through
@@ -525,7 +528,7 @@ func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
 	alice.waitFor("DELIVERED after the restart", fmt.Sprintf(statusIs, "DELIVERED"), 30*time.Second)
 	alice.waitFor("live again", `document.querySelector('[data-testid="live-badge"]').dataset.state === 'live'`, 20*time.Second)
 	alice.notReloaded()
-	alice.screenshot("07-alice-caught-up")
+	shots["customer-order-live"] = alice.screenshot("07-alice-caught-up")
 
 	// Every event after the screen read, in order, once: none missed across
 	// the restart, none twice.
@@ -548,6 +551,7 @@ func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
 // one payment request: one charge job, one PAYMENT_REQUESTED event, one
 // charge at the provider.
 func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
+	chromiumPath(t) // fail first, before any setup, without a browser
 	st := newBrowserStack(t, 300*time.Millisecond)
 	dir := screenshotDir(t)
 	b := newBrowser(t)
@@ -660,6 +664,7 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 // change (its event stream is held) acts on an old version; the
 // CONFLICT makes it refetch, say what changed and show the request id.
 func TestBrowserConflictRefetchesAndSaysWhatChanged(t *testing.T) {
+	chromiumPath(t) // fail first, before any setup, without a browser
 	st := newBrowserStack(t, 0)
 	dir := screenshotDir(t)
 	b := newBrowser(t)
