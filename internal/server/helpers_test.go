@@ -262,3 +262,6 @@ func sha256Hex(s string) string {
 }
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
+
+// discardLogger drops the logs (benchmarks).
+func discardLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/testenv"
+)
+
+// latencies records request durations and reports their percentiles.
+type latencies []time.Duration
+
+func (l latencies) report(b *testing.B) {
+	if len(l) == 0 {
+		return
+	}
+	slices.Sort(l)
+	q := func(p float64) float64 { return float64(l[int(p*float64(len(l)-1))].Microseconds()) }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// benchPost sends one GraphQL request over loopback and reads the body.
+func benchPost(b *testing.B, client *http.Client, url, tok string, body []byte) {
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// BenchmarkHomeScreen measures homeScreen over loopback HTTP from a hot
+// cache, from Postgres (cache off), and the practical ceiling: a bare
+// net/http handler that does one Redis GET and writes the bytes.
+func BenchmarkHomeScreen(b *testing.B) {
+	e := newEnv(b)
+	body, _ := json.Marshal(map[string]any{"query": homeQuery})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	run := func(b *testing.B, url, tok string) {
+		benchPost(b, client, url, tok, body) // warm
+		lat := make(latencies, 0, b.N)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			benchPost(b, client, url, tok, body)
+			lat = append(lat, time.Since(start))
+		}
+		b.StopTimer()
+		lat.report(b)
+	}
+	b.Run("hot-cache", func(b *testing.B) {
+		in := e.start(nil, Options{Logger: discardLogger()})
+		run(b, in.URL+"/graphql", in.token("alice@example.com"))
+	})
+	b.Run("postgres", func(b *testing.B) {
+		cfg := e.config()
+		cfg.CacheEnabled = false
+		in := e.start(cfg, Options{Logger: discardLogger()})
+		run(b, in.URL+"/graphql", in.token("alice@example.com"))
+	})
+	b.Run("ceiling-redis-get", func(b *testing.B) {
+		in := e.start(nil, Options{Logger: discardLogger()})
+		tok := in.token("alice@example.com")
+		r := in.post(tok, homeQuery, nil)
+		rdb, prefix := testenv.Redis(b)
+		if err := rdb.Set(context.Background(), prefix+"ceiling", r.Raw, time.Minute).Err(); err != nil {
+			b.Fatal(err)
+		}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			v, err := rdb.Get(r.Context(), prefix+"ceiling").Bytes()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(v)
+		}))
+		defer srv.Close()
+		run(b, srv.URL, tok)
+	})
+}
+
+// BenchmarkMiddlewareChain measures a hot-cache homeScreen in process
+// (no network) through the whole middleware chain and through the bare
+// /graphql handler; the difference is the chain's cost.
+func BenchmarkMiddlewareChain(b *testing.B) {
+	e := newEnv(b)
+	in := e.start(nil, Options{Logger: discardLogger()})
+	tok := in.token("alice@example.com")
+	user, err := in.srv.Store().UserByEmail(context.Background(), "alice@example.com")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{"query": homeQuery})
+	serve := func(b *testing.B, h http.Handler, withUser bool) {
+		for i := 0; i < b.N; i++ {
+			req := httptest.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if withUser {
+				req = req.WithContext(auth.WithUser(req.Context(), user))
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+		}
+	}
+	in.post(tok, homeQuery, nil) // fill the cache
+	b.Run("chain", func(b *testing.B) { b.ReportAllocs(); serve(b, in.srv.Handler(), false) })
+	b.Run("bare", func(b *testing.B) { b.ReportAllocs(); serve(b, in.srv.GraphQL(), true) })
+}
