@@ -50,4 +50,10 @@ if ! redis_up; then
   for _ in $(seq 1 40); do redis_up && break; sleep 0.25; done
 fi
 redis_up || { echo "services: Redis is not answering on 127.0.0.1:$REDIS_PORT (try: redis-server --daemonize yes)" >&2; exit 1; }
-echo "services: Postgres on $PGHOST:$PGPORT and Redis on 127.0.0.1:$REDIS_PORT are up"
+# Headless Chromium for the browser tests of the web app.
+if ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
+command -v chromium >/dev/null || { echo "services: chromium is missing (apt-get install chromium)" >&2; exit 1; }
+
+echo "services: Postgres on $PGHOST:$PGPORT and Redis on 127.0.0.1:$REDIS_PORT are up; chromium at $(command -v chromium)"
