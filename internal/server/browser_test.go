@@ -587,8 +587,38 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 		// seed's timelines are), so the screen's lastEventId is "expired".
 		t.Logf("the order page's stream started with %d reset(s) and a refetch", n)
 	}
-	// Staff watches the list of PAID orders, which updates by itself.
+	// Staff pages through every order, 5 at a time.
 	staff.signIn(st.base, "staff")
+	total := st.count(`SELECT count(*) FROM orders`)
+	staff.do("open the orders list", chromedp.Evaluate[chromedp.Void](`location.hash = '#/orders?first=5'`))
+	rows := `[...document.querySelectorAll('[data-testid="orders-table"] tbody tr')].map((tr) => tr.dataset.testid)`
+	staff.waitFor("the first page", `document.querySelectorAll('[data-testid="orders-table"] tbody tr').length === 5`, 20*time.Second)
+	seen := map[string]bool{}
+	for page := 1; ; page++ {
+		got := eval[[]string](staff, rows)
+		if len(got) != min(5*page, total) {
+			staff.fail("page %d shows %d rows, want %d", page, len(got), min(5*page, total))
+		}
+		for _, r := range got[5*(page-1):] {
+			if seen[r] {
+				staff.fail("%s shown twice", r)
+			}
+			seen[r] = true
+		}
+		if want := fmt.Sprintf("%d of %d", len(got), total); staff.text(`[data-testid="orders-total"]`) != want {
+			staff.fail("total says %q, want %q", staff.text(`[data-testid="orders-total"]`), want)
+		}
+		if len(got) == total {
+			if !eval[bool](staff, `document.querySelector('[data-testid="load-more"]').hidden`) {
+				staff.fail("load more is shown after the last page")
+			}
+			break
+		}
+		staff.click(`[data-testid="load-more"]`)
+		staff.waitFor("the next page", fmt.Sprintf(`document.querySelectorAll('[data-testid="orders-table"] tbody tr').length === %d`, min(5*(page+1), total)), 20*time.Second)
+	}
+
+	// Staff watches the list of PAID orders, which updates by itself.
 	staff.do("open the PAID orders", chromedp.Evaluate[chromedp.Void](`location.hash = '#/orders?status=PAID'`))
 	staff.waitFor("the PAID list, live", `document.querySelector('[data-testid="orders-table"]') !== null && document.querySelector('[data-testid="live-badge"]').dataset.state === 'live'`, 20*time.Second)
 	row := fmt.Sprintf(`document.querySelector('[data-testid="order-row-%s"]') !== null`, number)

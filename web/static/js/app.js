@@ -221,11 +221,18 @@ async function homePage(gen) {
 
 async function ordersPage(gen, params) {
   const status = STATUSES.includes(params.get('status')) ? params.get('status') : null;
+  // Page size: ?first=N (1..100), else PAGE_SIZE.
+  const pageSize = Math.min(100, Math.max(1, Math.trunc(Number(params.get('first'))) || PAGE_SIZE));
   let loaded = [];
   let pageInfo = { hasNextPage: false, endCursor: null };
   const filter = h('select', {
     testid: 'status-filter',
-    onchange: (e) => { location.hash = e.target.value ? `#/orders?status=${e.target.value}` : '#/orders'; },
+    onchange: (e) => {
+      const q = new URLSearchParams();
+      if (e.target.value) q.set('status', e.target.value);
+      if (params.has('first')) q.set('first', String(pageSize));
+      location.hash = q.size ? `#/orders?${q}` : '#/orders';
+    },
   }, h('option', { value: '' }, 'All statuses'), STATUSES.map((s) => h('option', { value: s, selected: s === status }, s)));
   const counts = h('div');
   const list = h('div');
@@ -233,22 +240,37 @@ async function ordersPage(gen, params) {
   const total = h('span', { class: 'muted', testid: 'orders-total' });
   view.replaceChildren(h('h1', {}, 'Orders'), h('div', { class: 'actions' }, filter, total), counts, list, h('p', {}, more));
 
-  // load(true) appends the next page; load(false) re-reads everything shown so far.
-  const load = async (append) => {
-    more.disabled = true;
-    try {
-      const first = append ? PAGE_SIZE : Math.min(100, Math.max(PAGE_SIZE, loaded.length));
-      const vars = { status, first, after: append ? pageInfo.endCursor : null };
-      const s = (await api.query(Q.ORDERS_SCREEN, vars)).ordersScreen;
-      if (gen !== generation) return;
-      const nodes = s.orders.edges.map((e) => e.node);
-      loaded = append ? loaded.concat(nodes) : nodes;
-      pageInfo = s.orders.pageInfo;
-      total.textContent = `${loaded.length} of ${s.orders.totalCount}`;
-      counts.replaceChildren(statusCounts(s.statusCounts));
-      list.replaceChildren(loaded.length ? ordersTable(loaded) : h('p', { class: 'muted', testid: 'no-orders' }, 'No orders.'));
-      more.hidden = !pageInfo.hasNextPage;
-    } catch (err) { handleError(err); } finally { more.disabled = false; }
+  // load(true) appends the next page; load(false) re-reads everything shown
+  // so far. Loads run one at a time (a live refresh and "Load more" never
+  // interleave), and a click on "Load more" while one is queued is ignored.
+  let chain = Promise.resolve();
+  let appending = false;
+  const load = (append) => {
+    if (append) {
+      if (appending) return chain;
+      appending = true;
+      more.disabled = true;
+    }
+    chain = chain.then(async () => {
+      try {
+        const first = append ? pageSize : Math.min(100, Math.max(pageSize, loaded.length));
+        const vars = { status, first, after: append ? pageInfo.endCursor : null };
+        const s = (await api.query(Q.ORDERS_SCREEN, vars)).ordersScreen;
+        if (gen !== generation) return;
+        const nodes = s.orders.edges.map((e) => e.node);
+        loaded = append ? loaded.concat(nodes) : nodes;
+        pageInfo = s.orders.pageInfo;
+        total.textContent = `${loaded.length} of ${s.orders.totalCount}`;
+        counts.replaceChildren(statusCounts(s.statusCounts));
+        list.replaceChildren(loaded.length ? ordersTable(loaded) : h('p', { class: 'muted', testid: 'no-orders' }, 'No orders.'));
+        more.hidden = !pageInfo.hasNextPage;
+      } catch (err) {
+        handleError(err);
+      } finally {
+        if (append) { appending = false; more.disabled = false; }
+      }
+    });
+    return chain;
   };
   const refresh = coalesce(() => load(false));
   await refresh();
