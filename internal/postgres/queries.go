@@ -280,7 +280,11 @@ func (s *Store) Summarize(ctx context.Context, sc Scope) (*Summary, error) {
 func (s *Store) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT order_id::text, product_id::text, quantity, unit_price_cents, currency
+	return linesByOrderIDs(ctx, s.pool, ids)
+}
+
+func linesByOrderIDs(ctx context.Context, q querier, ids []string) (map[string][]order.Line, error) {
+	rows, err := q.Query(ctx, `SELECT order_id::text, product_id::text, quantity, unit_price_cents, currency
 		FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, uuids(ids))
 	if err != nil {
 		return nil, interpretError(err)
@@ -298,16 +302,22 @@ func (s *Store) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][
 	return out, interpretError(rows.Err())
 }
 
-const eventCols = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
+// EventColumns are the columns ScanEvent reads, in its order, for
+// packages that read order_events with SQL of their own (the broker).
+const EventColumns = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
 	version, at, actor, status, payment_status`
 
-func scanEvent(row pgx.Row) (*order.Event, error) {
+const eventCols = EventColumns
+
+// ScanEvent reads one row of EventColumns, then the extra destinations.
+func ScanEvent(row pgx.Row, extra ...any) (order.Event, error) {
 	var e order.Event
 	var from *string
 	var typ, to, st, ps string
-	if err := row.Scan(&e.Position, &e.CustomerSeq, &e.CustomerID, &e.OrderID, &typ, &from, &to,
-		&e.Version, &e.At, &e.Actor, &st, &ps); err != nil {
-		return nil, err
+	dest := append([]any{&e.Position, &e.CustomerSeq, &e.CustomerID, &e.OrderID, &typ, &from, &to,
+		&e.Version, &e.At, &e.Actor, &st, &ps}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return e, err
 	}
 	e.ID = strconv.FormatInt(e.Position, 10)
 	e.Type, e.ToStatus, e.Status, e.PaymentStatus = order.EventType(typ), order.Status(to), order.Status(st), order.PaymentStatus(ps)
@@ -316,6 +326,14 @@ func scanEvent(row pgx.Row) (*order.Event, error) {
 		e.FromStatus = &f
 	}
 	e.At = e.At.UTC()
+	return e, nil
+}
+
+func scanEvent(row pgx.Row) (*order.Event, error) {
+	e, err := ScanEvent(row)
+	if err != nil {
+		return nil, err
+	}
 	return &e, nil
 }
 

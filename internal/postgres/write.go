@@ -59,22 +59,7 @@ func (t *Tx) ProductsByIDs(ctx context.Context, ids []string) (map[string]*order
 func (t *Tx) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	rows, err := t.tx.Query(ctx, `SELECT order_id::text, product_id::text, quantity, unit_price_cents, currency
-		FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, uuids(ids))
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	defer rows.Close()
-	out := make(map[string][]order.Line, len(ids))
-	for rows.Next() {
-		var oid string
-		var l order.Line
-		if err := rows.Scan(&oid, &l.ProductID, &l.Quantity, &l.UnitPrice.Cents, &l.UnitPrice.Currency); err != nil {
-			return nil, interpretError(err)
-		}
-		out[oid] = append(out[oid], l)
-	}
-	return out, interpretError(rows.Err())
+	return linesByOrderIDs(ctx, t.tx, ids)
 }
 
 // Begin starts a transaction. The context's deadline bounds it.

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
@@ -18,28 +16,10 @@ import (
 // queryTimeout bounds one query of the broker.
 const queryTimeout = 5 * time.Second
 
-const eventCols = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
-	version, at, actor, status, payment_status`
+// eventCols and scanEvent read events as the store does.
+const eventCols = postgres.EventColumns
 
-// scanEvent reads eventCols (then extra destinations) like the store does.
-func scanEvent(row pgx.Row, extra ...any) (order.Event, error) {
-	var e order.Event
-	var from *string
-	var typ, to, st, ps string
-	dest := append([]any{&e.Position, &e.CustomerSeq, &e.CustomerID, &e.OrderID, &typ, &from, &to,
-		&e.Version, &e.At, &e.Actor, &st, &ps}, extra...)
-	if err := row.Scan(dest...); err != nil {
-		return e, err
-	}
-	e.ID = strconv.FormatInt(e.Position, 10)
-	e.Type, e.ToStatus, e.Status, e.PaymentStatus = order.EventType(typ), order.Status(to), order.Status(st), order.PaymentStatus(ps)
-	if from != nil {
-		f := order.Status(*from)
-		e.FromStatus = &f
-	}
-	e.At = e.At.UTC()
-	return e, nil
-}
+var scanEvent = postgres.ScanEvent
 
 // dbErr maps a database error to the domain's UNAVAILABLE (the only thing
 // a caller of the broker can act on).
