@@ -103,18 +103,9 @@ func (s *Shop) OrdersScreen(ctx context.Context, v *order.User, status *model.Or
 	args := "status=" + string(ptrOr(status)) + "&first=" + strconv.Itoa(n) + "&after=" + ptrStr(after)
 	return s.screen.OrdersScreen(ctx, ScreenKey{Screen: "ordersScreen", Args: args, Viewer: v, Deps: scopeDeps(sc)},
 		func(ctx context.Context) (*model.OrdersScreen, error) {
-			conn, err := s.orderConnection(ctx, sc, st, n, cur)
+			conn, sum, err := s.countedConnection(ctx, sc, st, n, cur)
 			if err != nil {
 				return nil, err
-			}
-			sum, err := s.store.Summarize(ctx, sc)
-			if err != nil {
-				return nil, err
-			}
-			if st != nil {
-				conn.TotalCount = sum.Counts[*st]
-			} else {
-				conn.TotalCount = total(sum.Counts)
 			}
 			return &model.OrdersScreen{Orders: conn, StatusCounts: statusCounts(sum.Counts)}, nil
 		})
@@ -197,20 +188,27 @@ func (s *Shop) Orders(ctx context.Context, v *order.User, status *model.OrderSta
 		return nil, err
 	}
 	sc := postgres.ScopeFor(v)
+	conn, _, err := s.countedConnection(ctx, sc, st, n, cur)
+	return conn, err
+}
+
+// countedConnection is a page of orders with its totalCount, and the
+// status counts of the scope it was taken from.
+func (s *Shop) countedConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor) (*model.OrderConnection, *postgres.Summary, error) {
 	conn, err := s.orderConnection(ctx, sc, st, n, cur)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sum, err := s.store.Summarize(ctx, sc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if st != nil {
 		conn.TotalCount = sum.Counts[*st]
 	} else {
 		conn.TotalCount = total(sum.Counts)
 	}
-	return conn, nil
+	return conn, sum, nil
 }
 
 func (s *Shop) orderConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor) (*model.OrderConnection, error) {
