@@ -220,8 +220,20 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, statu
 	_, _ = w.Write(b)
 }
 
+// requestError is the body of a request that failed before execution
+// (parse, validation, variable coercion): the GraphQL-over-HTTP spec says
+// it has no data entry at all.
+type requestError struct {
+	Errors     gqlerror.List  `json:"errors"`
+	Extensions map[string]any `json:"extensions,omitempty"`
+}
+
 func encode(ct string, status int, resp *graphql.Response) ([]byte, int) {
-	b, err := json.Marshal(resp)
+	var v any = resp
+	if resp.Data == nil && len(resp.Errors) > 0 {
+		v = requestError{Errors: resp.Errors, Extensions: resp.Extensions}
+	}
+	b, err := json.Marshal(v)
 	if err != nil {
 		return []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL","retryable":false}}]}`), http.StatusInternalServerError
 	}
