@@ -50,6 +50,11 @@ if ! redis_up; then
   for _ in $(seq 1 40); do redis_up && break; sleep 0.25; done
 fi
 redis_up || { echo "services: Redis is not answering on 127.0.0.1:$REDIS_PORT (try: redis-server --daemonize yes)" >&2; exit 1; }
+# Node.js runs the graphql-http audit suite in the tests.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
+
 # Headless Chromium for the browser tests of the web app.
 if ! command -v chromium >/dev/null; then
   apt_install chromium
