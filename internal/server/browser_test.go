@@ -92,18 +92,18 @@ func newBrowser(t *testing.T) *browser {
 }
 
 // tab is a page in its own browser context (its own cookies): one user.
-type tab struct {
+type browserTab struct {
 	t    *testing.T
 	name string
 	ctx  context.Context
 	dir  string
 }
 
-func (b *browser) tab(name, dir string) *tab {
+func (b *browser) tab(name, dir string) *browserTab {
 	t := b.t
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
-	tb := &tab{t: t, name: name, ctx: ctx, dir: dir}
+	tb := &browserTab{t: t, name: name, ctx: ctx, dir: dir}
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("open tab %s: %v", name, err)
 	}
@@ -129,7 +129,7 @@ func (b *browser) tab(name, dir string) *tab {
 }
 
 // do runs actions with a bound, failing the test with the page's state.
-func (tb *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+func (tb *browserTab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 30*time.Second)
 	defer cancel()
@@ -139,7 +139,7 @@ func (tb *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 }
 
 // eval evaluates a JavaScript expression into v.
-func eval[T any](tb *tab, expr string, opts ...chromedp.EvaluateOption) T {
+func jsEval[T any](tb *browserTab, expr string, opts ...chromedp.EvaluateOption) T {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
 	defer cancel()
@@ -152,7 +152,7 @@ func eval[T any](tb *tab, expr string, opts ...chromedp.EvaluateOption) T {
 
 // waitFor polls the DOM until the JavaScript predicate is truthy, within
 // limit; it returns how long that took.
-func (tb *tab) waitFor(what, predicate string, limit time.Duration) time.Duration {
+func (tb *browserTab) waitFor(what, predicate string, limit time.Duration) time.Duration {
 	tb.t.Helper()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(tb.ctx, limit+5*time.Second)
@@ -166,7 +166,7 @@ func (tb *tab) waitFor(what, predicate string, limit time.Duration) time.Duratio
 }
 
 // fail saves a screenshot and the visible state of the page, then stops the test.
-func (tb *tab) fail(format string, args ...any) {
+func (tb *browserTab) fail(format string, args ...any) {
 	tb.t.Helper()
 	tb.screenshot("FAILED-" + tb.name)
 	ctx, cancel := context.WithTimeout(tb.ctx, 3*time.Second)
@@ -177,7 +177,7 @@ func (tb *tab) fail(format string, args ...any) {
 }
 
 // screenshot saves the page as dir/name.png.
-func (tb *tab) screenshot(name string) string {
+func (tb *browserTab) screenshot(name string) string {
 	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -199,12 +199,12 @@ func (tb *tab) screenshot(name string) string {
 }
 
 // text is the trimmed text of the first element matching the selector, "" if none.
-func (tb *tab) text(sel string) string {
+func (tb *browserTab) text(sel string) string {
 	tb.t.Helper()
-	return eval[string](tb, fmt.Sprintf(`(document.querySelector(%q)?.textContent || '').trim()`, sel))
+	return jsEval[string](tb, fmt.Sprintf(`(document.querySelector(%q)?.textContent || '').trim()`, sel))
 }
 
-func (tb *tab) click(sel string) {
+func (tb *browserTab) click(sel string) {
 	tb.t.Helper()
 	tb.do("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
 }
@@ -213,41 +213,41 @@ func (tb *tab) click(sel string) {
 // press/release pairs (click counts 1 and 2) at the same point. It aims at
 // the point rather than at a DOM node, since a live update may re-render
 // the page between the clicks.
-func (tb *tab) doubleClick(sel string) {
+func (tb *browserTab) doubleClick(sel string) {
 	tb.t.Helper()
 	tb.do("wait for "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.ScrollIntoView(chromedp.CSS(sel)))
-	xy := eval[[]float64](tb, fmt.Sprintf(`(() => { const r = document.querySelector(%q).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`, sel))
+	xy := jsEval[[]float64](tb, fmt.Sprintf(`(() => { const r = document.querySelector(%q).getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`, sel))
 	tb.do("double-click "+sel, chromedp.MouseClickXY(xy[0], xy[1]), chromedp.MouseClickXY(xy[0], xy[1], chromedp.ClickCount(2)))
 }
 
-func (tb *tab) typeInto(sel, text string) {
+func (tb *browserTab) typeInto(sel, text string) {
 	tb.t.Helper()
 	tb.do("type into "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Clear(chromedp.CSS(sel)),
 		chromedp.SendKeys(chromedp.CSS(sel), text))
 }
 
 // signIn opens the app and signs in as one of the demo users from the picker.
-func (tb *tab) signIn(base, user string) {
+func (tb *browserTab) signIn(base, user string) {
 	tb.t.Helper()
 	tb.do("open "+base, chromedp.Navigate(base+"/"))
 	tb.click(fmt.Sprintf(`[data-testid="signin-%s"]`, user))
 	tb.waitFor("the home screen", `document.querySelector('[data-testid="open-orders"]') !== null`, 20*time.Second)
 	// Marks this page load: a reload would clear it.
-	eval[bool](tb, `(window.__loadMark = 'loaded-once', true)`)
+	jsEval[bool](tb, `(window.__loadMark = 'loaded-once', true)`)
 }
 
 // notReloaded fails when the page was reloaded since signIn.
-func (tb *tab) notReloaded() {
+func (tb *browserTab) notReloaded() {
 	tb.t.Helper()
-	if got := eval[string](tb, `String(window.__loadMark)`); got != "loaded-once" {
+	if got := jsEval[string](tb, `String(window.__loadMark)`); got != "loaded-once" {
 		tb.fail("the page was reloaded (mark %q)", got)
 	}
 }
 
 // eventLog is the ids of the live events the order page received, in order.
-func (tb *tab) eventLog() []string {
+func (tb *browserTab) eventLog() []string {
 	tb.t.Helper()
-	return eval[[]string](tb, `[...document.querySelectorAll('[data-testid="event-log"] li[data-event-id]')].map((li) => li.dataset.eventId)`)
+	return jsEval[[]string](tb, `[...document.querySelectorAll('[data-testid="event-log"] li[data-event-id]')].map((li) => li.dataset.eventId)`)
 }
 
 // screenshotDir is where the test writes its screenshots.
@@ -419,7 +419,7 @@ func (st *browserStack) count(sql string, args ...any) int {
 }
 
 // mutateAs runs a mutation as email against in, with an Idempotency-Key.
-func mutateAs(t *testing.T, in *instance, email, query string, vars map[string]any) *gqlResponse {
+func browserMutateAs(t *testing.T, in *instance, email, query string, vars map[string]any) *gqlResponse {
 	t.Helper()
 	r := in.post(in.token(email), query, vars, "Idempotency-Key: browser-test-"+fmt.Sprint(time.Now().UnixNano()))
 	if r.Status != http.StatusOK || len(r.Errors) > 0 {
@@ -428,7 +428,7 @@ func mutateAs(t *testing.T, in *instance, email, query string, vars map[string]a
 	return r
 }
 
-func orderVersion(t *testing.T, in *instance, email, id string) int {
+func browserOrderVersion(t *testing.T, in *instance, email, id string) int {
 	t.Helper()
 	r := in.post(in.token(email), `query($id: ID!) { order(id: $id) { version } }`, map[string]any{"id": id})
 	v, ok := field(r.Data, "order", "version").(float64)
@@ -438,7 +438,7 @@ func orderVersion(t *testing.T, in *instance, email, id string) int {
 	return int(v)
 }
 
-const statusIs = `(document.querySelector('[data-testid="order-status"]')?.textContent || '') === %q`
+const browserStatusIs = `(document.querySelector('[data-testid="order-status"]')?.textContent || '') === %q`
 
 // TestBrowserLiveOrderAcrossStaffAndRestart: alice places and pays an order
 // and sees it become PAID without reloading; staff, in a second browser
@@ -463,25 +463,25 @@ func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
 	alice.screenshot("01-alice-home")
 	alice.click(`[data-testid="nav-shop"]`)
 	alice.waitFor("the catalogue", `document.querySelectorAll('[data-testid^="qty-"]').length >= 2`, 20*time.Second)
-	qty := eval[[]string](alice, `[...document.querySelectorAll('[data-testid^="qty-"]')].slice(0, 2).map((i) => i.dataset.testid)`)
+	qty := jsEval[[]string](alice, `[...document.querySelectorAll('[data-testid^="qty-"]')].slice(0, 2).map((i) => i.dataset.testid)`)
 	alice.typeInto(fmt.Sprintf(`[data-testid=%q]`, qty[0]), "2")
 	alice.typeInto(fmt.Sprintf(`[data-testid=%q]`, qty[1]), "1")
 	alice.typeInto(`[data-testid="ship-line1"]`, "1 Infinite Loop")
 	alice.typeInto(`[data-testid="ship-city"]`, "Cupertino")
 	alice.typeInto(`[data-testid="ship-postalCode"]`, "95014")
 	alice.click(`[data-testid="place-order"]`)
-	alice.waitFor("the new order's page", fmt.Sprintf(statusIs, "PENDING_PAYMENT"), 20*time.Second)
+	alice.waitFor("the new order's page", fmt.Sprintf(browserStatusIs, "PENDING_PAYMENT"), 20*time.Second)
 	alice.waitFor("the live badge", `document.querySelector('[data-testid="live-badge"]').dataset.state === 'live'`, 20*time.Second)
-	orderID := eval[string](alice, `decodeURIComponent(location.hash.replace('#/order/', ''))`)
+	orderID := jsEval[string](alice, `decodeURIComponent(location.hash.replace('#/order/', ''))`)
 	number := alice.text(`[data-testid="order-number"]`)
-	if n := eval[int](alice, `document.querySelectorAll('[data-testid="order-lines"] tbody tr').length`); n != 2 {
+	if n := jsEval[int](alice, `document.querySelectorAll('[data-testid="order-lines"] tbody tr').length`); n != 2 {
 		alice.fail("order %s has %d lines, want 2", number, n)
 	}
 	alice.notReloaded()
 
 	// Pay: the worker charges the simulator, its webhook makes the order PAID.
 	alice.click(`[data-testid="action-PAY"]`)
-	took := alice.waitFor("PAID", fmt.Sprintf(statusIs, "PAID"), 30*time.Second)
+	took := alice.waitFor("PAID", fmt.Sprintf(browserStatusIs, "PAID"), 30*time.Second)
 	t.Logf("order %s PAID on alice's page %s after the click", number, took.Round(time.Millisecond))
 	if got := alice.text(`[data-testid="payment-status"]`); got != "SUCCEEDED" {
 		alice.fail("payment status %q after PAID", got)
@@ -496,7 +496,7 @@ func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
 	shots["staff-ships-order"] = staff.screenshot("03-staff-before-ship")
 	staff.click(`[data-testid="action-SHIP"]`)
 	shipped := time.Now()
-	alice.waitFor("SHIPPED on alice's page", fmt.Sprintf(statusIs, "SHIPPED"), 20*time.Second)
+	alice.waitFor("SHIPPED on alice's page", fmt.Sprintf(browserStatusIs, "SHIPPED"), 20*time.Second)
 	t.Logf("SHIPPED on alice's page %s after staff's click (no reload)", time.Since(shipped).Round(time.Millisecond))
 	if got := alice.text(`[data-testid="tracking-number"]`); got != "1Z999AA10123456784" {
 		alice.fail("tracking number %q", got)
@@ -517,15 +517,15 @@ func TestBrowserLiveOrderAcrossStaffAndRestart(t *testing.T) {
 		}
 		alice.screenshot("06-alice-reconnecting")
 		other := st.e.start(st.e.config(), Options{})
-		v := orderVersion(t, other, "staff@example.com", orderID)
-		mutateAs(t, other, "staff@example.com", `mutation($id: ID!, $v: Int!) { deliverOrder(id: $id, expectedVersion: $v) { order { status } } }`,
+		v := browserOrderVersion(t, other, "staff@example.com", orderID)
+		browserMutateAs(t, other, "staff@example.com", `mutation($id: ID!, $v: Int!) { deliverOrder(id: $id, expectedVersion: $v) { order { status } } }`,
 			map[string]any{"id": orderID, "v": v})
 		other.stop()
 		if got := alice.text(`[data-testid="order-status"]`); got != "SHIPPED" {
 			alice.fail("status %q while the server is down", got)
 		}
 	})
-	alice.waitFor("DELIVERED after the restart", fmt.Sprintf(statusIs, "DELIVERED"), 30*time.Second)
+	alice.waitFor("DELIVERED after the restart", fmt.Sprintf(browserStatusIs, "DELIVERED"), 30*time.Second)
 	alice.waitFor("live again", `document.querySelector('[data-testid="live-badge"]').dataset.state === 'live'`, 20*time.Second)
 	alice.notReloaded()
 	shots["customer-order-live"] = alice.screenshot("07-alice-caught-up")
@@ -578,11 +578,11 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	alice.waitFor("the filtered list", `location.hash === '#/orders?status=PENDING_PAYMENT' && document.querySelector('[data-testid="orders-table"]') !== null &&
 		[...document.querySelectorAll('[data-testid="orders-table"] tbody tr')].every((tr) => tr.textContent.includes('PENDING_PAYMENT'))`, 20*time.Second)
 	alice.do("open the order", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = '#/order/' + encodeURIComponent(%q)`, orderID)))
-	alice.waitFor("the order page", fmt.Sprintf(statusIs, "PENDING_PAYMENT")+
+	alice.waitFor("the order page", fmt.Sprintf(browserStatusIs, "PENDING_PAYMENT")+
 		` && document.querySelector('[data-testid="action-PAY"]') !== null && document.querySelector('[data-testid="live-badge"]').dataset.state === 'live'`, 20*time.Second)
 
-	eval[bool](alice, `(window.__input = {pointerdown: 0, click: 0}, ['pointerdown', 'click'].forEach((k) => window.addEventListener(k, () => window.__input[k]++, true)), true)`)
-	if n := eval[int](alice, `document.querySelectorAll('[data-testid="event-log"] li[data-event="reset"]').length`); n > 0 {
+	jsEval[bool](alice, `(window.__input = {pointerdown: 0, click: 0}, ['pointerdown', 'click'].forEach((k) => window.addEventListener(k, () => window.__input[k]++, true)), true)`)
+	if n := jsEval[int](alice, `document.querySelectorAll('[data-testid="event-log"] li[data-event="reset"]').length`); n > 0 {
 		// The viewer's last event is older than the replay window (the
 		// seed's timelines are), so the screen's lastEventId is "expired".
 		t.Logf("the order page's stream started with %d reset(s) and a refetch", n)
@@ -595,7 +595,7 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	staff.waitFor("the first page", `document.querySelectorAll('[data-testid="orders-table"] tbody tr').length === 5`, 20*time.Second)
 	seen := map[string]bool{}
 	for page := 1; ; page++ {
-		got := eval[[]string](staff, rows)
+		got := jsEval[[]string](staff, rows)
 		if len(got) != min(5*page, total) {
 			staff.fail("page %d shows %d rows, want %d", page, len(got), min(5*page, total))
 		}
@@ -609,7 +609,7 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 			staff.fail("total says %q, want %q", staff.text(`[data-testid="orders-total"]`), want)
 		}
 		if len(got) == total {
-			if !eval[bool](staff, `document.querySelector('[data-testid="load-more"]').hidden`) {
+			if !jsEval[bool](staff, `document.querySelector('[data-testid="load-more"]').hidden`) {
 				staff.fail("load more is shown after the last page")
 			}
 			break
@@ -622,15 +622,15 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	staff.do("open the PAID orders", chromedp.Evaluate[chromedp.Void](`location.hash = '#/orders?status=PAID'`))
 	staff.waitFor("the PAID list, live", `document.querySelector('[data-testid="orders-table"]') !== null && document.querySelector('[data-testid="live-badge"]').dataset.state === 'live'`, 20*time.Second)
 	row := fmt.Sprintf(`document.querySelector('[data-testid="order-row-%s"]') !== null`, number)
-	if eval[bool](staff, row) {
+	if jsEval[bool](staff, row) {
 		staff.fail("order %s is in the PAID list before it is paid", number)
 	}
 
 	alice.doubleClick(`[data-testid="action-PAY"]`)
-	if in := eval[map[string]int](alice, `window.__input`); in["pointerdown"] != 2 {
+	if in := jsEval[map[string]int](alice, `window.__input`); in["pointerdown"] != 2 {
 		t.Fatalf("the double click pressed the button %d times, want 2 (%v)", in["pointerdown"], in)
 	}
-	alice.waitFor("PAID", fmt.Sprintf(statusIs, "PAID"), 30*time.Second)
+	alice.waitFor("PAID", fmt.Sprintf(browserStatusIs, "PAID"), 30*time.Second)
 	alice.notReloaded()
 	alice.screenshot("01-alice-paid-after-double-click")
 	staff.waitFor("the paid order in staff's PAID list", row, 20*time.Second)
@@ -647,7 +647,7 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	if stats.ChargesCreated != 1 {
 		t.Errorf("the provider created %d charges, want 1 (stats %+v)", stats.ChargesCreated, stats)
 	}
-	if msg := alice.text(`[data-testid="error-message"]`); eval[bool](alice, `!document.querySelector('[data-testid="error-banner"]').hidden`) {
+	if msg := alice.text(`[data-testid="error-message"]`); jsEval[bool](alice, `!document.querySelector('[data-testid="error-banner"]').hidden`) {
 		t.Errorf("error shown after the double click: %s", msg)
 	}
 
@@ -659,11 +659,11 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	if err := st.in.srv.Store().Pool().QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&productID); err != nil {
 		t.Fatal(err)
 	}
-	placed := mutateAs(t, st.in, "alice@example.com", `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id version } } }`,
+	placed := browserMutateAs(t, st.in, "alice@example.com", `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id version } } }`,
 		map[string]any{"in": map[string]any{"lines": []any{map[string]any{"productId": productID, "quantity": 1}},
 			"shippingAddress": map[string]any{"name": "Alice", "line1": "1 Market Street", "city": "San Francisco", "postalCode": "94105", "country": "US"}}})
 	second, _ := field(placed.Data, "placeOrder", "order", "id").(string)
-	results := eval[[]string](alice, fmt.Sprintf(`(async () => {
+	results := jsEval[[]string](alice, fmt.Sprintf(`(async () => {
 		const api = await import('/js/api.js');
 		const Q = await import('/js/queries.js');
 		const keys = [];
@@ -709,13 +709,13 @@ func TestBrowserConflictRefetchesAndSaysWhatChanged(t *testing.T) {
 	holdEvents(t, alice, st.base)
 	alice.do("open the order", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = '#/order/' + encodeURIComponent(%q)`, orderID)))
 	alice.waitFor("the order page", `document.querySelector('[data-testid="action-CANCEL"]') !== null`, 20*time.Second)
-	if got := eval[string](alice, `document.querySelector('[data-testid="live-badge"]').dataset.state`); got != "connecting" {
+	if got := jsEval[string](alice, `document.querySelector('[data-testid="live-badge"]').dataset.state`); got != "connecting" {
 		alice.fail("badge state %q with the stream held, want connecting", got)
 	}
 
 	// Meanwhile the order changes elsewhere (alice's phone).
-	v := orderVersion(t, st.in, "alice@example.com", orderID)
-	mutateAs(t, st.in, "alice@example.com", `mutation($id: ID!, $v: Int!, $a: AddressInput!) { updateShippingAddress(id: $id, expectedVersion: $v, address: $a) { order { version } } }`,
+	v := browserOrderVersion(t, st.in, "alice@example.com", orderID)
+	browserMutateAs(t, st.in, "alice@example.com", `mutation($id: ID!, $v: Int!, $a: AddressInput!) { updateShippingAddress(id: $id, expectedVersion: $v, address: $a) { order { version } } }`,
 		map[string]any{"id": orderID, "v": v, "a": map[string]any{"name": "Alice", "line1": "2 Elsewhere Rd", "city": "Oslo", "postalCode": "0150", "country": "NO"}})
 	if got := alice.text(`[data-testid="shipping-address"]`); strings.Contains(got, "Elsewhere") {
 		alice.fail("the page saw the change without its stream: %q", got)
@@ -746,7 +746,7 @@ func TestBrowserConflictRefetchesAndSaysWhatChanged(t *testing.T) {
 // holdEvents pauses the tab's requests to GET /events for good: the page's
 // EventSource stays "connecting" and never learns of a change. (A blocked
 // request would fail, and the page would then re-read its screen.)
-func holdEvents(t *testing.T, tb *tab, base string) {
+func holdEvents(t *testing.T, tb *browserTab, base string) {
 	t.Helper()
 	_, err := chromedp.Call(tb.ctx, fetch.Enable, fetch.EnableParams{
 		Patterns: []*fetch.RequestPattern{{URLPattern: base + "/events*"}}})

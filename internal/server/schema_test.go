@@ -35,7 +35,7 @@ func servedSchema() *ast.Schema {
 }
 
 // formatSDL prints a schema without the built-in types and directives.
-func formatSDL(s *ast.Schema) []byte {
+func schemaFormatSDL(s *ast.Schema) []byte {
 	var buf bytes.Buffer
 	buf.WriteString("# The schema served by the BFF, written by `make schema`. Do not edit:\n" +
 		"# change schema/*.graphqls and run `make generate schema`.\n\n")
@@ -43,7 +43,7 @@ func formatSDL(s *ast.Schema) []byte {
 	return buf.Bytes()
 }
 
-func loadSDL(t *testing.T, name string, src []byte) *ast.Schema {
+func schemaLoadSDL(t *testing.T, name string, src []byte) *ast.Schema {
 	t.Helper()
 	s, err := gqlparser.LoadSchema(&ast.Source{Name: name, Input: string(src)})
 	if err != nil {
@@ -55,8 +55,8 @@ func loadSDL(t *testing.T, name string, src []byte) *ast.Schema {
 // TestSchemaPublished writes the served SDL to $SCHEMA_OUT (make schema),
 // or else checks that the committed docs/schema.graphql is up to date.
 func TestSchemaPublished(t *testing.T) {
-	sdl := formatSDL(servedSchema())
-	loadSDL(t, "served", sdl) // what we publish must load on its own
+	sdl := schemaFormatSDL(servedSchema())
+	schemaLoadSDL(t, "served", sdl) // what we publish must load on its own
 	if out := os.Getenv(schemaOutEnv); out != "" {
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,7 @@ func TestSchemaHasNoBreakingChangeAgainstContract(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the contract %s (../shared/spec/contract.graphql from the repository root) cannot be read: %v", contractFile, err)
 	}
-	contract := loadSDL(t, "contract.graphql", src)
+	contract := schemaLoadSDL(t, "contract.graphql", src)
 	served := servedSchema()
 	if breaks := breakingChanges(contract, served); len(breaks) > 0 {
 		t.Fatalf("the served schema breaks the contract %s in %d places (deprecate first, then remove):\n  %s",
@@ -93,7 +93,7 @@ func TestSchemaHasNoBreakingChangeAgainstContract(t *testing.T) {
 	}
 	// The published file is what clients read: it must not break either.
 	if b, err := os.ReadFile(schemaFile); err == nil {
-		if breaks := breakingChanges(contract, loadSDL(t, schemaFile, b)); len(breaks) > 0 {
+		if breaks := breakingChanges(contract, schemaLoadSDL(t, schemaFile, b)); len(breaks) > 0 {
 			t.Fatalf("%s breaks the contract:\n  %s", schemaFile, strings.Join(breaks, "\n  "))
 		}
 	}
@@ -144,18 +144,18 @@ func breakingChanges(old, new *ast.Schema) []string {
 				}
 				nf := n.Fields.ForName(of.Name)
 				if nf == nil {
-					if !deprecated(of.Directives) {
+					if !schemaDeprecated(of.Directives) {
 						report("%s.%s: field removed", name, of.Name)
 					}
 					continue
 				}
-				if !deprecated(of.Directives) && !outputCompatible(of.Type, nf.Type) {
+				if !schemaDeprecated(of.Directives) && !schemaOutputCompatible(of.Type, nf.Type) {
 					report("%s.%s: field type changed from %s to %s", name, of.Name, of.Type, nf.Type)
 				}
-				checkArguments(report, name+"."+of.Name, of.Arguments, nf.Arguments)
+				schemaCheckArguments(report, name+"."+of.Name, of.Arguments, nf.Arguments)
 			}
 			for _, iface := range o.Interfaces {
-				if !contains(n.Interfaces, iface) {
+				if !schemaListHas(n.Interfaces, iface) {
 					report("%s: no longer implements %s", name, iface)
 				}
 			}
@@ -163,12 +163,12 @@ func breakingChanges(old, new *ast.Schema) []string {
 			for _, of := range o.Fields {
 				nf := n.Fields.ForName(of.Name)
 				if nf == nil {
-					if !deprecated(of.Directives) {
+					if !schemaDeprecated(of.Directives) {
 						report("%s.%s: input field removed", name, of.Name)
 					}
 					continue
 				}
-				if !deprecated(of.Directives) && !inputCompatible(of.Type, nf.Type, nf.DefaultValue != nil) {
+				if !schemaDeprecated(of.Directives) && !schemaInputCompatible(of.Type, nf.Type, nf.DefaultValue != nil) {
 					report("%s.%s: input field type changed from %s to %s", name, of.Name, of.Type, nf.Type)
 				}
 			}
@@ -179,13 +179,13 @@ func breakingChanges(old, new *ast.Schema) []string {
 			}
 		case ast.Enum:
 			for _, ov := range o.EnumValues {
-				if n.EnumValues.ForName(ov.Name) == nil && !deprecated(ov.Directives) {
+				if n.EnumValues.ForName(ov.Name) == nil && !schemaDeprecated(ov.Directives) {
 					report("%s.%s: enum value removed", name, ov.Name)
 				}
 			}
 		case ast.Union:
 			for _, member := range o.Types {
-				if !contains(n.Types, member) {
+				if !schemaListHas(n.Types, member) {
 					report("%s: union member %s removed", name, member)
 				}
 			}
@@ -205,23 +205,23 @@ func breakingChanges(old, new *ast.Schema) []string {
 			report("@%s: directive removed", name)
 			continue
 		}
-		checkArguments(report, "@"+name, old.Directives[name].Arguments, nd.Arguments)
+		schemaCheckArguments(report, "@"+name, old.Directives[name].Arguments, nd.Arguments)
 	}
 	return out
 }
 
 // checkArguments reports removed and retyped arguments, and arguments added
 // as required without a default.
-func checkArguments(report func(string, ...any), owner string, old, new ast.ArgumentDefinitionList) {
+func schemaCheckArguments(report func(string, ...any), owner string, old, new ast.ArgumentDefinitionList) {
 	for _, oa := range old {
 		na := new.ForName(oa.Name)
 		if na == nil {
-			if !deprecated(oa.Directives) {
+			if !schemaDeprecated(oa.Directives) {
 				report("%s(%s): argument removed", owner, oa.Name)
 			}
 			continue
 		}
-		if !deprecated(oa.Directives) && !inputCompatible(oa.Type, na.Type, na.DefaultValue != nil) {
+		if !schemaDeprecated(oa.Directives) && !schemaInputCompatible(oa.Type, na.Type, na.DefaultValue != nil) {
 			report("%s(%s): argument type changed from %s to %s", owner, oa.Name, oa.Type, na.Type)
 		}
 	}
@@ -234,12 +234,12 @@ func checkArguments(report func(string, ...any), owner string, old, new ast.Argu
 
 // outputCompatible: a client reading old can read new. The named type and
 // the list structure stay; a field may become non-null, never nullable.
-func outputCompatible(old, new *ast.Type) bool {
+func schemaOutputCompatible(old, new *ast.Type) bool {
 	if old.NonNull && !new.NonNull {
 		return false
 	}
 	if old.Elem != nil || new.Elem != nil {
-		return old.Elem != nil && new.Elem != nil && outputCompatible(old.Elem, new.Elem)
+		return old.Elem != nil && new.Elem != nil && schemaOutputCompatible(old.Elem, new.Elem)
 	}
 	return old.NamedType == new.NamedType
 }
@@ -247,19 +247,19 @@ func outputCompatible(old, new *ast.Type) bool {
 // inputCompatible: what a client sends for old is valid for new. An input
 // may become nullable, and non-null only where a default fills it in
 // (a client that sent null explicitly is the accepted edge case).
-func inputCompatible(old, new *ast.Type, newHasDefault bool) bool {
+func schemaInputCompatible(old, new *ast.Type, newHasDefault bool) bool {
 	if new.NonNull && !old.NonNull && !newHasDefault {
 		return false
 	}
 	if old.Elem != nil || new.Elem != nil {
-		return old.Elem != nil && new.Elem != nil && inputCompatible(old.Elem, new.Elem, false)
+		return old.Elem != nil && new.Elem != nil && schemaInputCompatible(old.Elem, new.Elem, false)
 	}
 	return old.NamedType == new.NamedType
 }
 
-func deprecated(dl ast.DirectiveList) bool { return dl.ForName("deprecated") != nil }
+func schemaDeprecated(dl ast.DirectiveList) bool { return dl.ForName("deprecated") != nil }
 
-func contains(list []string, s string) bool {
+func schemaListHas(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
 			return true
@@ -314,7 +314,7 @@ enum Status { OPEN SHIPPED }
 input AddressInput { name: String, line2: String!, country: String! }
 union Result = Other
 `
-	got := breakingChanges(loadSDL(t, "before", []byte(before)), loadSDL(t, "after", []byte(after)))
+	got := breakingChanges(schemaLoadSDL(t, "before", []byte(before)), schemaLoadSDL(t, "after", []byte(after)))
 	want := []string{
 		"Query.order(locale): required argument added without a default",
 		"Mutation.pay(id): argument type changed from ID! to String!",
@@ -352,7 +352,7 @@ union Result = Other
 		}
 	}
 
-	if breaks := breakingChanges(loadSDL(t, "before", []byte(before)), loadSDL(t, "same", []byte(before))); len(breaks) > 0 {
+	if breaks := breakingChanges(schemaLoadSDL(t, "before", []byte(before)), schemaLoadSDL(t, "same", []byte(before))); len(breaks) > 0 {
 		t.Errorf("a schema breaks against itself: %v", breaks)
 	}
 }
