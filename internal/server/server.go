@@ -461,8 +461,19 @@ func (s *Server) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	s.log.Info("shutting down", "grace", grace.String())
-	s.broker.Shutdown(ctx) // streams are told to reconnect elsewhere
+	// Shutdown closes the listeners first, then runs its OnShutdown hooks:
+	// streams are told to reconnect only once no new one can arrive here
+	// (a stream refused with 503 would make EventSource give up).
+	streamsClosed := make(chan struct{})
+	s.httpSrv.RegisterOnShutdown(func() {
+		defer close(streamsClosed)
+		s.broker.Shutdown(ctx)
+	})
 	err := s.httpSrv.Shutdown(ctx)
+	select {
+	case <-streamsClosed:
+	case <-ctx.Done():
+	}
 	s.stopBG()
 	done := make(chan struct{})
 	go func() { s.bg.Wait(); close(done) }()
