@@ -69,7 +69,7 @@ tidy:
 	$(GO) mod tidy
 
 ## bench: start a BFF on a fresh database (bff_bench) and its own Redis, run cmd/bffload's scenarios, write docs/benchmarks.md
-## (BENCH_SHORT=1: a few seconds per scenario, report in bin/, fails only on errors, stale reads or lost events)
+## (BENCH_SHORT=1: a few seconds per scenario on the existing bff_bench, report in bin/, fails only on errors, stale reads or lost events)
 BENCH_PORT       ?= 18080
 BENCH_REDIS_PORT ?= 16379
 BENCH_DB         ?= bff_bench
@@ -79,8 +79,9 @@ bench: services build
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
 	$(GO) build -o bin/bffload ./cmd/bffload; \
 	export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$(BENCH_DB)?sslmode=disable" REDIS_URL="redis://127.0.0.1:$(BENCH_REDIS_PORT)/0"; \
-	psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $(BENCH_DB) WITH (FORCE)"; \
-	psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $(BENCH_DB)"; \
+	if [ -z "$(BENCH_SHORT)" ]; then psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $(BENCH_DB) WITH (FORCE)"; fi; \
+	psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(BENCH_DB)'" | grep -q 1 \
+	  || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $(BENCH_DB)"; \
 	redis-server --bind 127.0.0.1 --port $(BENCH_REDIS_PORT) --save "" --appendonly no --loglevel warning >bin/bench-redis.log 2>&1 & rpid=$$!; \
 	trap 'kill $$spid $$rpid 2>/dev/null; wait 2>/dev/null || true' EXIT; spid=""; \
 	for _ in $$(seq 1 40); do redis-cli -p $(BENCH_REDIS_PORT) ping 2>/dev/null | grep -q PONG && break; sleep 0.25; done; \

@@ -2,15 +2,24 @@ package loadtest
 
 import (
 	"fmt"
+	"image/color"
 	"math"
 	"strconv"
 	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 )
+
+// palette has one distinct colour per series (plotutil's repeats after seven).
+var palette = []color.RGBA{
+	{0x1f, 0x77, 0xb4, 0xff}, {0xff, 0x7f, 0x0e, 0xff}, {0x2c, 0xa0, 0x2c, 0xff}, {0xd6, 0x27, 0x28, 0xff},
+	{0x94, 0x67, 0xbd, 0xff}, {0x8c, 0x56, 0x4b, 0xff}, {0xe3, 0x77, 0xc2, 0xff}, {0x7f, 0x7f, 0x7f, 0xff},
+	{0xbc, 0xbd, 0x22, 0xff}, {0x17, 0xbe, 0xcf, 0xff},
+}
+
+func colour(i int) color.Color { return palette[i%len(palette)] }
 
 // Series is one named latency distribution for PlotLatency.
 type Series struct {
@@ -32,9 +41,19 @@ func PlotLatency(file, title string, series []Series) error {
 	p.X.Min, p.X.Max = 0, 3
 	p.X.Tick.Marker = plot.ConstantTicks([]plot.Tick{{Value: 0, Label: "p0"}, {Value: math.Log10(2), Label: "p50"},
 		{Value: 1, Label: "p90"}, {Value: 2, Label: "p99"}, {Value: 3, Label: "p99.9"}})
-	p.Legend.Top = false
+	p.Legend.Top = true
 	p.Legend.Left = true
+	p.Legend.YOffs = -vg.Points(16)
+	p.Legend.XOffs = vg.Points(6)
 	p.Add(plotter.NewGrid())
+	top := 0.0
+	for _, s := range series {
+		if n := len(s.Latencies); n > 0 {
+			top = math.Max(top, float64(s.Latencies[n-1])/1e6)
+		}
+	}
+	// Room above the curves for the legend: one decade per three series.
+	p.Y.Max = math.Max(top, 0.1) * math.Pow(10, math.Ceil(float64(len(series))/3))
 	for i, s := range series {
 		if len(s.Latencies) == 0 {
 			continue
@@ -48,7 +67,7 @@ func PlotLatency(file, title string, series []Series) error {
 		if err != nil {
 			return err
 		}
-		l.Color = plotutil.Color(i)
+		l.Color = colour(i)
 		l.Width = vg.Points(1.5)
 		if s.Dashed {
 			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
@@ -82,7 +101,22 @@ func PlotSweep(file string, sweep []SweepPoint, rps bool) error {
 	}
 	p.Legend.Top = true
 	p.Legend.Left = true
+	p.Legend.YOffs = -vg.Points(16)
+	p.Legend.XOffs = vg.Points(6)
 	p.Add(plotter.NewGrid())
+	top := 0.0
+	for _, s := range sweep {
+		if rps {
+			top = math.Max(top, math.Max(s.BFF.RPS, s.Ceiling.RPS))
+		} else {
+			top = math.Max(top, float64(max(s.BFF.P99, s.Ceiling.P99))/1e6)
+		}
+	}
+	if rps {
+		p.Y.Max = top * 1.3
+	} else {
+		p.Y.Max = math.Max(top, 0.1) * 10
+	}
 	val := func(s Summary) float64 {
 		if rps {
 			return s.RPS
@@ -107,7 +141,7 @@ func PlotSweep(file string, sweep []SweepPoint, rps bool) error {
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", file, err)
 		}
-		l.Color, sc.Color = plotutil.Color(i), plotutil.Color(i)
+		l.Color, sc.Color = colour(i), colour(i)
 		l.Width = vg.Points(1.5)
 		if i == 1 {
 			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}

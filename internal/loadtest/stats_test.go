@@ -1,6 +1,9 @@
 package loadtest
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +73,30 @@ func TestMarkdownTable(t *testing.T) {
 	}
 	if strings.Count(out, "\n") != 3 {
 		t.Errorf("want header, rule and one row:\n%s", out)
+	}
+}
+
+func TestPlots(t *testing.T) {
+	dir := t.TempDir()
+	if d := os.Getenv("BFFLOAD_PLOT_DIR"); d != "" {
+		dir = d
+	}
+	var series []Series
+	for i, name := range []string{"ceiling", "a-home-hot", "b-order-hot", "c-home-nocache", "d-mixed-reads", "d-mixed-writes", "e-sse", "f-place"} {
+		var lat []time.Duration
+		for k := 1; k <= 1000; k++ {
+			lat = append(lat, time.Duration(k*(i+1))*10*time.Microsecond)
+		}
+		series = append(series, Series{Name: name, Latencies: lat, Dashed: i == 0})
+	}
+	if err := PlotLatency(filepath.Join(dir, "latency.svg"), "test", series); err != nil {
+		t.Fatal(err)
+	}
+	sweep := []SweepPoint{{1, Summary{Requests: 1, RPS: 800, P99: 6 * time.Millisecond}, Summary{Requests: 1, RPS: 6000, P99: time.Millisecond}},
+		{16, Summary{Requests: 1, RPS: 1100, P99: 45 * time.Millisecond}, Summary{Requests: 1, RPS: 8600, P99: 8 * time.Millisecond}}}
+	for _, rps := range []bool{true, false} {
+		if err := PlotSweep(filepath.Join(dir, fmt.Sprintf("sweep-%v.svg", rps)), sweep, rps); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
