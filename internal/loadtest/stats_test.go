@@ -100,3 +100,16 @@ func TestPlots(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckLoopback(t *testing.T) {
+	for _, ok := range []string{"http://127.0.0.1:18080", "http://localhost:8080/", "http://[::1]:9000"} {
+		if err := CheckLoopback(ok); err != nil {
+			t.Errorf("CheckLoopback(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"http://10.0.0.1:8080", "http://example.com", "https://127.0.0.1:8443", "http://127.0.0.2", "http://localhost.example.com", "127.0.0.1:8080"} {
+		if err := CheckLoopback(bad); err == nil {
+			t.Errorf("CheckLoopback(%q) = nil, want a refusal", bad)
+		}
+	}
+}
