@@ -71,7 +71,9 @@ type Config struct {
 	Codec Codec
 	// Breaker configures the circuit breaker around Redis. Defaults: Name
 	// "redis-cache", MaxRequests 1, Timeout (time spent open) 5s,
-	// ReadyToTrip after 5 consecutive failures. OnStateChange is called
+	// Interval (counts cleared while closed) 10s, ReadyToTrip after 20
+	// consecutive failures or half of at least 20 calls failing within an
+	// interval. OnStateChange is called
 	// after the cache's own handler.
 	Breaker gobreaker.Settings
 	// StoreDelay, when set, is called between the load and the store of a
@@ -188,7 +190,16 @@ func (cfg Config) withDefaults() (Config, error) {
 		b.Timeout = 5 * time.Second
 	}
 	if b.ReadyToTrip == nil {
-		b.ReadyToTrip = func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 }
+		// A down Redis fails every call: 20 in a row open the breaker. A
+		// busy one fails some: it takes half of at least 20 calls within
+		// an interval, so a few slow calls under load do not switch the
+		// cache off (and send every read to Postgres).
+		b.ReadyToTrip = func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= 20 || (c.Requests >= 20 && 2*c.TotalFailures >= c.Requests)
+		}
+	}
+	if b.Interval == 0 {
+		b.Interval = 10 * time.Second
 	}
 	switch {
 	case cfg.TTL < time.Millisecond:

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
+	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/require"
 )
 
@@ -441,4 +442,17 @@ func counterValue(t *testing.T, reg *prometheus.Registry, screen, status string)
 		}
 	}
 	return 0
+}
+
+// The default breaker opens for a Redis that fails every call, not for
+// one whose calls fail now and then under load.
+func TestDefaultBreakerTrips(t *testing.T) {
+	cfg, err := Config{}.withDefaults()
+	require.NoError(t, err)
+	trip := cfg.Breaker.ReadyToTrip
+	require.True(t, trip(gobreaker.Counts{Requests: 20, TotalFailures: 20, ConsecutiveFailures: 20}), "down")
+	require.True(t, trip(gobreaker.Counts{Requests: 40, TotalFailures: 20, ConsecutiveFailures: 3}), "half failing")
+	require.False(t, trip(gobreaker.Counts{Requests: 100, TotalFailures: 10, ConsecutiveFailures: 5}), "a few slow calls")
+	require.False(t, trip(gobreaker.Counts{Requests: 6, TotalFailures: 6, ConsecutiveFailures: 6}), "too few calls to judge")
+	require.Equal(t, 10*time.Second, cfg.Breaker.Interval)
 }
