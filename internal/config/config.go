@@ -206,7 +206,7 @@ func urlOf(schemes []string, dst func(*Config) *string) func(*Config, string) er
 var table = []variable{
 	{"APP_ENV", "development", "development (demo sign-in, development secrets) or production", oneOf([]string{"development", "production"}, func(c *Config) *string { return &c.Env })},
 	{"HTTP_ADDR", ":8080", "listen address of the API, the event streams and the web app", str(func(c *Config) *string { return &c.HTTPAddr })},
-	{"METRICS_ADDR", "", "serve /metrics on this address instead of HTTP_ADDR (empty: on HTTP_ADDR)", str(func(c *Config) *string { return &c.MetricsAddr })},
+	{"METRICS_ADDR", "", "admin address serving /metrics and /debug/pprof instead of /metrics on HTTP_ADDR (empty: /metrics on HTTP_ADDR, no pprof)", str(func(c *Config) *string { return &c.MetricsAddr })},
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable", "Postgres connection string", urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseURL })},
 	{"PG_MAX_CONNS", "20", "size of the Postgres pool", integer(1, 1000, func(c *Config) *int { return &c.PGMaxConns })},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "redis:// URL, or host:port,host:port for a Redis Cluster (or Sentinel with REDIS_MASTER_NAME)", str(func(c *Config) *string { return &c.RedisURL })},

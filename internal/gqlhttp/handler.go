@@ -229,16 +229,46 @@ type requestError struct {
 }
 
 func encode(ct string, status int, resp *graphql.Response) ([]byte, int) {
-	var v any = resp
 	if resp.Data == nil && len(resp.Errors) > 0 {
-		v = requestError{Errors: resp.Errors, Extensions: resp.Extensions}
+		b, err := json.Marshal(requestError{Errors: resp.Errors, Extensions: resp.Extensions})
+		if err != nil {
+			return internalBody, http.StatusInternalServerError
+		}
+		return b, status
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL","retryable":false}}]}`), http.StatusInternalServerError
+	// The data is JSON that gqlgen already wrote; copying it into the
+	// envelope as it is saves encoding/json validating and compacting it
+	// again (a measurable share of a cached screen read).
+	buf := bytes.NewBuffer(make([]byte, 0, len(resp.Data)+64))
+	buf.WriteByte('{')
+	if len(resp.Errors) > 0 {
+		b, err := json.Marshal(resp.Errors)
+		if err != nil {
+			return internalBody, http.StatusInternalServerError
+		}
+		buf.WriteString(`"errors":`)
+		buf.Write(b)
+		buf.WriteByte(',')
 	}
-	return b, status
+	buf.WriteString(`"data":`)
+	if resp.Data == nil {
+		buf.WriteString("null")
+	} else {
+		buf.Write(resp.Data)
+	}
+	if len(resp.Extensions) > 0 {
+		b, err := json.Marshal(resp.Extensions)
+		if err != nil {
+			return internalBody, http.StatusInternalServerError
+		}
+		buf.WriteString(`,"extensions":`)
+		buf.Write(b)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), status
 }
+
+var internalBody = []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL","retryable":false}}]}`)
 
 // recordCodes notes the error codes of a response body in the log line.
 func recordCodes(ctx context.Context, b []byte) {

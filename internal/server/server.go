@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -437,7 +438,14 @@ func (s *Server) startBackground() {
 		s.goBG(s.worker.Run)
 	}
 	if s.cfg.MetricsAddr != "" {
-		ms := &http.Server{Addr: s.cfg.MetricsAddr, Handler: s.metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		admin := http.NewServeMux()
+		admin.Handle("GET /metrics", s.metrics.Handler())
+		// profiles of the running process, on the admin port only
+		admin.HandleFunc("/debug/pprof/", pprof.Index)
+		admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		ms := &http.Server{Addr: s.cfg.MetricsAddr, Handler: admin, ReadHeaderTimeout: 5 * time.Second}
 		s.goBG(func(ctx context.Context) {
 			go func() { <-ctx.Done(); _ = ms.Close() }()
 			if err := ms.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
