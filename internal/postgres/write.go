@@ -21,6 +21,9 @@ import (
 type Tx struct {
 	tx     pgx.Tx
 	events []order.Event
+	// pending are the events of the transaction's changes, written and
+	// given their stream positions at Commit.
+	pending []*order.Event
 	// mu serializes the reads of loaders, which fetch from goroutines of
 	// their own: a connection runs one query at a time.
 	mu sync.Mutex
@@ -71,15 +74,54 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 	return &Tx{tx: tx}, nil
 }
 
-// Commit commits the transaction.
-func (t *Tx) Commit(ctx context.Context) error { return interpretError(t.tx.Commit(ctx)) }
+// Commit writes the transaction's events, then commits it. The events
+// take their stream positions here, at the very end: the stream head's
+// row lock that orders positions as commits are is held only for the
+// event inserts and the commit itself, not for the rest of the
+// transaction (reads that assemble the response, the idempotency record).
+func (t *Tx) Commit(ctx context.Context) error {
+	if err := t.writeEvents(ctx); err != nil {
+		return err
+	}
+	return interpretError(t.tx.Commit(ctx))
+}
+
+// writeEvents inserts the pending events. Every writer locks the stream
+// head first and then the customer's row, so the locks are always taken
+// in one order.
+func (t *Tx) writeEvents(ctx context.Context) error {
+	for _, p := range t.pending {
+		var pos int64
+		if err := t.tx.QueryRow(ctx, `UPDATE stream_head SET position = position + 1 RETURNING position`).Scan(&pos); err != nil {
+			return interpretError(err)
+		}
+		var fromS *string
+		if p.FromStatus != nil {
+			v := string(*p.FromStatus)
+			fromS = &v
+		}
+		e, err := scanEvent(t.tx.QueryRow(ctx, `WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $2::uuid RETURNING event_seq)
+			INSERT INTO order_events
+			(position, customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
+			SELECT $1, $2::uuid, s.event_seq, $3::uuid, $4, $5, $6, $7, $8, $6, $9 FROM s
+			RETURNING `+eventCols, pos, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus)))
+		if err != nil {
+			return interpretError(err)
+		}
+		*p = *e
+		t.events = append(t.events, *e)
+	}
+	t.pending = nil
+	return nil
+}
 
 // Rollback rolls the transaction back; after Commit it does nothing.
 func (t *Tx) Rollback(ctx context.Context) {
 	_ = t.tx.Rollback(context.WithoutCancel(ctx))
 }
 
-// Events returns the events written in this transaction, in order.
+// Events returns the events written in this transaction, in order, once
+// it has committed.
 func (t *Tx) Events() []order.Event { return t.events }
 
 // InTx runs fn in a transaction and commits it when fn returns nil. It
@@ -101,32 +143,14 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) ([]order.Event, er
 	return tx.Events(), nil
 }
 
-// appendEvent writes the event of a change of o (o holds the state after
-// it). It must be the last write of the transaction: it locks the
-// customer's row and then the stream head to take the next sequence
-// numbers, and holding them until commit is what makes positions follow
-// commit order.
+// appendEvent records the event of a change of o (o holds the state
+// after it). The event is written, and its position, id and time filled
+// in, when the transaction commits (see Commit); the returned event is
+// complete once Commit has returned.
 func (t *Tx) appendEvent(ctx context.Context, o *order.Order, typ order.EventType, from *order.Status, actor string) (*order.Event, error) {
-	var seq, pos int64
-	if err := t.tx.QueryRow(ctx, `UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq`, o.CustomerID).Scan(&seq); err != nil {
-		return nil, interpretError(err)
-	}
-	if err := t.tx.QueryRow(ctx, `UPDATE stream_head SET position = position + 1 RETURNING position`).Scan(&pos); err != nil {
-		return nil, interpretError(err)
-	}
-	var fromS *string
-	if from != nil {
-		v := string(*from)
-		fromS = &v
-	}
-	e, err := scanEvent(t.tx.QueryRow(ctx, `INSERT INTO order_events
-		(position, customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
-		VALUES ($1, $2::uuid, $3, $4::uuid, $5, $6, $7, $8, $9, $7, $10)
-		RETURNING `+eventCols, pos, o.CustomerID, seq, o.ID, string(typ), fromS, string(o.Status), o.Version, actor, string(o.PaymentStatus)))
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	t.events = append(t.events, *e)
+	e := &order.Event{CustomerID: o.CustomerID, OrderID: o.ID, Type: typ, FromStatus: from, ToStatus: o.Status,
+		Version: o.Version, Actor: actor, Status: o.Status, PaymentStatus: o.PaymentStatus}
+	t.pending = append(t.pending, e)
 	return e, nil
 }
 

@@ -126,7 +126,13 @@ func TestTxReadsSeeTheirOwnWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if evs := tx.Events(); len(evs) != 1 || evs[0].Type != order.EventOrderPlaced || evs[0].Version != 1 || evs[0].FromStatus != nil {
+	if evs := tx.Events(); len(evs) != 0 {
+		t.Fatalf("events before commit %+v: they are written at commit", evs)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := tx.Events(); len(evs) != 1 || evs[0].Type != order.EventOrderPlaced || evs[0].Version != 1 || evs[0].FromStatus != nil || evs[0].Position == 0 {
 		t.Fatalf("events %+v", evs)
 	}
 }
