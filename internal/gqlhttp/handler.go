@@ -45,6 +45,14 @@ type Config struct {
 	Keeper *idempotency.Keeper
 	// Limit, optional, applies rate limits once the operation type is known.
 	Limit Limiter
+	// Responses, optional, serves whole screen queries from a cache.
+	Responses ResponseCache
+}
+
+// ResponseCache answers cacheable queries from stored responses; ok is
+// false for an operation it does not cache.
+type ResponseCache interface {
+	Serve(ctx context.Context, rc *graphql.OperationContext, load func(context.Context) *graphql.Response) (resp *graphql.Response, ok bool)
 }
 
 // Handler serves /graphql.
@@ -124,7 +132,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !mutation {
-		resp := h.dispatch(ctx, rc)
+		var resp *graphql.Response
+		if h.cfg.Responses != nil {
+			resp, _ = h.cfg.Responses.Serve(ctx, rc, func(ctx context.Context) *graphql.Response { return h.dispatch(ctx, rc) })
+		}
+		if resp == nil {
+			resp = h.dispatch(ctx, rc)
+		}
 		h.write(w, r, ct, http.StatusOK, resp, report)
 		return
 	}

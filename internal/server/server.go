@@ -203,8 +203,12 @@ func (s *Server) assemble(prefix string, opt Options) error {
 			return err
 		}
 	}
-	s.gql = gqlhttp.New(gqlhttp.Config{Exec: graph.NewExecutor(resolver, execCfg), Keeper: s.keeper,
-		Subscriptions: graph.NewSubscriptionHandler(resolver, execCfg), Limit: limiter.Allow})
+	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(resolver, execCfg), Keeper: s.keeper,
+		Subscriptions: graph.NewSubscriptionHandler(resolver, execCfg), Limit: limiter.Allow}
+	if s.cache != nil {
+		gcfg.Responses = shop.NewResponseCache(s.cache)
+	}
+	s.gql = gqlhttp.New(gcfg)
 
 	pm := payments.NewMetrics()
 	if err := pm.Register(s.metrics.Registry()); err != nil {
