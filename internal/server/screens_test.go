@@ -386,3 +386,35 @@ func placeFor(t *testing.T, in *instance, u *order.User) {
 		t.Fatal(err)
 	}
 }
+
+// Two selections of one screen are two response entries on the same
+// generations: a write makes both fresh, and neither is served to the
+// other's query.
+func TestResponseCacheKeepsSelectionsApart(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	tok := in.token("alice@example.com")
+	id, version := pendingOrder(t, in, tok)
+	small := `query($id: ID!) { orderScreen(id: $id) { order { version } } }`
+	for i := 0; i < 2; i++ { // fill, then hit
+		in.post(tok, small, map[string]any{"id": id})
+		in.post(tok, orderScreenQuery, map[string]any{"id": id})
+	}
+	s := in.post(tok, small, map[string]any{"id": id})
+	if field(s.Extensions, "cache", "orderScreen", "status") != "hit" || field(s.Data, "orderScreen", "order", "status") != nil {
+		t.Fatalf("small selection: %s", s.Raw)
+	}
+	m := in.post(tok, updateAddress, map[string]any{"id": id, "v": version, "city": "Elsewhere"})
+	if len(m.Errors) > 0 {
+		t.Fatal(string(m.Raw))
+	}
+	for _, q := range []string{small, orderScreenQuery} {
+		r := in.post(tok, q, map[string]any{"id": id})
+		if v := int(field(r.Data, "orderScreen", "order", "version").(float64)); v != version+1 {
+			t.Fatalf("after the write: version %d for %q", v, q)
+		}
+	}
+	if r := in.post(tok, orderScreenQuery, map[string]any{"id": id}); field(r.Data, "orderScreen", "order", "shippingAddress", "city") != "Elsewhere" {
+		t.Fatalf("full selection after the write: %s", r.Raw)
+	}
+}
