@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/shop/bff/internal/order"
 )
@@ -111,6 +112,20 @@ func (i *Issuer) Issue(u *order.User) (string, time.Time, error) {
 type Verifier struct {
 	parser *jwt.Parser
 	keys   jwt.VerificationKeySet
+	now    func() time.Time
+	// verified remembers tokens that passed, for at most verifiedTTL and
+	// never past their exp, so a browser's or app's repeated token is
+	// parsed and its HMAC checked once a minute rather than per request.
+	verified *lru.Cache[string, verifiedToken]
+}
+
+// verifiedTTL bounds how long a verified token is remembered; a secret
+// dropped from the configuration stops verifying within it.
+const verifiedTTL = time.Minute
+
+type verifiedToken struct {
+	claims Claims
+	until  time.Time
 }
 
 // NewVerifier returns a Verifier, or an error when no usable secret is set.
@@ -128,12 +143,19 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	for _, s := range cfg.Secrets {
 		v.keys.Keys = append(v.keys.Keys, s)
 	}
+	v.now = cfg.Now
+	v.verified, _ = lru.New[string, verifiedToken](10000) // size > 0: cannot fail
 	return v, nil
 }
 
 // Verify returns the claims of a valid token, or an UNAUTHENTICATED
 // *order.Error whose Cause says what was wrong.
 func (v *Verifier) Verify(token string) (*Claims, error) {
+	now := v.now()
+	if hit, ok := v.verified.Get(token); ok && now.Before(hit.until) {
+		c := hit.claims
+		return &c, nil
+	}
 	var claims Claims
 	_, err := v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return v.keys, nil })
 	if err != nil {
@@ -149,6 +171,11 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if claims.Role != order.RoleCustomer && claims.Role != order.RoleStaff {
 		return nil, unauthenticated("invalid session token", fmt.Errorf("token has unknown role %q", claims.Role))
 	}
+	until := now.Add(verifiedTTL)
+	if exp := claims.ExpiresAt.Time; exp.Before(until) {
+		until = exp
+	}
+	v.verified.Add(token, verifiedToken{claims: claims, until: until})
 	return &claims, nil
 }
 

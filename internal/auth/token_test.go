@@ -153,3 +153,29 @@ func TestUserContext(t *testing.T) {
 }
 
 func jwtHS256() jwt.SigningMethod { return jwt.SigningMethodHS256 }
+
+// A remembered token is still refused once it expires, and a changed
+// claim is a different token.
+func TestVerifiedTokensExpire(t *testing.T) {
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	clock := now
+	tick := func() time.Time { return clock }
+	i := newIssuer(t, auth.Config{Secrets: [][]byte{secretNew}, TTL: 30 * time.Second, Now: tick})
+	v := newVerifier(t, auth.Config{Secrets: [][]byte{secretNew}, Now: tick, Leeway: time.Second})
+	tok, _, err := i.Issue(&order.User{ID: "7b6f5f2e-0000-4000-8000-000000000001", Role: order.RoleCustomer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < 3; n++ {
+		if c, err := v.Verify(tok); err != nil || c.Role != order.RoleCustomer {
+			t.Fatalf("verify %d: %v %v", n, c, err)
+		}
+	}
+	clock = now.Add(45 * time.Second) // past exp and the leeway
+	if _, err := v.Verify(tok); err == nil {
+		t.Fatal("an expired token was accepted from the cache of verified tokens")
+	}
+	if _, err := v.Verify(tok[:len(tok)-2] + "xx"); err == nil {
+		t.Fatal("a tampered token was accepted")
+	}
+}
