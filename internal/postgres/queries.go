@@ -65,10 +65,15 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (*order.User, err
 func (s *Store) UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT `+userCols+` FROM users WHERE id = ANY($1::uuid[])`, uuids(ids))
+	return usersByIDs(ctx, s.pool, ids)
+}
+
+func usersByIDs(ctx context.Context, q querier, ids []string) (map[string]*order.User, error) {
+	rows, err := q.Query(ctx, `SELECT `+userCols+` FROM users WHERE id = ANY($1::uuid[])`, uuids(ids))
 	if err != nil {
 		return nil, interpretError(err)
 	}
+	defer rows.Close()
 	out := make(map[string]*order.User, len(ids))
 	for rows.Next() {
 		u, err := scanUser(rows)

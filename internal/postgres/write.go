@@ -33,20 +33,7 @@ type Tx struct {
 func (t *Tx) UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	rows, err := t.tx.Query(ctx, `SELECT `+userCols+` FROM users WHERE id = ANY($1::uuid[])`, uuids(ids))
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	defer rows.Close()
-	out := make(map[string]*order.User, len(ids))
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, interpretError(err)
-		}
-		out[u.ID] = u
-	}
-	return out, interpretError(rows.Err())
+	return usersByIDs(ctx, t.tx, ids)
 }
 
 // ProductsByIDs returns the products with the given ids, read in the
