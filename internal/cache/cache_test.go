@@ -14,6 +14,8 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shop/bff/internal/testenv"
 )
 
 func orderKey(viewer string) Key {
@@ -335,9 +337,7 @@ func (m *recordingMetrics) Observe(screen string, s Status) {
 }
 
 func TestMetrics(t *testing.T) {
-	rdb := newClient(t, redisURL())
-	prefix := uniquePrefix(t)
-	t.Cleanup(func() { deletePrefix(rdb, prefix) })
+	rdb, prefix := testenv.Redis(t)
 	reg := prometheus.NewRegistry()
 	prom := NewPrometheusMetrics(reg)
 	require.Same(t, prom.requests, NewPrometheusMetrics(reg).requests, "registering twice reuses the counter")
@@ -411,7 +411,7 @@ func TestBypassRequested(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	rdb := newClient(t, redisURL())
+	rdb := testenv.Connect(t, testenv.RedisURL())
 	_, err := New(redis.NewClient(&redis.Options{Addr: rdb.Options().Addr}), Config{}, nil)
 	assert.ErrorContains(t, err, "ContextTimeoutEnabled")
 	_, err = New(rdb, Config{TTL: time.Hour, GenTTL: 2 * time.Hour}, nil)
