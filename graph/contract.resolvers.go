@@ -15,6 +15,9 @@ import (
 
 // PlaceOrder is the resolver for the placeOrder field.
 func (r *mutationResolver) PlaceOrder(ctx context.Context, input model.PlaceOrderInput) (*model.OrderPayload, error) {
+	if input.Currency == "" {
+		input.Currency = defaultCurrency // a zero-value client sends "" for the defaulted field
+	}
 	return payload(r.Shop.PlaceOrder(ctx, viewer(ctx), input))
 }
 
@@ -61,7 +64,7 @@ func (r *queryResolver) HomeScreen(ctx context.Context) (*model.HomeScreen, erro
 
 // OrdersScreen is the resolver for the ordersScreen field.
 func (r *queryResolver) OrdersScreen(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrdersScreen, error) {
-	s, res, err := r.Shop.OrdersScreen(ctx, viewer(ctx), status, first, after)
+	s, res, err := r.Shop.OrdersScreen(ctx, viewer(ctx), status, first, absent(after))
 	report(ctx, res)
 	return s, err
 }
@@ -80,12 +83,12 @@ func (r *queryResolver) Order(ctx context.Context, id string) (*model.Order, err
 
 // Orders is the resolver for the orders field.
 func (r *queryResolver) Orders(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrderConnection, error) {
-	return r.Shop.Orders(ctx, viewer(ctx), status, first, after)
+	return r.Shop.Orders(ctx, viewer(ctx), status, first, absent(after))
 }
 
 // Products is the resolver for the products field.
 func (r *queryResolver) Products(ctx context.Context, first *int, after *string) (*model.ProductConnection, error) {
-	return r.Shop.Products(ctx, first, after)
+	return r.Shop.Products(ctx, first, absent(after))
 }
 
 // OrderEvents is the resolver for the orderEvents field.

@@ -46,6 +46,12 @@ type ComplexityRoot struct {
 		PostalCode func(childComplexity int) int
 	}
 
+	ErrorCodeInfo struct {
+		Code       func(childComplexity int) int
+		HTTPStatus func(childComplexity int) int
+		Retryable  func(childComplexity int) int
+	}
+
 	HomeScreen struct {
 		LifetimeSpend func(childComplexity int) int
 		OpenOrders    func(childComplexity int) int
@@ -153,6 +159,7 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
+		ErrorCodes   func(childComplexity int) int
 		HomeScreen   func(childComplexity int) int
 		Order        func(childComplexity int, id string) int
 		OrderScreen  func(childComplexity int, id string) int
@@ -199,6 +206,7 @@ type QueryResolver interface {
 	Order(ctx context.Context, id string) (*model.Order, error)
 	Orders(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrderConnection, error)
 	Products(ctx context.Context, first *int, after *string) (*model.ProductConnection, error)
+	ErrorCodes(ctx context.Context) ([]*model.ErrorCodeInfo, error)
 }
 type SubscriptionResolver interface {
 	OrderEvents(ctx context.Context, orderID *string, after *string) (<-chan *model.OrderEvent, error)
@@ -258,6 +266,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Address.PostalCode(childComplexity), true
+
+	case "ErrorCodeInfo.code":
+		if e.ComplexityRoot.ErrorCodeInfo.Code == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ErrorCodeInfo.Code(childComplexity), true
+	case "ErrorCodeInfo.httpStatus":
+		if e.ComplexityRoot.ErrorCodeInfo.HTTPStatus == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ErrorCodeInfo.HTTPStatus(childComplexity), true
+	case "ErrorCodeInfo.retryable":
+		if e.ComplexityRoot.ErrorCodeInfo.Retryable == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ErrorCodeInfo.Retryable(childComplexity), true
 
 	case "HomeScreen.lifetimeSpend":
 		if e.ComplexityRoot.HomeScreen.LifetimeSpend == nil {
@@ -670,6 +697,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ProductEdge.Node(childComplexity), true
 
+	case "Query.errorCodes":
+		if e.ComplexityRoot.Query.ErrorCodes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.ErrorCodes(childComplexity), true
 	case "Query.homeScreen":
 		if e.ComplexityRoot.Query.HomeScreen == nil {
 			break
@@ -894,6 +927,28 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../schema/clients.graphqls", Input: `# What client developers and code generators need beyond the contract.
+
+"""
+One error code of the contract (extensions.code of every error) and what a
+client should do when it sees it.
+"""
+type ErrorCodeInfo {
+  code: ErrorCode!
+  "Whether retrying the same request (same Idempotency-Key) can succeed."
+  retryable: Boolean!
+  "The HTTP status a request that fails as a whole with this code gets; 200 for codes that are only field errors."
+  httpStatus: Int!
+}
+
+extend type Query {
+  """
+  The closed set of error codes, so that generated clients keep the
+  ErrorCode enum and can match extensions.code against it.
+  """
+  errorCodes: [ErrorCodeInfo!]!
+}
+`, BuiltIn: false},
 	{Name: "../schema/contract.graphqls", Input: `# The public contract of the BFF, as agreed with the web and mobile teams.
 #
 # It is the floor, not the ceiling: the project's schema/ may add types,
@@ -901,7 +956,8 @@ var sources = []*ast.Source{
 # anything here without a deprecation (@deprecated) and a release note.
 # Behaviour behind each field is specified in the other files of this folder.
 
-scalar Time      # RFC 3339 with time zone, e.g. 2026-11-25T10:04:05.123Z
+"RFC 3339 date-time with a time zone, e.g. 2026-11-25T10:04:05.123Z."
+scalar Time @specifiedBy(url: "https://datatracker.ietf.org/doc/html/rfc3339")
 
 # ---------------------------------------------------------------- queries
 
@@ -1071,6 +1127,7 @@ type Mutation {
 input PlaceOrderInput {
   lines: [OrderLineInput!]!          # 1..50 lines
   shippingAddress: AddressInput!
+  "ISO 4217 code of the order's prices; \"\" (a zero-value client) means the default, USD."
   currency: String! = "USD"
 }
 
@@ -1095,7 +1152,17 @@ type OrderPayload { order: Order! }
 
 type Subscription {
   "Events of one order, or of all the viewer's orders when orderId is null."
-  orderEvents(orderId: ID, after: String): OrderEvent!
+  orderEvents(
+    "The order to follow; null (or absent) follows every order the viewer may see."
+    orderId: ID
+    """
+    Resume point: the id of the last event the client saw (an OrderEvent.id,
+    or OrderScreen.lastEventId after a screen read). Null or "" starts with
+    live events only. On the SSE doors a Last-Event-ID request header
+    overrides it, so a reconnect resumes where the stream broke.
+    """
+    after: String
+  ): OrderEvent!
 }
 
 # ------------------------------------------------------------------ errors
@@ -1148,6 +1215,18 @@ func (ec *executionContext) childFields_Address(ctx context.Context, field graph
 		return ec.fieldContext_Address_country(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Address", field.Name)
+}
+
+func (ec *executionContext) childFields_ErrorCodeInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "code":
+		return ec.fieldContext_ErrorCodeInfo_code(ctx, field)
+	case "retryable":
+		return ec.fieldContext_ErrorCodeInfo_retryable(ctx, field)
+	case "httpStatus":
+		return ec.fieldContext_ErrorCodeInfo_httpStatus(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ErrorCodeInfo", field.Name)
 }
 
 func (ec *executionContext) childFields_HomeScreen(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1988,6 +2067,75 @@ func (ec *executionContext) _Address_country(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Address_country(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Address", field, false, false, "String")
+}
+
+func (ec *executionContext) _ErrorCodeInfo_code(ctx context.Context, field graphql.CollectedField, obj *model.ErrorCodeInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ErrorCodeInfo_code(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Code, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ErrorCode) graphql.Marshaler {
+			return ec.marshalNErrorCode2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCode(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ErrorCodeInfo_code(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ErrorCodeInfo", field, false, false, "ErrorCode")
+}
+
+func (ec *executionContext) _ErrorCodeInfo_retryable(ctx context.Context, field graphql.CollectedField, obj *model.ErrorCodeInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ErrorCodeInfo_retryable(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Retryable, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ErrorCodeInfo_retryable(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ErrorCodeInfo", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ErrorCodeInfo_httpStatus(ctx context.Context, field graphql.CollectedField, obj *model.ErrorCodeInfo) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ErrorCodeInfo_httpStatus(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.HTTPStatus, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ErrorCodeInfo_httpStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ErrorCodeInfo", field, false, false, "Int")
 }
 
 func (ec *executionContext) _HomeScreen_viewer(ctx context.Context, field graphql.CollectedField, obj *model.HomeScreen) (ret graphql.Marshaler) {
@@ -4010,6 +4158,38 @@ func (ec *executionContext) fieldContext_Query_products(ctx context.Context, fie
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_errorCodes(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_errorCodes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().ErrorCodes(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.ErrorCodeInfo) graphql.Marshaler {
+			return ec.marshalNErrorCodeInfo2ᚕᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCodeInfoᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_errorCodes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ErrorCodeInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5593,6 +5773,49 @@ func (ec *executionContext) _Address(ctx context.Context, sel ast.SelectionSet, 
 	return out
 }
 
+var errorCodeInfoImplementors = []string{"ErrorCodeInfo"}
+
+func (ec *executionContext) _ErrorCodeInfo(ctx context.Context, sel ast.SelectionSet, obj *model.ErrorCodeInfo) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, errorCodeInfoImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ErrorCodeInfo")
+		case "code":
+			out.Values[i] = ec._ErrorCodeInfo_code(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "retryable":
+			out.Values[i] = ec._ErrorCodeInfo_retryable(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "httpStatus":
+			out.Values[i] = ec._ErrorCodeInfo_httpStatus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var homeScreenImplementors = []string{"HomeScreen"}
 
 func (ec *executionContext) _HomeScreen(ctx context.Context, sel ast.SelectionSet, obj *model.HomeScreen) graphql.Marshaler {
@@ -6399,6 +6622,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_products(ctx, field)
 				})
+		case "errorCodes":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_errorCodes(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -6928,6 +7157,40 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 		graphql.AddInvalidNullFromMarshaler(ctx, "Boolean!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNErrorCode2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCode(ctx context.Context, v any) (model.ErrorCode, error) {
+	var res model.ErrorCode
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNErrorCode2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCode(ctx context.Context, sel ast.SelectionSet, v model.ErrorCode) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNErrorCodeInfo2ᚕᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCodeInfoᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ErrorCodeInfo) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNErrorCodeInfo2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCodeInfo(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNErrorCodeInfo2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐErrorCodeInfo(ctx context.Context, sel ast.SelectionSet, v *model.ErrorCodeInfo) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ErrorCodeInfo!")
+		return graphql.Null
+	}
+	return ec._ErrorCodeInfo(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNHomeScreen2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐHomeScreen(ctx context.Context, sel ast.SelectionSet, v *model.HomeScreen) graphql.Marshaler {

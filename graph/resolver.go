@@ -45,6 +45,18 @@ func report(ctx context.Context, res shop.CacheResult) {
 	}
 }
 
+// defaultCurrency is PlaceOrderInput.currency's default in the schema.
+const defaultCurrency = "USD"
+
+// absent treats an empty cursor as no cursor: code generators with
+// zero-value structs (genqlient) send after: "" for "from the start".
+func absent(after *string) *string {
+	if after != nil && *after == "" {
+		return nil
+	}
+	return after
+}
+
 func payload(o *model.Order, err error) (*model.OrderPayload, error) {
 	if err != nil {
 		return nil, err

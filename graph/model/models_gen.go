@@ -28,6 +28,16 @@ type AddressInput struct {
 	Country    string  `json:"country"`
 }
 
+// One error code of the contract (extensions.code of every error) and what a
+// client should do when it sees it.
+type ErrorCodeInfo struct {
+	Code ErrorCode `json:"code"`
+	// Whether retrying the same request (same Idempotency-Key) can succeed.
+	Retryable bool `json:"retryable"`
+	// The HTTP status a request that fails as a whole with this code gets; 200 for codes that are only field errors.
+	HTTPStatus int `json:"httpStatus"`
+}
+
 type HomeScreen struct {
 	Viewer        *User          `json:"viewer"`
 	RecentOrders  []*Order       `json:"recentOrders"`
@@ -123,7 +133,8 @@ type PageInfo struct {
 type PlaceOrderInput struct {
 	Lines           []*OrderLineInput `json:"lines"`
 	ShippingAddress *AddressInput     `json:"shippingAddress"`
-	Currency        string            `json:"currency"`
+	// ISO 4217 code of the order's prices; "" (a zero-value client) means the default, USD.
+	Currency string `json:"currency"`
 }
 
 type Product struct {

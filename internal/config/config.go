@@ -101,6 +101,9 @@ type Config struct {
 	// CORSOrigins are the web origins allowed to call the API with
 	// credentials.
 	CORSOrigins []string
+	// CORSAllowHeaders are the request headers those origins may send
+	// (empty: httpx.DefaultCORSAllowHeaders).
+	CORSAllowHeaders []string
 	// TrustedProxies are the addresses (CIDRs) whose X-Forwarded-* headers
 	// are believed.
 	TrustedProxies []string
@@ -243,6 +246,7 @@ var table = []variable{
 	{"TLS_KEY_FILE", "", "private key (PEM) of TLS_CERT_FILE", str(func(c *Config) *string { return &c.TLSKeyFile })},
 	{"COOKIE_SECURE", "false", "mark the session cookie Secure and send HSTS (implied by TLS)", boolean(func(c *Config) *bool { return &c.CookieSecure })},
 	{"CORS_ORIGINS", "", "web origins allowed to call the API with credentials, comma-separated (never *)", list(func(c *Config) *[]string { return &c.CORSOrigins })},
+	{"CORS_ALLOW_HEADERS", "", "request headers the CORS origins may send, comma-separated (empty: Accept, Authorization, Content-Type, Idempotency-Key, X-Request-ID, X-Requested-With, Apollo-Require-Preflight, Last-Event-ID, Cache-Control, If-None-Match, apollographql-client-name/-version, graphql-client-name/-version, traceparent, tracestate, sentry-trace, baggage)", list(func(c *Config) *[]string { return &c.CORSAllowHeaders })},
 	{"TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-* headers are trusted, comma-separated", list(func(c *Config) *[]string { return &c.TrustedProxies })},
 }
 

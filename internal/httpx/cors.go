@@ -15,12 +15,17 @@ import (
 var (
 	// DefaultCORSAllowHeaders are the request headers a web app may send
 	// cross-origin: credentials, JSON bodies, idempotency keys, request
-	// ids, the CSRF marker headers, the SSE resume point and trace context.
+	// ids, the CSRF marker headers, the SSE resume point, revalidation and
+	// cache bypass, the client name and version of GraphQL clients (for
+	// persisted-operation manifests and metrics) and trace context
+	// (W3C, Sentry).
 	DefaultCORSAllowHeaders = []string{"Accept", "Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
-		"X-Requested-With", "Apollo-Require-Preflight", "Last-Event-ID", "traceparent", "tracestate"}
+		"X-Requested-With", "Apollo-Require-Preflight", "Last-Event-ID", "Cache-Control", "If-None-Match",
+		"apollographql-client-name", "apollographql-client-version", "graphql-client-name", "graphql-client-version",
+		"traceparent", "tracestate", "sentry-trace", "baggage"}
 	// DefaultCORSExposeHeaders are the response headers a web app may read.
 	DefaultCORSExposeHeaders = []string{"X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
-		"RateLimit-Reset", "Idempotent-Replayed", "Cache-Status"}
+		"RateLimit-Reset", "Idempotent-Replayed", "Cache-Status", "ETag"}
 	// DefaultCORSAllowMethods are the methods of the API.
 	DefaultCORSAllowMethods = []string{"GET", "POST", "DELETE"}
 )

@@ -266,7 +266,7 @@ func (s *Server) assemble(prefix string, opt Options) error {
 	if err != nil {
 		return fmt.Errorf("invalid TRUSTED_PROXIES: %w", err)
 	}
-	cors, err := httpx.CORS(httpx.CORSOptions{Origins: cfg.CORSOrigins})
+	cors, err := httpx.CORS(httpx.CORSOptions{Origins: cfg.CORSOrigins, AllowHeaders: cfg.CORSAllowHeaders})
 	if err != nil {
 		return fmt.Errorf("invalid CORS_ORIGINS: %w", err)
 	}
@@ -410,6 +410,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// TLS 1.2 minimum; ServeTLS adds HTTP/2 ("h2") to the protocols.
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+	// HTTP/1.1 and HTTP/2: over TLS ("h2"), and on the plain port with
+	// prior knowledge (h2c) for proxies and mobile clients that multiplex
+	// every request and stream of a client over one connection.
+	s.httpSrv.Protocols = new(http.Protocols)
+	s.httpSrv.Protocols.SetHTTP1(true)
+	s.httpSrv.Protocols.SetHTTP2(true)
+	s.httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	s.ready.Store(true)
 	errc := make(chan error, 1)
 	go func() {

@@ -1,0 +1,158 @@
+package server
+
+// Tests of what client developers and their tools expect (clients.md):
+// schema details code generators need, CORS headers and HTTP/2 without
+// TLS.
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/shop/bff/internal/order"
+)
+
+// TestSchemaFixesForGenerators: Time names its specification, ErrorCode is
+// reachable from a field (generators keep it), subscription arguments are
+// described, and the zero values a generated client sends for an absent
+// value (after: "", currency: "") mean the absent value.
+func TestSchemaFixesForGenerators(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	tok := in.token("alice@example.com")
+
+	r := in.post("", `{ __type(name: "Time") { specifiedByURL }
+		sub: __type(name: "Subscription") { fields { name args { name description } } } }`, nil)
+	if r.Status != 200 || len(r.Errors) > 0 {
+		t.Fatalf("introspection: %d %s", r.Status, r.Raw)
+	}
+	if u, _ := field(r.Data, "__type", "specifiedByURL").(string); !strings.Contains(u, "rfc3339") {
+		t.Errorf("Time.specifiedByURL = %q, want the RFC 3339 URL", u)
+	}
+	for _, a := range field(r.Data, "sub", "fields", 0, "args").([]any) {
+		if d, _ := field(a, "description").(string); d == "" {
+			t.Errorf("subscription argument %v has no description", field(a, "name"))
+		}
+	}
+
+	r = in.post("", `{ errorCodes { code retryable httpStatus } }`, nil)
+	codes := field(r.Data, "errorCodes").([]any)
+	if len(codes) != len(order.AllCodes) {
+		t.Fatalf("errorCodes: %d codes, want %d: %s", len(codes), len(order.AllCodes), r.Raw)
+	}
+	for i, c := range order.AllCodes {
+		if field(codes[i], "code") != string(c) || field(codes[i], "retryable") != c.Retryable() ||
+			field(codes[i], "httpStatus") != float64(c.HTTPStatus()) {
+			t.Errorf("errorCodes[%d] = %v, want %s retryable=%v status=%d", i, codes[i], c, c.Retryable(), c.HTTPStatus())
+		}
+	}
+
+	const screen = `query S($after: String) { ordersScreen(first: 2, after: $after) { orders { edges { node { id } } } } }`
+	absent := in.post(tok, screen, nil)
+	empty := in.post(tok, screen, map[string]any{"after": ""})
+	if empty.Status != 200 || len(empty.Errors) > 0 {
+		t.Fatalf(`after: "" got %d %s`, empty.Status, empty.Raw)
+	}
+	if a, b := field(absent.Data, "ordersScreen"), field(empty.Data, "ordersScreen"); !jsonEqual(a, b) {
+		t.Errorf(`after: "" = %v, want the first page %v`, b, a)
+	}
+
+	p := mutCatalogue(t, in, 1)[0]
+	input := mutInput(p.ID, 1)
+	input["currency"] = ""
+	r = in.post(tok, `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { total { currency } } } }`,
+		map[string]any{"in": input}, "Idempotency-Key: "+mutKey())
+	if got := field(r.Data, "placeOrder", "order", "total", "currency"); got != "USD" {
+		t.Errorf(`placeOrder with currency "" = %v (%s), want USD`, got, r.Raw)
+	}
+}
+
+// TestCORSAllowsClientHeaders: a preflight from an allowed origin lists
+// the headers GraphQL clients send (cache bypass and revalidation, client
+// name and version, trace context), and CORS_ALLOW_HEADERS replaces them.
+func TestCORSAllowsClientHeaders(t *testing.T) {
+	e := newEnv(t)
+	preflight := func(in *instance) []string {
+		req, _ := http.NewRequest(http.MethodOptions, in.URL+"/graphql", nil)
+		req.Header.Set("Origin", "https://shop.example.com")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "apollographql-client-name, content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("preflight: %d", resp.StatusCode)
+		}
+		var out []string
+		for _, h := range strings.Split(resp.Header.Get("Access-Control-Allow-Headers"), ",") {
+			out = append(out, strings.ToLower(strings.TrimSpace(h)))
+		}
+		return out
+	}
+	cfg := e.config()
+	cfg.CORSOrigins = []string{"https://shop.example.com"}
+	got := preflight(e.start(cfg, Options{}))
+	for _, h := range []string{"cache-control", "if-none-match", "apollographql-client-name", "apollographql-client-version",
+		"graphql-client-name", "graphql-client-version", "traceparent", "sentry-trace", "baggage", "last-event-id"} {
+		if !slices.Contains(got, h) {
+			t.Errorf("Access-Control-Allow-Headers %v lacks %s", got, h)
+		}
+	}
+	cfg = e.config()
+	cfg.CORSOrigins = []string{"https://shop.example.com"}
+	cfg.CORSAllowHeaders = []string{"Content-Type", "X-Custom"}
+	if got := preflight(e.start(cfg, Options{})); !slices.Equal(got, []string{"content-type", "x-custom"}) {
+		t.Errorf("with CORS_ALLOW_HEADERS: %v, want [content-type x-custom]", got)
+	}
+}
+
+// TestH2CPlainPort: the plain port speaks HTTP/2 with prior knowledge, and
+// a stream and a query share one connection.
+func TestH2CPlainPort(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	var dials int
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials++
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	client := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
+
+	req, _ := http.NewRequest(http.MethodGet, in.URL+"/events?stream=orders", nil)
+	req.Header.Set("Authorization", "Bearer "+in.token("alice@example.com"))
+	stream, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if stream.Proto != "HTTP/2.0" || stream.StatusCode != 200 {
+		t.Fatalf("stream over h2c: %s %d", stream.Proto, stream.StatusCode)
+	}
+	resp, err := client.Get(in.URL + "/graphql?query=" + urlEscape("{ __typename }"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
+		t.Fatalf("query over h2c: %s %d", resp.Proto, resp.StatusCode)
+	}
+	if dials != 1 {
+		t.Errorf("%d connections for a stream and a query, want 1 (multiplexed)", dials)
+	}
+}
+
+// jsonEqual compares two decoded JSON values.
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
