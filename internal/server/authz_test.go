@@ -233,6 +233,14 @@ var azFields = map[string]azField{
 			}
 			return nil
 		}},
+	"Query.errorCodes": {query: `{ errorCodes { code retryable } }`,
+		want: azAll(azData),
+		check: func(_ *azWorld, _ string, _ map[string]any, v any) error {
+			if l, _ := v.([]any); len(l) == 0 {
+				return fmt.Errorf("no error codes")
+			}
+			return nil
+		}},
 
 	"Mutation.placeOrder": {query: `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { ` + azMutFields + ` } }`,
 		vars:  func(w *azWorld, _ string) map[string]any { return map[string]any{"in": azPlaceInput(w.product())} },
