@@ -5,7 +5,11 @@ HTTP_PORT ?= 8080
 PAYSIM_PORT ?= 8090
 FUZZTIME ?= 10s
 
-.PHONY: run test services db build generate check-generated vet schema bench fuzz tidy
+.PHONY: run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
+
+# TOOL_MODULES are the modules of their own beside the service's (the load
+# tool's plotting libraries are not requirements of the service).
+TOOL_MODULES := tools/bffload
 
 ## run: start Postgres and Redis (installing them if needed), migrate, seed, and run the BFF and the payment simulator
 run: services db build
@@ -15,6 +19,7 @@ run: services db build
 ## test: vet, check generated code, and run every test against the real Postgres and Redis
 test: services vet check-generated
 	$(GO) test -count=1 -timeout 30m ./...
+	@for m in $(TOOL_MODULES); do (cd $$m && $(GO) test -count=1 ./...) || exit 1; done
 
 services:
 	@bash scripts/services.sh
@@ -29,8 +34,9 @@ build:
 	$(GO) build -o bin/bff ./cmd/bff
 	@if [ -d cmd/paysim ]; then $(GO) build -o bin/paysim ./cmd/paysim; fi
 
-vet:
+vet: check-tidy
 	$(GO) vet ./...
+	@for m in $(TOOL_MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 ## generate: regenerate the GraphQL executor and models from schema/*.graphqls
@@ -67,8 +73,13 @@ fuzz: services
 
 tidy:
 	$(GO) mod tidy
+	@for m in $(TOOL_MODULES); do (cd $$m && $(GO) mod tidy) || exit 1; done
 
-## bench: start a BFF on a fresh database (bff_bench) and its own Redis, run cmd/bffload's scenarios, write docs/benchmarks.md
+## check-tidy: fail when go.mod or go.sum of any module is not what `go mod tidy` writes
+check-tidy:
+	@for m in . $(TOOL_MODULES); do 	  d=$$(cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod/go.sum not tidy: run 'make tidy'"; echo "$$d" | head -40; exit 1; }; 	done
+
+## bench: start a BFF on a fresh database (bff_bench) and its own Redis, run the load tool's scenarios (tools/bffload, a module of its own), write docs/benchmarks.md
 ## (BENCH_SHORT=1: a few seconds per scenario on the existing bff_bench, report in bin/, fails only on errors, stale reads or lost events)
 BENCH_PORT       ?= 18080
 BENCH_REDIS_PORT ?= 16379
@@ -77,7 +88,7 @@ BENCH_FLAGS      ?=
 bench: services build
 	@set -euo pipefail; \
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \
-	$(GO) build -o bin/bffload ./cmd/bffload; \
+	(cd tools/bffload && $(GO) build -o $(CURDIR)/bin/bffload .); \
 	export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$(BENCH_DB)?sslmode=disable" REDIS_URL="redis://127.0.0.1:$(BENCH_REDIS_PORT)/0"; \
 	if [ -z "$(BENCH_SHORT)" ]; then psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $(BENCH_DB) WITH (FORCE)"; fi; \
 	psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(BENCH_DB)'" | grep -q 1 \
@@ -91,4 +102,4 @@ bench: services build
 	  HTTP_ADDR=127.0.0.1:$(BENCH_PORT) bin/bff serve >bin/bench-bff.log 2>&1 & spid=$$!; \
 	for _ in $$(seq 1 100); do curl -sf http://127.0.0.1:$(BENCH_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
 	if [ -n "$(BENCH_SHORT)" ]; then short="-short -out bin/benchmarks-short.md"; cmd="make bench BENCH_SHORT=1"; else short=""; cmd="make bench"; fi; \
-	bin/bffload -target http://127.0.0.1:$(BENCH_PORT) -pid $$spid -command "$$cmd" $$short $(BENCH_FLAGS)
+	bin/bffload -target http://127.0.0.1:$(BENCH_PORT) -pid $$spid -bff bin/bff -command "$$cmd" $$short $(BENCH_FLAGS)

@@ -16,7 +16,8 @@
 // (-streams SSE streams, changes at -rate per second: commit-to-client
 // latency, lost events, memory per idle stream), f (keyed placeOrder, one
 // in ten replayed), profile (CPU and allocation profiles of a hot screen
-// read and a keyed mutation through an in-process BFF).
+// read and a keyed mutation through a BFF process that bffload starts
+// from -bff, fetched from its /debug/pprof).
 //
 // Users are the customers of `bff seed --customers N`, signed in through
 // POST /session (development mode). Only 127.0.0.1, localhost and ::1 are
@@ -46,7 +47,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/shop/bff/internal/loadtest"
+	"github.com/shop/bff/tools/bffload/loadtest"
 )
 
 func main() {
@@ -58,12 +59,12 @@ func main() {
 }
 
 type options struct {
-	target, ceilingAddr, redisURL, databaseURL, out, profileDir, command, scenarios string
-	users, conc, requests, streams, pid                                             int
-	duration, sweepDur, sseDur, profileDur                                          time.Duration
-	rate                                                                            float64
-	sweep                                                                           []int
-	short                                                                           bool
+	target, ceilingAddr, redisURL, databaseURL, out, profileDir, bffBin, command, scenarios string
+	users, conc, requests, streams, pid                                                     int
+	duration, sweepDur, sseDur, profileDur                                                  time.Duration
+	rate                                                                                    float64
+	sweep                                                                                   []int
+	short                                                                                   bool
 }
 
 func env(k, def string) string {
@@ -80,9 +81,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.target, "target", "http://127.0.0.1:18080", "base URL of the running BFF (loopback only)")
 	fs.StringVar(&o.ceilingAddr, "ceiling-addr", "", "serve the ceiling on this loopback address and do nothing else")
 	fs.StringVar(&o.redisURL, "redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis of the BFF (the ceiling reads its stored responses there)")
-	fs.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable"), "Postgres of the BFF (for its version, and the in-process profile)")
+	fs.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable"), "Postgres of the BFF (for its version, and the profiled BFF)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "the Markdown report to write; plots go beside it")
-	fs.StringVar(&o.profileDir, "profile-dir", "bin/bench-profiles", "where the in-process profiles are written")
+	fs.StringVar(&o.profileDir, "profile-dir", "bin/bench-profiles", "where the profiles are written")
+	fs.StringVar(&o.bffBin, "bff", "bin/bff", "the BFF binary the profile scenario starts (`bff serve`, on free loopback ports)")
 	fs.StringVar(&o.command, "command", "bffload", "the command recorded in the report")
 	fs.StringVar(&o.scenarios, "scenarios", "e,sweep,wsweep,a,b,c,d,f,profile", "scenarios to run (they run in this order: e first, on a server that has not yet been loaded, for the memory reading)")
 	fs.IntVar(&o.users, "users", 100, "number of seeded customers to use (customer0001@example.com…)")
@@ -396,7 +398,7 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		rep.Notes = append(rep.Notes, fmt.Sprintf("BFF process RSS: %d MiB before the run, %d MiB after it, peak (VmHWM) %d MiB.", rss0/1024, rss1/1024, hwm/1024))
 	}
 	if has(o.scenarios, "profile") {
-		logf("profile: in-process BFF, %s per scenario", o.profileDur)
+		logf("profile: a BFF process of its own (%s), %s per scenario", o.bffBin, o.profileDur)
 		getenv := func(k string) string {
 			switch k {
 			case "DATABASE_URL":
@@ -406,7 +408,7 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 			}
 			return os.Getenv(k)
 		}
-		ps, err := r.ProfileInProcess(ctx, getenv, o.profileDir, min(o.conc, 16), o.profileDur)
+		ps, err := r.ProfileProcess(ctx, o.bffBin, getenv, o.profileDir, min(o.conc, 16), o.profileDur)
 		if err != nil {
 			return check(fmt.Errorf("profile: %w", err))
 		}

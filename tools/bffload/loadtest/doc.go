@@ -5,5 +5,5 @@
 // SSE commit-to-client latency and lost events over many open streams,
 // keyed placeOrder throughput, the server's resident memory, and a
 // ceiling to compare the screens with: a bare net/http handler that does
-// one Redis GET and writes the bytes. cmd/bffload is its command line.
+// one Redis GET and writes the bytes. tools/bffload (a module of its own) is its command line.
 package loadtest
