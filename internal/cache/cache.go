@@ -76,6 +76,10 @@ type Config struct {
 	// interval. OnStateChange is called
 	// after the cache's own handler.
 	Breaker gobreaker.Settings
+	// InvalidateTimeout bounds how long [Cache.Invalidate] retries an
+	// invalidation Redis does not confirm (it also ends with the caller's
+	// deadline). Default 3s: longer than a Redis restart or a short pause.
+	InvalidateTimeout time.Duration
 	// StoreDelay, when set, is called between the load and the store of a
 	// miss (a test hook to widen the race window).
 	StoreDelay func(ctx context.Context)
@@ -109,9 +113,15 @@ type Cache struct {
 	missed   atomic.Uint64
 	repaired atomic.Uint64
 
+	// repairing is set while a goroutine replaces the epoch after a miss.
+	repairing atomic.Bool
+
 	// beforeFlight, when set, is called by Load right before it joins the
 	// singleflight group (test hook).
 	beforeFlight func()
+	// onAttempt, when set, is called after every attempt of Invalidate and
+	// of the epoch repair with its error (test hook).
+	onAttempt func(err error)
 }
 
 // New returns a Cache on client. m may be nil (no metrics). It fails on an
@@ -142,9 +152,10 @@ func New(client redis.UniversalClient, cfg Config, m Metrics) (*Cache, error) {
 	userChange, userExcluded := st.OnStateChange, st.IsExcluded
 	st.OnStateChange = func(name string, from, to gobreaker.State) {
 		if to == gobreaker.StateOpen {
-			// Redis is considered down: invalidations by any instance may be
-			// lost, so the first call after recovery bumps the epoch.
-			c.missed.Add(1)
+			// Redis is considered down: an invalidation by another instance
+			// may have been lost too, so the epoch is replaced as soon as
+			// Redis answers again.
+			c.markMissed()
 		}
 		if userChange != nil {
 			userChange(name, from, to)
@@ -169,6 +180,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 50 * time.Millisecond
+	}
+	if cfg.InvalidateTimeout == 0 {
+		cfg.InvalidateTimeout = 3 * time.Second
 	}
 	if cfg.GenTTL == 0 {
 		cfg.GenTTL = max(24*time.Hour, 10*cfg.TTL)
@@ -208,6 +222,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("cache: Jitter %v must be below 1", cfg.Jitter)
 	case cfg.Timeout < 0:
 		return cfg, fmt.Errorf("cache: Timeout %v must be positive", cfg.Timeout)
+	case cfg.InvalidateTimeout < 0:
+		return cfg, fmt.Errorf("cache: InvalidateTimeout %v must be positive", cfg.InvalidateTimeout)
 	case cfg.GenTTL < 10*cfg.TTL:
 		return cfg, fmt.Errorf("cache: GenTTL %v must be at least 10×TTL (%v)", cfg.GenTTL, 10*cfg.TTL)
 	}
@@ -321,7 +337,7 @@ func (c *Cache) read(ctx context.Context, base string, genKeys []string, get boo
 	bump, bumped := c.epochBump()
 	keys := append(slices.Clip(genKeys), base)
 	err := c.call(ctx, func(ctx context.Context) error {
-		res, err := readScript.Run(ctx, c.rdb, keys, flag(get), flag(bump)).Slice()
+		res, err := readScript.Run(ctx, c.rdb, keys, flag(get), flag(bump), token(), c.cfg.GenTTL.Milliseconds()).Slice()
 		if err != nil {
 			return err
 		}
@@ -350,15 +366,23 @@ func (c *Cache) store(ctx context.Context, base, gens string, data []byte, ttl t
 	})
 }
 
-// Invalidate bumps the generation of each dep in one round trip, so that
+// Invalidate gives each dep a new generation in one round trip, so that
 // every screen depending on one of them is a miss from now on, on every
 // instance. Call it after the mutation committed, before responding and
 // before publishing its events.
 //
-// When Redis is unavailable, Invalidate returns an error wrapping
-// ErrUnavailable and remembers the miss: the next successful Redis call of
-// this Cache bumps the global epoch first, which drops every entry. The
-// error is for logging; the mutation itself should still succeed.
+// An invalidation is never skipped: it does not go through the circuit
+// breaker (a breaker that is still open after Redis came back must not
+// leave other instances serving the old screen), and a failed attempt is
+// retried until Redis confirms, until ctx's deadline or until
+// Config.InvalidateTimeout, whichever comes first.
+//
+// When Redis never confirms, Invalidate returns an error wrapping
+// ErrUnavailable and remembers the miss: until the global epoch has been
+// replaced (a background goroutine keeps trying, bypassing the breaker),
+// every read of this Cache replaces it first, so this instance never
+// serves an entry the invalidation should have dropped. The error is for
+// logging; the mutation itself should still succeed.
 func (c *Cache) Invalidate(ctx context.Context, deps ...Dep) error {
 	bump, bumped := c.epochBump()
 	if len(deps) == 0 && !bump {
@@ -369,15 +393,90 @@ func (c *Cache) Invalidate(ctx context.Context, deps ...Dep) error {
 	for _, d := range deps {
 		keys = append(keys, c.genKey+string(d))
 	}
-	err := c.call(ctx, func(ctx context.Context) error {
-		return invalidateScript.Run(ctx, c.rdb, keys, c.cfg.GenTTL.Milliseconds(), flag(bump)).Err()
+	err := c.retry(ctx, func(ctx context.Context) error {
+		return invalidateScript.Run(ctx, c.rdb, keys, c.cfg.GenTTL.Milliseconds(), flag(bump), token()).Err()
 	})
 	if err != nil {
-		c.missed.Add(1)
+		c.markMissed()
 		return fmt.Errorf("cache: invalidate %v: %w", deps, err)
 	}
 	bumped()
 	return nil
+}
+
+// retry runs fn, outside the circuit breaker, each attempt bounded by the
+// per-call timeout, until it succeeds, ctx ends or InvalidateTimeout has
+// passed. Its error wraps ErrUnavailable.
+func (c *Cache) retry(ctx context.Context, fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.InvalidateTimeout)
+	defer cancel()
+	backoff := 5 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		err := fn(actx)
+		acancel()
+		if c.onAttempt != nil {
+			c.onAttempt(err)
+		}
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// markMissed records that an invalidation may have been lost and makes
+// sure a goroutine replaces the epoch as soon as Redis answers.
+func (c *Cache) markMissed() {
+	c.missed.Add(1)
+	if c.repairing.CompareAndSwap(false, true) {
+		go c.repair()
+	}
+}
+
+// repair replaces the epoch, outside the circuit breaker, until a
+// replacement covers every recorded miss.
+func (c *Cache) repair() {
+	backoff := 10 * time.Millisecond
+	for {
+		if bump, bumped := c.epochBump(); bump {
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+			err := invalidateScript.Run(ctx, c.rdb, []string{c.epochKey}, c.cfg.GenTTL.Milliseconds(), "t", token()).Err()
+			cancel()
+			if c.onAttempt != nil {
+				c.onAttempt(err)
+			}
+			if err == nil {
+				bumped()
+				backoff = 10 * time.Millisecond
+				continue
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		c.repairing.Store(false)
+		// A miss recorded after the check above and before the flag was
+		// cleared found the flag set and started nothing: look again.
+		if bump, _ := c.epochBump(); !bump || !c.repairing.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// token returns a fresh random token for the epoch or a generation: 64
+// random bits, so a value never comes back.
+func token() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 func flag(b bool) string {

@@ -12,7 +12,6 @@ import (
 // is closed at once and new ones are refused; the service itself keeps
 // its data.
 type Proxy struct {
-	tb     testing.TB
 	target string
 	ln     net.Listener
 	mu     sync.Mutex
@@ -20,18 +19,32 @@ type Proxy struct {
 	conns  map[net.Conn]struct{}
 }
 
-// StartProxy listens on a free port of 127.0.0.1 and forwards to target.
+// StartProxy listens on a free port of 127.0.0.1 and forwards to target;
+// it is closed when the test ends.
 func StartProxy(tb testing.TB, target string) *Proxy {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := NewProxy(target)
 	if err != nil {
 		tb.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{tb: tb, target: target, ln: ln, conns: map[net.Conn]struct{}{}}
-	go p.accept()
-	tb.Cleanup(func() { _ = ln.Close(); p.Cut() })
+	tb.Cleanup(p.Close)
 	return p
 }
+
+// NewProxy is StartProxy for programs (the fault drill): the caller
+// closes it.
+func NewProxy(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{target: target, ln: ln, conns: map[net.Conn]struct{}{}}
+	go p.accept()
+	return p, nil
+}
+
+// Close stops listening and closes every connection.
+func (p *Proxy) Close() { _ = p.ln.Close(); p.Cut() }
 
 // Addr is the proxy's host:port.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,9 +230,27 @@ func (p *RedisProcess) Kill() {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused process dies too
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 	p.cmd = nil
+}
+
+// Pause stops the process with SIGSTOP: it keeps its connections and data
+// but answers nothing until Resume.
+func (p *RedisProcess) Pause() {
+	p.tb.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		p.tb.Fatalf("SIGSTOP redis-server: %v", err)
+	}
+}
+
+// Resume continues a paused process (SIGCONT).
+func (p *RedisProcess) Resume() {
+	p.tb.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		p.tb.Fatalf("SIGCONT redis-server: %v", err)
+	}
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
