@@ -156,23 +156,56 @@ func NewLogger(level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
+// assemble builds the subsystems in dependency order, then the routes
+// and the middleware chain around them.
 func (s *Server) assemble(prefix string, opt Options) error {
-	cfg := s.cfg
 	s.metrics = telemetry.NewMetrics(telemetry.MetricsConfig{})
 	if err := s.metrics.RegisterPool("bff", s.store.Pool()); err != nil {
 		return err
 	}
-	var shopOpts []shop.Option
-	if cfg.CacheEnabled {
-		c, err := cache.New(s.rdb, cache.Config{TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Prefix: prefix,
-			StoreDelay: opt.CacheStoreDelay}, cache.NewPrometheusMetrics(s.metrics.Registry()))
-		if err != nil {
-			return fmt.Errorf("cache: %w", err)
-		}
-		s.cache = c
-		s.screens = shop.NewRedisScreens(c)
-		shopOpts = append(shopOpts, shop.WithCache(s.screens))
+	if err := s.assembleCache(prefix, opt); err != nil {
+		return err
 	}
+	if err := s.assembleStreams(prefix); err != nil {
+		return err
+	}
+	s.assembleShop()
+	if err := s.assembleGraphQL(prefix); err != nil {
+		return err
+	}
+	webhook, err := s.assemblePayments()
+	if err != nil {
+		return err
+	}
+	mux, err := s.routes(webhook)
+	if err != nil {
+		return err
+	}
+	s.handler, err = s.middleware(mux)
+	return err
+}
+
+// assembleCache builds the screen cache (nothing when CACHE_ENABLED is
+// off: screens then always come from Postgres).
+func (s *Server) assembleCache(prefix string, opt Options) error {
+	cfg := s.cfg
+	if !cfg.CacheEnabled {
+		return nil
+	}
+	c, err := cache.New(s.rdb, cache.Config{TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Prefix: prefix,
+		StoreDelay: opt.CacheStoreDelay}, cache.NewPrometheusMetrics(s.metrics.Registry()))
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	s.cache = c
+	s.screens = shop.NewRedisScreens(c)
+	return nil
+}
+
+// assembleStreams builds the event broker (Postgres record, Redis fan-out,
+// the SSE doors).
+func (s *Server) assembleStreams(prefix string) error {
+	cfg := s.cfg
 	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, Heartbeat: cfg.StreamHeartbeat,
 		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log})
 	if err != nil {
@@ -181,17 +214,31 @@ func (s *Server) assemble(prefix string, opt Options) error {
 	s.broker = broker
 	s.metrics.SetSSEFunc(broker.OpenStreams)
 	s.metrics.SetOutboxFunc(s.outboxStats)
+	return nil
+}
 
-	shopOpts = append(shopOpts, shop.WithOnCommit(s.Committed))
+// assembleShop builds the screens and mutations and the idempotency
+// keeper; both call Committed after a write commits.
+func (s *Server) assembleShop() {
+	cfg := s.cfg
+	shopOpts := []shop.Option{shop.WithOnCommit(s.Committed)}
+	if s.screens != nil {
+		shopOpts = append(shopOpts, shop.WithCache(s.screens))
+	}
 	s.shop = shop.New(s.store, shopOpts...)
 	s.keeper = idempotency.New(s.store, idempotency.Config{TTL: cfg.IdempotencyTTL, OnCommit: s.Committed, Logger: s.log,
 		Metrics: idempotencyMetrics{s.metrics}})
+}
 
+// assembleGraphQL builds the executor, the rate limiter and the GraphQL
+// over HTTP handler (with the response cache when the cache is on).
+func (s *Server) assembleGraphQL(prefix string) error {
+	cfg := s.cfg
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
 		Introspection: cfg.Introspection, Logger: s.log,
 		APQCache:   cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout),
 		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer()}}
-	resolver := &graph.Resolver{Shop: s.shop, Events: broker}
+	resolver := &graph.Resolver{Shop: s.shop, Events: s.broker}
 	rlCfg := ratelimit.DefaultConfig()
 	rlCfg.QueriesPerSecond, rlCfg.QueriesBurst = cfg.RateQueriesPerSecond, cfg.RateQueriesBurst
 	rlCfg.MutationsPerSecond, rlCfg.MutationsBurst = cfg.RateMutationsPerSecond, cfg.RateMutationsBurst
@@ -209,43 +256,47 @@ func (s *Server) assemble(prefix string, opt Options) error {
 		gcfg.Responses = shop.NewResponseCache(s.cache)
 	}
 	s.gql = gqlhttp.New(gcfg)
+	return nil
+}
 
+// assemblePayments builds the provider's webhook handler and, when
+// PAYMENT_WORKERS > 0, the charge worker.
+func (s *Server) assemblePayments() (webhook http.Handler, err error) {
+	cfg := s.cfg
 	pm := payments.NewMetrics()
 	if err := pm.Register(s.metrics.Registry()); err != nil {
-		return err
+		return nil, err
 	}
 	results := payments.NewStoreAdapter(s.store)
-	webhook, err := payments.NewWebhookHandler(payments.WebhookConfig{Secrets: bytesOf(cfg.WebhookSecrets), Store: results,
+	webhook, err = payments.NewWebhookHandler(payments.WebhookConfig{Secrets: bytesOf(cfg.WebhookSecrets), Store: results,
 		Notifier: s, Metrics: pm, Logger: s.log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cfg.PaymentWorkers > 0 {
 		prov, err := payments.NewHTTPProvider(payments.HTTPConfig{BaseURL: cfg.PaymentsURL, Timeout: cfg.PaymentsTimeout, Metrics: pm})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		s.worker, err = payments.NewWorker(payments.WorkerConfig{Pool: s.store.Pool(), Provider: prov, Store: results,
 			Notifier: s, Concurrency: cfg.PaymentWorkers, Metrics: pm, Logger: s.log})
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
+	return webhook, nil
+}
 
-	secrets := bytesOf(cfg.JWTSecrets)
-	verifier, err := auth.NewVerifier(auth.Config{Secrets: secrets})
-	if err != nil {
-		return err
-	}
-	issuer, err := auth.NewIssuer(auth.Config{Secrets: secrets})
-	if err != nil {
-		return err
-	}
-	secure := cfg.CookieSecure || cfg.TLSCertFile != ""
+// secureCookies reports whether session cookies carry Secure (and HSTS is
+// sent).
+func (s *Server) secureCookies() bool { return s.cfg.CookieSecure || s.cfg.TLSCertFile != "" }
 
+// routes mounts the endpoints.
+func (s *Server) routes(webhook http.Handler) (*http.ServeMux, error) {
+	cfg := s.cfg
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", s.gql)
-	mux.Handle("GET /events", broker.Handler())
+	mux.Handle("GET /events", s.broker.Handler())
 	mux.Handle("POST /webhooks/payments", webhook)
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -255,22 +306,36 @@ func (s *Server) assemble(prefix string, opt Options) error {
 		mux.Handle("GET /metrics", s.metrics.Handler())
 	}
 	if cfg.Development() {
-		mux.Handle("/session", auth.SessionHandler(issuer, s.store, auth.CookieConfig{Secure: secure}))
+		issuer, err := auth.NewIssuer(auth.Config{Secrets: bytesOf(cfg.JWTSecrets)})
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/session", auth.SessionHandler(issuer, s.store, auth.CookieConfig{Secure: s.secureCookies()}))
 	}
 	if cfg.GraphiQL {
 		mux.Handle("GET /graphiql", playground.Handler("Shop BFF", "/graphql"))
 	}
 	mux.Handle("/", web.Handler())
+	return mux, nil
+}
 
+// middleware wraps h in the chain every request passes, outermost first.
+func (s *Server) middleware(h http.Handler) (http.Handler, error) {
+	cfg := s.cfg
+	verifier, err := auth.NewVerifier(auth.Config{Secrets: bytesOf(cfg.JWTSecrets)})
+	if err != nil {
+		return nil, err
+	}
 	proxies, err := httpx.NewTrustedProxies(cfg.TrustedProxies)
 	if err != nil {
-		return fmt.Errorf("invalid TRUSTED_PROXIES: %w", err)
+		return nil, fmt.Errorf("invalid TRUSTED_PROXIES: %w", err)
 	}
 	cors, err := httpx.CORS(httpx.CORSOptions{Origins: cfg.CORSOrigins, AllowHeaders: cfg.CORSAllowHeaders})
 	if err != nil {
-		return fmt.Errorf("invalid CORS_ORIGINS: %w", err)
+		return nil, fmt.Errorf("invalid CORS_ORIGINS: %w", err)
 	}
-	s.handler = httpx.Chain(telemetry.AnnotateSpan(mux),
+	secure := s.secureCookies()
+	return httpx.Chain(telemetry.AnnotateSpan(h),
 		proxies.Middleware(), // first: everything after it sees the client's address
 		httpx.RequestID,
 		telemetry.Middleware(),
@@ -283,8 +348,7 @@ func (s *Server) assemble(prefix string, opt Options) error {
 		httpx.BodyLimit(cfg.MaxBodyBytes),
 		deadline(cfg.RequestTimeout),
 		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
-	)
-	return nil
+	), nil
 }
 
 func bytesOf(ss []string) [][]byte {
