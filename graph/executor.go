@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/executor"
-	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -31,24 +28,19 @@ type ExecConfig struct {
 	// MaxDepth bounds the nesting of selections, introspection included.
 	// Default 15.
 	MaxDepth int
+	// MaxTokens bounds the tokens the executor's own parser reads, for a
+	// document that did not come through admission. Default 4000.
+	MaxTokens int
 	// Introspection allows __schema and __type. Default off; the server
 	// turns it on by configuration.
 	Introspection bool
-	// APQCache, when set, enables automatic persisted queries.
-	APQCache graphql.Cache[string]
+	// QueryCache hands the executor parsed and validated documents
+	// (admission's); default: an LRU of 1000 documents.
+	QueryCache graphql.Cache[*ast.QueryDocument]
 	// Logger logs INTERNAL causes and panics.
 	Logger *slog.Logger
 	// Extensions are added after the built-in ones (tracing, for one).
 	Extensions []graphql.HandlerExtension
-}
-
-// configurable is what NewExecutor and NewSubscriptionHandler configure
-// alike (gqlgen's executor and its handler server).
-type configurable interface {
-	SetQueryCache(cache graphql.Cache[*ast.QueryDocument])
-	SetErrorPresenter(f graphql.ErrorPresenterFunc)
-	SetRecoverFunc(f graphql.RecoverFunc)
-	Use(extension graphql.HandlerExtension)
 }
 
 func (cfg ExecConfig) withDefaults() ExecConfig {
@@ -58,22 +50,33 @@ func (cfg ExecConfig) withDefaults() ExecConfig {
 	if cfg.MaxDepth <= 0 {
 		cfg.MaxDepth = 15
 	}
+	if cfg.MaxTokens <= 0 {
+		cfg.MaxTokens = 4000
+	}
+	if cfg.QueryCache == nil {
+		cfg.QueryCache = lru.New[*ast.QueryDocument](1000)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	return cfg
 }
 
-func schema(r *Resolver) graphql.ExecutableSchema {
+// Schema returns the executable schema served by r.
+func Schema(r *Resolver) graphql.ExecutableSchema {
 	c := Config{Resolvers: r}
 	setComplexity(&c)
 	return NewExecutableSchema(c)
 }
 
-// configure applies the error presenter, panic recovery, query cost and
-// depth limits and the optional extensions to x.
-func configure(x configurable, cfg ExecConfig) {
-	x.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+// NewExecutor returns the executor of the schema es (see Schema) with the
+// error presenter, panic recovery, query cost and depth limits (computed
+// in linear time, each fragment once) and, optionally, introspection.
+func NewExecutor(es graphql.ExecutableSchema, cfg ExecConfig) *executor.Executor {
+	cfg = cfg.withDefaults()
+	x := executor.New(es)
+	x.SetQueryCache(cfg.QueryCache)
+	x.SetParserTokenLimit(cfg.MaxTokens)
 	x.SetErrorPresenter(presenter(cfg.Logger))
 	x.SetRecoverFunc(func(ctx context.Context, p any) error {
 		cfg.Logger.ErrorContext(ctx, "panic in resolver", "request_id", httpx.RequestIDFrom(ctx),
@@ -83,35 +86,11 @@ func configure(x configurable, cfg ExecConfig) {
 	if cfg.Introspection {
 		x.Use(extension.Introspection{})
 	}
-	if cfg.APQCache != nil {
-		x.Use(extension.AutomaticPersistedQuery{Cache: cfg.APQCache})
-	}
-	x.Use(depthLimit{max: cfg.MaxDepth})
-	x.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
+	x.Use(budget{maxDepth: cfg.MaxDepth, maxCost: cfg.MaxComplexity, es: es})
 	for _, e := range cfg.Extensions {
 		x.Use(e)
 	}
-}
-
-// NewExecutor returns the executor of the schema with the error presenter,
-// panic recovery, query cost and depth limits and, optionally,
-// introspection and automatic persisted queries.
-func NewExecutor(r *Resolver, cfg ExecConfig) *executor.Executor {
-	cfg = cfg.withDefaults()
-	exec := executor.New(schema(r))
-	configure(exec, cfg)
-	return exec
-}
-
-// NewSubscriptionHandler serves subscriptions over SSE (the graphql-sse
-// protocol's distinct connections mode: POST with Accept:
-// text/event-stream), configured like NewExecutor.
-func NewSubscriptionHandler(r *Resolver, cfg ExecConfig) http.Handler {
-	cfg = cfg.withDefaults()
-	srv := handler.New(schema(r))
-	srv.AddTransport(transport.SSE{})
-	configure(srv, cfg)
-	return srv
+	return x
 }
 
 // setComplexity gives list fields a cost proportional to the page they
@@ -175,14 +154,14 @@ func fromGQL(ctx context.Context, e *gqlerror.Error) *order.Error {
 		return &order.Error{Code: order.CodeValidationFailed, Message: e.Message}
 	case "PERSISTED_QUERY_NOT_FOUND":
 		return &order.Error{Code: order.CodePersistedQueryNotFound, Message: e.Message}
-	case "COMPLEXITY_LIMIT_EXCEEDED":
-		x := &order.Error{Code: order.CodeQueryTooComplex, Message: e.Message, Extensions: map[string]any{}}
-		if st := extension.GetComplexityStats(ctx); st != nil {
-			x.Extensions["complexity"], x.Extensions["limit"] = st.Complexity, st.ComplexityLimit
-		}
-		return x
 	case string(order.CodeQueryTooComplex):
-		return &order.Error{Code: order.CodeQueryTooComplex, Message: e.Message, Extensions: map[string]any{"depth": e.Extensions["depth"], "limit": e.Extensions["limit"]}}
+		ext := map[string]any{}
+		for k, v := range e.Extensions {
+			if k != "code" {
+				ext[k] = v
+			}
+		}
+		return &order.Error{Code: order.CodeQueryTooComplex, Message: e.Message, Extensions: ext}
 	case "":
 		if e.Rule != "" || len(e.Locations) > 0 && e.Path == nil {
 			return &order.Error{Code: order.CodeValidationFailed, Message: e.Message}
@@ -194,49 +173,126 @@ func fromGQL(ctx context.Context, e *gqlerror.Error) *order.Error {
 	return nil
 }
 
-// depthLimit refuses operations nested deeper than max (QUERY_TOO_COMPLEX).
-type depthLimit struct{ max int }
+// budget refuses operations nested deeper than maxDepth or costing more
+// than maxCost (QUERY_TOO_COMPLEX). Both are computed in one walk that
+// visits every selection of the document at most once: a fragment's depth
+// and cost are computed the first time it is spread and remembered, so a
+// chain of fragments that each spread the next twice costs linear time.
+type budget struct {
+	maxDepth, maxCost int
+	es                graphql.ExecutableSchema
+}
 
 // ExtensionName implements graphql.HandlerExtension.
-func (depthLimit) ExtensionName() string { return "DepthLimit" }
+func (budget) ExtensionName() string { return "Budget" }
 
 // Validate implements graphql.HandlerExtension.
-func (depthLimit) Validate(graphql.ExecutableSchema) error { return nil }
+func (budget) Validate(graphql.ExecutableSchema) error { return nil }
 
 // MutateOperationContext implements graphql.OperationContextMutator.
-func (d depthLimit) MutateOperationContext(ctx context.Context, rc *graphql.OperationContext) *gqlerror.Error {
-	depth := selectionDepth(rc.Operation.SelectionSet, map[string]bool{})
-	if depth > d.max {
-		e := gqlerror.Errorf("operation is %d levels deep, which exceeds the limit of %d", depth, d.max)
-		e.Extensions = map[string]any{"code": string(order.CodeQueryTooComplex), "depth": depth, "limit": d.max}
+func (b budget) MutateOperationContext(ctx context.Context, rc *graphql.OperationContext) *gqlerror.Error {
+	m := Measure(ctx, b.es, rc.Doc, rc.Operation, rc.Variables)
+	if m.Depth > b.maxDepth {
+		e := gqlerror.Errorf("operation is %d levels deep, which exceeds the limit of %d", m.Depth, b.maxDepth)
+		e.Extensions = map[string]any{"code": string(order.CodeQueryTooComplex), "depth": m.Depth, "limit": b.maxDepth}
+		return e
+	}
+	if m.Cost > b.maxCost {
+		e := gqlerror.Errorf("operation has complexity %d, which exceeds the limit of %d", m.Cost, b.maxCost)
+		e.Extensions = map[string]any{"code": string(order.CodeQueryTooComplex), "complexity": m.Cost, "limit": b.maxCost}
 		return e
 	}
 	return nil
 }
 
-func selectionDepth(set ast.SelectionSet, visiting map[string]bool) int {
-	max := 0
+// Measurement is the depth and cost of an operation, and the selections
+// visited to compute them.
+type Measurement struct {
+	Depth, Cost int
+	// Visited counts the selections walked: at most the selections written
+	// in the document, whatever the fragments spread.
+	Visited int
+}
+
+// Measure computes the depth and cost of op (gqlgen's cost rules: a
+// field's custom complexity from the schema, else 1 plus its children;
+// __schema costs nothing) visiting each selection of doc at most once.
+func Measure(ctx context.Context, es graphql.ExecutableSchema, doc *ast.QueryDocument, op *ast.OperationDefinition, vars map[string]any) Measurement {
+	w := &measurer{ctx: ctx, es: es, schema: es.Schema(), vars: vars, frags: map[string]*fragMeasure{}}
+	d, c := w.set(op.SelectionSet)
+	return Measurement{Depth: d, Cost: c, Visited: w.visited}
+}
+
+type fragMeasure struct{ depth, cost int }
+
+type measurer struct {
+	ctx     context.Context
+	es      graphql.ExecutableSchema
+	schema  *ast.Schema
+	vars    map[string]any
+	frags   map[string]*fragMeasure
+	visited int
+}
+
+func (w *measurer) set(set ast.SelectionSet) (depth, cost int) {
 	for _, s := range set {
-		d := 0
+		w.visited++
+		d, c := 0, 0
 		switch x := s.(type) {
 		case *ast.Field:
-			if len(x.SelectionSet) > 0 {
-				d = 1 + selectionDepth(x.SelectionSet, visiting)
-			} else {
-				d = 1
-			}
+			d, c = w.field(x)
 		case *ast.InlineFragment:
-			d = selectionDepth(x.SelectionSet, visiting)
+			d, c = w.set(x.SelectionSet)
 		case *ast.FragmentSpread:
-			if x.Definition != nil && !visiting[x.Name] {
-				visiting[x.Name] = true
-				d = selectionDepth(x.Definition.SelectionSet, visiting)
-				delete(visiting, x.Name)
+			f := w.frags[x.Name]
+			if f == nil {
+				f = &fragMeasure{}
+				w.frags[x.Name] = f // a cycle (refused by validation) counts 0
+				if x.Definition != nil {
+					f.depth, f.cost = w.set(x.Definition.SelectionSet)
+				}
 			}
+			d, c = f.depth, f.cost
 		}
-		if d > max {
-			max = d
-		}
+		depth = max(depth, d)
+		cost = safeAdd(cost, c)
 	}
-	return max
+	return depth, cost
+}
+
+func (w *measurer) field(f *ast.Field) (depth, cost int) {
+	childDepth, childCost := w.set(f.SelectionSet)
+	depth = 1 + childDepth
+	if f.Definition == nil || f.ObjectDefinition == nil {
+		return depth, safeAdd(1, childCost)
+	}
+	typ := w.schema.Types[f.Definition.Type.Name()]
+	if typ != nil && typ.Name == "__Schema" {
+		return depth, 0
+	}
+	if typ == nil || (typ.Kind != ast.Object && typ.Kind != ast.Interface && typ.Kind != ast.Union) {
+		childCost = 0
+	}
+	args := f.ArgumentMap(w.vars)
+	parents := []*ast.Definition{f.ObjectDefinition}
+	if f.ObjectDefinition.Kind == ast.Interface {
+		parents = w.schema.GetPossibleTypes(f.ObjectDefinition)
+	}
+	for _, p := range parents {
+		c, ok := w.es.Complexity(w.ctx, p.Name, f.Name, childCost, args)
+		if !ok || c < 1 {
+			c = safeAdd(1, childCost)
+		}
+		cost = max(cost, c)
+	}
+	return depth, cost
+}
+
+// safeAdd adds without overflow (saturating), ignoring negative operands.
+func safeAdd(a, b int) int {
+	a, b = max(a, 0), max(b, 0)
+	if c := a + b; c >= a {
+		return c
+	}
+	return int(^uint(0) >> 1)
 }

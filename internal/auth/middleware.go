@@ -95,7 +95,11 @@ func Middleware(v *Verifier, users UserLookup, opts MiddlewareOptions) httpx.Mid
 				return
 			}
 			httpx.Info(r.Context()).SetUser(u.ID)
-			next.ServeHTTP(w, r.WithContext(WithUser(r.Context(), u)))
+			ctx := WithUser(r.Context(), u)
+			if claims.ExpiresAt != nil {
+				ctx = WithSessionExpiry(ctx, claims.ExpiresAt.Time)
+			}
+			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }

@@ -31,16 +31,24 @@ const (
 	requiredFields = "placeOrder payOrder"
 )
 
-// Limiter decides whether a request may run. It writes the rejection
-// itself and returns false when the request is over its budget.
-type Limiter func(w http.ResponseWriter, r *http.Request, mutation bool) bool
+// Limiter charges n units of the mutation budget (mutation true) or of the
+// query budget of the request's caller. It writes the rejection itself and
+// returns false when the request is over its budget.
+type Limiter func(w http.ResponseWriter, r *http.Request, mutation bool, n int) bool
 
 // Config wires the handler.
 type Config struct {
 	// Exec executes operations (configured with extensions and presenter).
 	Exec *executor.Executor
-	// Subscriptions serves POST + Accept: text/event-stream (graphql-sse).
-	Subscriptions http.Handler
+	// Schema is the schema the documents are validated against.
+	Schema *ast.Schema
+	// Limits are the budgets of one operation (zero fields: defaults).
+	Limits Limits
+	// Persisted, optional, stores automatic persisted queries.
+	Persisted PersistedQueries
+	// Streams, optional, admits a stream of the caller (caps on open
+	// streams and opens per minute) on the subscription doors.
+	Streams StreamAdmitter
 	// Keeper runs mutations in keyed transactions.
 	Keeper *idempotency.Keeper
 	// Limit, optional, applies rate limits once the operation type is known.
@@ -56,10 +64,17 @@ type ResponseCache interface {
 }
 
 // Handler serves /graphql.
-type Handler struct{ cfg Config }
+type Handler struct {
+	cfg Config
+	adm *admission
+}
 
 // New returns the /graphql handler.
-func New(cfg Config) *Handler { return &Handler{cfg: cfg} }
+func New(cfg Config) *Handler {
+	h := &Handler{cfg: cfg}
+	h.adm = newAdmission(&h.cfg)
+	return h
+}
 
 // body is the JSON request of GraphQL over HTTP.
 type body struct {
@@ -71,8 +86,8 @@ type body struct {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost && acceptsEventStream(r) && h.cfg.Subscriptions != nil {
-		h.cfg.Subscriptions.ServeHTTP(w, r)
+	if r.Method == http.MethodPost && acceptsEventStream(r) {
+		h.serveSSE(w, r)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
@@ -85,64 +100,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(order.CodeBadRequest, "accept application/json or application/graphql-response+json"))
 		return
 	}
-	ctx := graphql.StartOperationTrace(r.Context())
-	start := graphql.Now()
-	params, err := readParams(r)
-	if err != nil {
-		status := http.StatusBadRequest
-		if order.ErrorCode(err) == order.CodePayloadTooLarge {
-			status = http.StatusRequestEntityTooLarge
-		}
-		httpx.WriteError(w, r, status, order.AsError(err))
+	adm, ok := h.Admit(w, r, DoorHTTP)
+	if !ok {
 		return
 	}
-	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
+	ctx, rc := adm.Ctx, adm.Op
+	if adm.Mutation {
+		h.mutate(ctx, w, r, ct, rc)
+		return
+	}
 	ctx, report := shop.WithCacheReport(ctx)
 	if cc := r.Header.Get("Cache-Control"); strings.Contains(strings.ToLower(cc), "no-cache") {
 		ctx = shop.WithBypass(ctx)
 	}
-	info := httpx.Info(ctx)
-	if info != nil && params.OperationName != "" {
-		info.SetOperation(params.OperationName)
+	var resp *graphql.Response
+	if h.cfg.Responses != nil {
+		resp, _ = h.cfg.Responses.Serve(ctx, rc, func(ctx context.Context) *graphql.Response { return h.dispatch(ctx, rc) })
 	}
-	rc, errs := h.cfg.Exec.CreateOperationContext(ctx, params)
-	if errs != nil {
-		resp := h.cfg.Exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
-		status := http.StatusOK
-		if ct == ctGraphQLJSON && !onlyCode(resp.Errors, order.CodePersistedQueryNotFound) {
-			status = requestErrorStatus(resp.Errors)
-		}
-		h.write(w, r, ct, status, resp, nil)
-		return
+	if resp == nil {
+		resp = h.dispatch(ctx, rc)
 	}
-	if info != nil && params.OperationName == "" && rc.Operation.Name != "" {
-		info.SetOperation(rc.Operation.Name)
-	}
-	mutation := rc.Operation.Operation == ast.Mutation
-	if rc.Operation.Operation == ast.Subscription {
-		httpx.WriteError(w, r, http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "subscriptions need POST with Accept: text/event-stream"))
-		return
-	}
-	if mutation && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "mutations are only accepted over POST"))
-		return
-	}
-	if h.cfg.Limit != nil && !h.cfg.Limit(w, r, mutation) {
-		return
-	}
-	if !mutation {
-		var resp *graphql.Response
-		if h.cfg.Responses != nil {
-			resp, _ = h.cfg.Responses.Serve(ctx, rc, func(ctx context.Context) *graphql.Response { return h.dispatch(ctx, rc) })
-		}
-		if resp == nil {
-			resp = h.dispatch(ctx, rc)
-		}
-		h.write(w, r, ct, http.StatusOK, resp, report)
-		return
-	}
-	h.mutate(ctx, w, r, ct, rc)
+	h.write(w, r, ct, http.StatusOK, resp, report)
 }
 
 // mutate runs a mutation through the idempotency keeper.

@@ -2,10 +2,13 @@ package httpx
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shop/bff/internal/order"
 )
@@ -74,13 +77,20 @@ func WithShedExempt(exempt func(*http.Request) bool) ShedOption {
 	return func(c *shedConfig) { c.exempt = exempt }
 }
 
-// IsStream reports whether r opens a long-lived event stream: GET /events or
-// a request that accepts text/event-stream.
+// IsStream reports whether r is for a stream route: GET /events, or POST
+// /graphql asking for a stream (Accept text/event-stream: graphql-sse; or
+// multipart/mixed). Only these are exempt from shedding and the request
+// deadline; a GET /graphql or any other route is never a stream, whatever
+// its Accept header, and the stream doors admit subscriptions only.
 func IsStream(r *http.Request) bool {
-	if r.Method == http.MethodGet && r.URL.Path == "/events" {
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/events":
 		return true
+	case r.Method == http.MethodPost && r.URL.Path == "/graphql":
+		accept := r.Header.Get("Accept")
+		return strings.Contains(accept, "text/event-stream") || strings.Contains(accept, "multipart/mixed")
 	}
-	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	return false
 }
 
 // Shed caps the requests in flight at maxInFlight (no cap when <= 0): beyond
@@ -153,4 +163,50 @@ func SecurityHeaders(opts SecurityOptions) Middleware {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// BodyDeadline gives the reading of a request body d (no limit when
+// d <= 0): a client that sends its body slower fails with a read error
+// (400, or the handler's own answer) instead of holding an in-flight slot.
+// The deadline is lifted once the body is read to its end or closed, so a
+// stream that follows its body is not cut.
+func BodyDeadline(d time.Duration) Middleware {
+	return func(next http.Handler) http.Handler {
+		if d <= 0 {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Body == nil || r.Body == http.NoBody {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rc := http.NewResponseController(w)
+			if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+				next.ServeHTTP(w, r) // a connection without deadlines (a test recorder)
+				return
+			}
+			r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// deadlineBody lifts the read deadline once the body ends.
+type deadlineBody struct {
+	io.ReadCloser
+	lift func()
+	once sync.Once
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.lift)
+	}
+	return n, err
+}
+
+func (b *deadlineBody) Close() error {
+	b.once.Do(b.lift)
+	return b.ReadCloser.Close()
 }

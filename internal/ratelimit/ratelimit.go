@@ -206,6 +206,14 @@ func (l *Limiter) RedisHealthy() bool {
 // be sent at once now; RateLimit-Reset the seconds until the whole burst is
 // available again; Retry-After the seconds until the next request is.
 func (l *Limiter) Allow(w http.ResponseWriter, r *http.Request, mutation bool) bool {
+	return l.AllowN(w, r, mutation, 1)
+}
+
+// AllowN is [Limiter.Allow] charging n units at once: an operation with n
+// mutation root fields costs n mutations. A charge larger than the burst
+// never passes.
+func (l *Limiter) AllowN(w http.ResponseWriter, r *http.Request, mutation bool, n int) bool {
+	n = max(n, 1)
 	b := l.queries
 	if mutation {
 		b = l.mutations
@@ -214,7 +222,7 @@ func (l *Limiter) Allow(w http.ResponseWriter, r *http.Request, mutation bool) b
 		return true
 	}
 	key := l.cfg.KeyPrefix + b.tag + ":" + l.subject(r)
-	d := l.decide(r.Context(), key, b)
+	d := l.decide(r.Context(), key, b, n)
 	l.metrics.observe(b.kind, d)
 
 	h := w.Header()
@@ -275,9 +283,9 @@ func RemoteIP(r *http.Request) string {
 
 // decide asks Redis when it is healthy (or due for a probe) and the local
 // limiter otherwise.
-func (l *Limiter) decide(ctx context.Context, key string, b budget) decision {
+func (l *Limiter) decide(ctx context.Context, key string, b budget, n int) decision {
 	if l.rl != nil && l.useRedis() {
-		res, err := l.callRedis(ctx, key, b.limit)
+		res, err := l.callRedis(ctx, key, b.limit, n)
 		if err == nil {
 			l.markHealthy()
 			return decision{
@@ -293,7 +301,7 @@ func (l *Limiter) decide(ctx context.Context, key string, b budget) decision {
 			l.markFailed(err)
 		}
 	}
-	return l.decideLocal(key, b)
+	return l.decideLocal(key, b, n)
 }
 
 // useRedis reports whether this request may ask Redis: always while it is
@@ -330,7 +338,7 @@ var errTimeout = errors.New("redis rate limit call timed out")
 // callRedis runs one GCRA step, waiting at most RedisTimeout whatever the
 // client's own timeouts are (go-redis ignores context deadlines unless
 // ContextTimeoutEnabled is set).
-func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Limit) (*redis_rate.Result, error) {
+func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
 	type result struct {
 		res *redis_rate.Result
@@ -339,7 +347,7 @@ func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Li
 	done := make(chan result, 1)
 	go func() {
 		defer cancel()
-		res, err := l.rl.Allow(ctx, key, limit)
+		res, err := l.rl.AllowN(ctx, key, limit, n)
 		done <- result{res, err}
 	}()
 	select {
@@ -351,7 +359,7 @@ func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Li
 }
 
 // decideLocal applies the budget with this instance's limiter for key.
-func (l *Limiter) decideLocal(key string, b budget) decision {
+func (l *Limiter) decideLocal(key string, b budget, n int) decision {
 	lim, ok := l.local.Get(key)
 	if !ok {
 		fresh := rate.NewLimiter(rate.Limit(b.limit.Rate), b.limit.Burst)
@@ -362,7 +370,7 @@ func (l *Limiter) decideLocal(key string, b budget) decision {
 		}
 	}
 	now := l.cfg.Now()
-	allowed := lim.AllowN(now, 1)
+	allowed := lim.AllowN(now, n)
 	tokens := max(lim.TokensAt(now), 0)
 	perSecond := float64(b.limit.Rate)
 	d := decision{
@@ -374,7 +382,7 @@ func (l *Limiter) decideLocal(key string, b budget) decision {
 	}
 	if !allowed {
 		d.remaining = 0
-		d.retryAfter = seconds((1 - tokens) / perSecond)
+		d.retryAfter = seconds((float64(min(n, b.limit.Burst)) - tokens) / perSecond)
 	}
 	return d
 }

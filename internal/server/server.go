@@ -235,8 +235,7 @@ func (s *Server) assembleShop() {
 func (s *Server) assembleGraphQL(prefix string) error {
 	cfg := s.cfg
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
-		Introspection: cfg.Introspection, Logger: s.log,
-		APQCache:   cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout),
+		Introspection: cfg.Introspection, Logger: s.log, QueryCache: gqlhttp.DocumentCache{},
 		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer()}}
 	resolver := &graph.Resolver{Shop: s.shop, Events: s.broker}
 	rlCfg := ratelimit.DefaultConfig()
@@ -250,8 +249,9 @@ func (s *Server) assembleGraphQL(prefix string) error {
 			return err
 		}
 	}
-	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(resolver, execCfg), Keeper: s.keeper,
-		Subscriptions: graph.NewSubscriptionHandler(resolver, execCfg), Limit: limiter.Allow}
+	es := graph.Schema(resolver)
+	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(es, execCfg), Schema: es.Schema(), Keeper: s.keeper,
+		Limit: limiter.AllowN, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
 	if s.cache != nil {
 		gcfg.Responses = shop.NewResponseCache(s.cache)
 	}

@@ -1,0 +1,109 @@
+package gqlhttp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/httpx"
+	"github.com/shop/bff/internal/order"
+)
+
+// StreamAdmitter admits the streams of a caller: a cap on the streams one
+// user has open and on how many they open per minute. Every stream door
+// (GET /events, graphql-sse, multipart) asks the same one.
+type StreamAdmitter interface {
+	// OpenStream admits one stream for the caller of r. Beyond a cap it
+	// writes 429 RATE_LIMITED with Retry-After and returns false;
+	// otherwise the caller must call release when the stream ends.
+	OpenStream(w http.ResponseWriter, r *http.Request) (release func(), ok bool)
+}
+
+// sessionExpiredFrame ends a stream whose session expired.
+const sessionExpiredFrame = "event: reset\ndata: {\"reason\":\"session_expired\"}\n\n"
+
+// serveSSE is the graphql-sse door (distinct connections mode: POST with
+// Accept: text/event-stream). It runs subscriptions only, admitted like
+// every other operation; each result is an `event: next` message, the end
+// an `event: complete`. A stream whose session token expires ends with
+// `event: reset` (data {"reason":"session_expired"}).
+func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		httpx.WriteError(w, r, http.StatusInternalServerError, order.Errorf(order.CodeInternal, "streaming is not supported on this connection"))
+		return
+	}
+	adm, ok := h.Admit(w, r, DoorSubscription)
+	if !ok {
+		return
+	}
+	release, ok := h.OpenStream(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	ctx, cancel := SessionContext(adm.Ctx)
+	defer cancel()
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", ctEventStream)
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(":\n\n"))
+	flusher.Flush()
+
+	responses, ctx := h.cfg.Exec.DispatchOperation(ctx, adm.Op)
+	for {
+		resp := responses(ctx)
+		if resp == nil {
+			break
+		}
+		resp.Errors = capErrors(resp.Errors, h.adm.limits.MaxErrors)
+		b, err := json.Marshal(resp)
+		if err != nil {
+			b = internalBody
+		}
+		if _, err := w.Write(append(append([]byte("event: next\ndata: "), b...), '\n', '\n')); err != nil {
+			return
+		}
+		flusher.Flush()
+	}
+	if SessionExpired(ctx) {
+		_, _ = w.Write([]byte(sessionExpiredFrame))
+	} else if adm.Ctx.Err() == nil {
+		_, _ = w.Write([]byte("event: complete\n\n"))
+	}
+	flusher.Flush()
+}
+
+// OpenStream admits one stream of the caller with the configured
+// StreamAdmitter (always, without one).
+func (h *Handler) OpenStream(w http.ResponseWriter, r *http.Request) (func(), bool) {
+	if h.cfg.Streams == nil {
+		return func() {}, true
+	}
+	return h.cfg.Streams.OpenStream(w, r)
+}
+
+// errSessionExpired is the cause of a stream context ended by its token's
+// expiry.
+var errSessionExpired = errors.New("session expired")
+
+// SessionContext returns ctx ending when the session token of its user
+// expires (auth.SessionExpiry); the streams of every door run in it.
+func SessionContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	exp, ok := auth.SessionExpiry(ctx)
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadlineCause(ctx, exp, errSessionExpired)
+}
+
+// SessionExpired reports whether ctx (from SessionContext) ended because
+// the session expired.
+func SessionExpired(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errSessionExpired)
+}
