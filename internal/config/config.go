@@ -69,6 +69,9 @@ type Config struct {
 	StreamHeartbeat time.Duration
 	// StreamRetry is the reconnect hint sent as `retry:`.
 	StreamRetry time.Duration
+	// CompressMinBytes is the smallest response body compressed by
+	// Accept-Encoding (gzip, zstd); 0 turns compression off.
+	CompressMinBytes int
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64
 	// MaxInFlight caps concurrent requests (streams excluded); beyond it
@@ -230,6 +233,7 @@ var table = []variable{
 	{"STREAM_REPLAY_WINDOW", "24h", "how far back an event stream can be resumed", duration(time.Minute, func(c *Config) *time.Duration { return &c.StreamReplayWindow })},
 	{"STREAM_HEARTBEAT", "15s", "interval of the `: ping` heartbeat on event streams", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamHeartbeat })},
 	{"STREAM_RETRY", "3s", "reconnect delay sent to EventSource clients as `retry:`", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamRetry })},
+	{"COMPRESS_MIN_BYTES", "1024", "smallest JSON (or web app) response compressed with gzip or zstd as Accept-Encoding allows (0: never compress)", integer(0, 64<<20, func(c *Config) *int { return &c.CompressMinBytes })},
 	{"MAX_BODY_BYTES", "1048576", "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},

@@ -334,6 +334,10 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid CORS_ORIGINS: %w", err)
 	}
+	compress, err := httpx.Compress(httpx.CompressOptions{MinBytes: cfg.CompressMinBytes})
+	if err != nil {
+		return nil, fmt.Errorf("invalid COMPRESS_MIN_BYTES: %w", err)
+	}
 	secure := s.secureCookies()
 	return httpx.Chain(telemetry.AnnotateSpan(h),
 		proxies.Middleware(), // first: everything after it sees the client's address
@@ -343,7 +347,8 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 		s.metrics.Middleware(),
 		httpx.Recover(s.log),
 		httpx.SecurityHeaders(httpx.SecurityOptions{HSTS: secure}),
-		cors, // before shedding: preflights are never shed, and 503s stay readable
+		compress, // streams pass through uncompressed, flushed per event
+		cors,     // before shedding: preflights are never shed, and 503s stay readable
 		httpx.Shed(cfg.MaxInFlight),
 		httpx.BodyLimit(cfg.MaxBodyBytes),
 		deadline(cfg.RequestTimeout),
