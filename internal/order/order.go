@@ -163,9 +163,11 @@ const ActorProvider = "payment-provider"
 
 // Event is one committed change of an order.
 //
-// Position is the global stream position: positions are dense and their
-// order is the order in which the transactions that wrote them committed.
-// CustomerSeq is dense per customer with the same property.
+// Position is the global stream position: increasing, with holes where a
+// transaction rolled back after drawing one; of one customer, their order
+// is the order in which the transactions that wrote them committed, and
+// streams hand a position out only once every lower one is final.
+// CustomerSeq is dense per customer, in commit order.
 type Event struct {
 	Position      int64         `json:"-"`
 	CustomerSeq   int64         `json:"-"`

@@ -62,10 +62,11 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 }
 
 // Commit writes the transaction's events, then commits it. The events
-// take their stream positions here, at the very end: the stream head's
-// row lock that orders positions as commits are is held only for the
-// event inserts and the commit itself, not for the rest of the
-// transaction (reads that assemble the response, the idempotency record).
+// take their stream positions here, at the very end, from a sequence: no
+// global lock is held, so transactions commit (and share fsyncs) side by
+// side. Positions of one customer follow commit order (each is drawn
+// under the customer's row lock, held until the commit); readers hand a
+// position out only once every lower one is final (see internal/stream).
 func (t *Tx) Commit(ctx context.Context) error {
 	if err := t.writeEvents(ctx); err != nil {
 		return err
@@ -73,25 +74,22 @@ func (t *Tx) Commit(ctx context.Context) error {
 	return interpretError(t.tx.Commit(ctx))
 }
 
-// writeEvents inserts the pending events. Every writer locks the stream
-// head first and then the customer's row, so the locks are always taken
-// in one order.
+// writeEvents inserts the pending events. Each insert first locks the
+// customer's row (taking the customer's next sequence number), then draws
+// the position: the transaction holds an id before it draws, which the
+// readers' horizon relies on.
 func (t *Tx) writeEvents(ctx context.Context) error {
 	for _, p := range t.pending {
-		var pos int64
-		if err := t.tx.QueryRow(ctx, `UPDATE stream_head SET position = position + 1 RETURNING position`).Scan(&pos); err != nil {
-			return interpretError(err)
-		}
 		var fromS *string
 		if p.FromStatus != nil {
 			v := string(*p.FromStatus)
 			fromS = &v
 		}
-		e, err := scanEvent(t.tx.QueryRow(ctx, `WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $2::uuid RETURNING event_seq)
+		e, err := scanEvent(t.tx.QueryRow(ctx, `WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq)
 			INSERT INTO order_events
-			(position, customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
-			SELECT $1, $2::uuid, s.event_seq, $3::uuid, $4, $5, $6, $7, $8, $6, $9 FROM s
-			RETURNING `+eventCols, pos, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus)))
+			(customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
+			SELECT $1::uuid, s.event_seq, $2::uuid, $3, $4, $5, $6, $7, $5, $8 FROM s
+			RETURNING `+eventCols, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus)))
 		if err != nil {
 			return interpretError(err)
 		}

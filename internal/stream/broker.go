@@ -106,11 +106,18 @@ type Broker struct {
 
 	mu         sync.Mutex
 	headKnown  bool
-	head       int64 // last position handed to the streams
+	head       int64 // last position handed to the streams (all up to it are final)
+	lastEvent  int64 // position of the last event handed to the streams
 	all        map[*sub]struct{}
 	byCustomer map[string]map[*sub]struct{}
 	byOrder    map[string]map[*sub]struct{}
 	closing    bool
+
+	// seq is the sequencer goroutine's own state (see sequencer.go).
+	seq seqState
+
+	// sequencerChecks counts the sequencer's reads of Postgres.
+	sequencerChecks atomic.Int64
 
 	openCount atomic.Int64
 	streams   sync.WaitGroup
@@ -480,6 +487,7 @@ func (b *Broker) dispatch(items []*item) {
 			send(s, it)
 		}
 		b.head = it.ev.Position
+		b.lastEvent = it.ev.Position
 	}
 	b.mu.Unlock()
 	for _, s := range dropped {
@@ -494,9 +502,11 @@ func (b *Broker) currentHead() (int64, bool) {
 	return b.head, b.headKnown
 }
 
-// ensureHead initializes head on first use: the database's stream head,
-// after BeforePublish for the events up to it that nobody marked published
-// (they may be replayed to a stream right away).
+// ensureHead initializes head on first use: the database's issued head
+// when no transaction is running (then every position is final), else
+// the stream head a broker recorded (final; the sequencer catches up from
+// there). BeforePublish runs first for the events up to it that nobody
+// marked published (they may be replayed to a stream right away).
 func (b *Broker) ensureHead(ctx context.Context) error {
 	if _, ok := b.currentHead(); ok {
 		return nil
@@ -506,9 +516,15 @@ func (b *Broker) ensureHead(ctx context.Context) error {
 	if _, ok := b.currentHead(); ok {
 		return nil
 	}
-	h, err := b.dbHead(ctx)
+	r, err := b.check(ctx, 0, 0, 0)
 	if err != nil {
 		return err
+	}
+	h := r.issued
+	if r.xmin < r.xid {
+		if h, err = b.storedHead(ctx); err != nil {
+			return err
+		}
 	}
 	unpublished, err := b.unpublishedUpTo(ctx, h)
 	if err != nil {

@@ -5,11 +5,23 @@
 // # The record and the fan-out
 //
 // Postgres is the record: every order event is written in the transaction
-// of the state change it describes, with a global position taken under the
-// lock of the single stream_head row at the end of the transaction, so
-// positions are dense and ordered as the transactions committed (a plain
-// sequence would not be: two transactions can commit in the opposite order
-// of the ids they drew). Event ids on the wire are these positions.
+// of the state change it describes, with a global position drawn from a
+// sequence by the event insert at the very end of the transaction. No
+// lock is held across transactions, so writers commit side by side; the
+// insert first locks the customer's row (its per-customer sequence
+// number), so the positions of one customer follow the order in which
+// its transactions committed. Event ids on the wire are these positions.
+//
+// A sequence alone is not commit-ordered across customers: a transaction
+// that drew position p may commit after one that drew p+1, and one that
+// drew p may roll back and leave a hole. Readers therefore hand out a
+// position only once every lower one is final. The sequencer learns the
+// horizon of final positions from Postgres: it reads the last issued
+// position, then takes a transaction id of its own (every writer took its
+// id before it drew, so every position up to the one read was drawn below
+// that id); once the database's oldest running transaction id has
+// reached that id, every position up to the one read is committed or
+// stays empty forever.
 //
 // Redis pub/sub is only the fast path of the fan-out. The committing
 // instance calls [Broker.Publish] after commit and after the screens the
@@ -22,15 +34,17 @@
 //
 // Each broker runs one sequencer goroutine ([Broker.Run]) that hands events
 // to the local subscribers strictly in position order, each position once.
-// It keeps the broker's head, the last position handed out. An event whose
-// position is not head+1 (a Redis message was lost, Redis restarted, a
-// publisher crashed, or another instance is slow) makes the sequencer fill
-// the gap from Postgres first; since positions follow commit order, every
-// position below a committed one is committed and readable. The sequencer
-// also fills from Postgres after every (re)subscription to Redis and when
-// the database's stream head stays ahead of the broker for one
-// RelayInterval, so an event reaches every instance even while Redis is
-// down.
+// It keeps the broker's head, the last position handed out (every
+// position up to it is final). An event whose position is not head+1 (a
+// lower one is still committing, a Redis message was lost, Redis
+// restarted, a publisher crashed, or another instance is slow) waits; if
+// the gap is still there a moment later the sequencer reads it from
+// Postgres, and steps over a missing position only once the horizon says
+// it is final. The sequencer also fills from Postgres after every
+// (re)subscription to Redis and, every RelayInterval, up to what was
+// issued one interval earlier, so an event reaches every instance even
+// while Redis is down. It records the last event it handed out in
+// stream_head (the resume point of a staff screen).
 //
 // Cache rule 4 (event-then-refetch) holds for every path: an event is
 // handed to clients only after Config.BeforePublish ran for it. Events

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
@@ -38,8 +40,84 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, queryTimeout)
 }
 
-// dbHead is the last position the database issued (committed).
+// issuedSQL is the last position the database issued (drawn by a
+// writer; committed, in flight, or a hole).
+const issuedSQL = `SELECT coalesce(pg_sequence_last_value('order_events_position_seq'), 0)`
+
+// dbHead is the last position the database issued.
 func (b *Broker) dbHead(ctx context.Context) (int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var h int64
+	err := b.store.Pool().QueryRow(ctx, issuedSQL).Scan(&h)
+	return h, dbErr(err)
+}
+
+// checkResult is what one check of the sequencer learnt.
+type checkResult struct {
+	// issued was read before the check took the transaction id xid (so
+	// every position up to issued was drawn by a transaction below xid);
+	// xmin is the oldest transaction id still running at the check.
+	issued, xmin, xid int64
+	// events are the committed events read after the snapshot, in
+	// position order, with whether each is marked published.
+	events    []order.Event
+	published []bool
+	// readTo is how far the read covered; more when the page was full.
+	readTo int64
+	more   bool
+}
+
+// check reads, in one round trip and in this order, the issued head, a
+// transaction id of its own with the oldest running one (every position
+// up to issued was drawn by a transaction below that id, since writers
+// take their id before they draw), and up to limit committed events with
+// after < position <= to (none when to <= after). The id costs no write:
+// the batch's transaction commits without touching the WAL's flush.
+func (b *Broker) check(ctx context.Context, after, to int64, limit int) (checkResult, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	r := checkResult{readTo: max(after, to)}
+	batch := &pgx.Batch{}
+	batch.Queue(issuedSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&r.issued) })
+	batch.Queue(`SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&r.xid, &r.xmin) })
+	if to > after {
+		batch.Queue(`SELECT `+eventCols+`, published_at IS NOT NULL FROM order_events
+			WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, to, limit).
+			Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var p bool
+					e, err := scanEvent(rows, &p)
+					if err != nil {
+						return err
+					}
+					r.events, r.published = append(r.events, e), append(r.published, p)
+				}
+				return rows.Err()
+			})
+	}
+	if err := b.store.Pool().SendBatch(ctx, batch).Close(); err != nil {
+		return checkResult{}, dbErr(err)
+	}
+	if limit > 0 && len(r.events) == limit {
+		r.readTo, r.more = r.events[len(r.events)-1].Position, true
+	}
+	return r, nil
+}
+
+// recordHead records pos, the last event position handed out here, as the
+// stream head (the resume point of a staff screen), unless a broker
+// recorded a later one.
+func (b *Broker) recordHead(ctx context.Context, pos int64) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	_, err := b.store.Pool().Exec(ctx, `UPDATE stream_head SET position = $1 WHERE position < $1`, pos)
+	return dbErr(err)
+}
+
+// storedHead is the stream head a broker recorded.
+func (b *Broker) storedHead(ctx context.Context) (int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	var h int64
@@ -136,7 +214,7 @@ func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id
 	var head int64
 	var issued bool
 	var nextFresh *bool
-	err = b.store.Pool().QueryRow(ctx, `SELECT (SELECT position FROM stream_head),
+	err = b.store.Pool().QueryRow(ctx, `SELECT (`+issuedSQL+`),
 		$1::bigint = 0 OR EXISTS (SELECT 1 FROM order_events WHERE position = $1::bigint),
 		(SELECT at > now() - $4::interval FROM order_events
 			WHERE position > $1::bigint AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)

@@ -112,8 +112,10 @@ func TestAcrossInstancesAndResume(t *testing.T) {
 }
 
 // Positions follow commit order even when transactions commit in the
-// opposite order of their start, so a client resuming after the event of
-// the transaction that committed first misses nothing.
+// opposite order of their start: a position is drawn by the event insert
+// inside Commit, just before the commit, so the transaction that commits
+// first gets the earlier position, and a client resuming after the event
+// of the transaction that committed first misses nothing.
 func TestCommitOrderIsStreamOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -164,9 +166,9 @@ func TestCommitOrderIsStreamOrder(t *testing.T) {
 	resumed.expect(ev1[0])
 
 	// 2. tx3 changes an order and stays open; tx4 (another customer's
-	// order) starts after it and commits first. Positions are taken at
-	// commit, under the stream head's lock held until the commit, so tx4's
-	// event comes first and tx3's right after it.
+	// order) starts after it and commits first. Positions are drawn at
+	// commit (no lock is held across transactions), so tx4's event comes
+	// first and tx3's right after it.
 	tx3, err := e.store.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +194,116 @@ func TestCommitOrderIsStreamOrder(t *testing.T) {
 	resumed.expect(ev4[0], ev3[0])
 	again := connect(t, srv, "staff", "stream=orders", ev1[0].ID)
 	again.expect(ev4[0], ev3[0])
+}
+
+// A position drawn by a transaction that has not committed yet holds back
+// every later one: a reader never hands out a position while a lower one
+// can still appear, so a resume after the later event cannot skip the
+// earlier one. Of one customer, positions follow commit order even when
+// the later transaction started first.
+func TestInFlightPositionHoldsLaterOnes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.instance(Config{}, nil)
+	srv := e.serve(b)
+	ctx := context.Background()
+	oa, _ := e.placeOrder(e.alice)
+	ob, _ := e.placeOrder(e.bob)
+	e.settle()
+	staff := connect(t, srv, "staff", "stream=orders", "")
+	bobs := connect(t, srv, "bob", "stream=orders", "")
+
+	// slow draws its position (bob's event) and stays open before its
+	// commit, as a commit delayed by its fsync would.
+	slow, err := e.store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = slow.Rollback(ctx) }()
+	var slowPos int64
+	if err := slow.QueryRow(ctx, `WITH o AS (UPDATE orders SET version = version + 1 WHERE id = $2::uuid RETURNING version),
+		s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq)
+		INSERT INTO order_events (customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
+		SELECT $1::uuid, s.event_seq, $2::uuid, 'SHIPPING_ADDRESS_UPDATED', 'PENDING_PAYMENT', 'PENDING_PAYMENT', o.version, $1, 'PENDING_PAYMENT', 'UNPAID' FROM s, o
+		RETURNING position`, e.bob.ID, ob.ID).Scan(&slowPos); err != nil {
+		t.Fatal(err)
+	}
+	// alice's change draws the next position and commits first.
+	fast := e.publish(b, e.change(e.alice, oa.ID))
+	if fast[0].Position <= slowPos {
+		t.Fatalf("setup: fast position %d not after the in-flight %d", fast[0].Position, slowPos)
+	}
+	// Let the sequencer look at Postgres twice while the lower position
+	// is in flight (it must neither hand out the later event nor take
+	// the lower position for a hole).
+	b.sequencerChecks.Store(0)
+	eventually(t, "sequencer checked postgres twice", func() bool { return b.sequencerChecks.Load() >= 2 })
+	if err := slow.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.store.EventsAfter(ctx, postgres.Scope{}, ob.ID, slowPos-1, 1)
+	if err != nil || len(evs) != 1 || evs[0].Position != slowPos {
+		t.Fatalf("slow event: %v %v", evs, err)
+	}
+	e.publish(b, evs)
+	// In position order, each once.
+	staff.expect(evs[0], fast[0])
+	resumed := connect(t, srv, "staff", "stream=orders", evs[0].ID)
+	resumed.expect(fast[0])
+	// bob's next change waits for bob's row, so it commits after slow,
+	// and its position is later although its transaction began earlier.
+	tx, err := e.store.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if err := e.changeIn(ctx, tx, e.bob, ob.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	later := e.publish(b, tx.Events())
+	if later[0].Position <= slowPos || later[0].CustomerSeq != evs[0].CustomerSeq+1 {
+		t.Fatalf("bob's next event: position %d seq %d after position %d seq %d", later[0].Position, later[0].CustomerSeq, slowPos, evs[0].CustomerSeq)
+	}
+	bobs.expect(evs[0], later[0])
+	staff.expect(later[0])
+}
+
+// A position drawn by a transaction that rolled back stays empty: the
+// sequencer steps over it once it is final, with the events on both
+// sides delivered in order, each once.
+func TestRolledBackPositionIsSkipped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.instance(Config{}, nil)
+	srv := e.serve(b)
+	ctx := context.Background()
+	o, _ := e.placeOrder(e.alice)
+	e.settle()
+	c := connect(t, srv, "alice", "stream=orders", "")
+	before := e.publish(b, e.change(e.alice, o.ID))
+	// A transaction draws a position (after taking an id, as the event
+	// insert does) and rolls back.
+	tx, err := e.store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hole int64
+	if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id() IS NOT NULL, nextval('order_events_position_seq')`).Scan(new(bool), &hole); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := e.publish(b, e.change(e.alice, o.ID))
+	if hole != before[0].Position+1 || after[0].Position != hole+1 {
+		t.Fatalf("setup: positions %d, hole %d, %d", before[0].Position, hole, after[0].Position)
+	}
+	c.expect(before[0], after[0])
+	connect(t, srv, "alice", "stream=orders", before[0].ID).expect(after[0])
+	eventually(t, "head past the hole", func() bool { h, _ := b.currentHead(); return h >= after[0].Position })
 }
 
 // Redis killed and restarted mid-stream: no event is lost or doubled.
