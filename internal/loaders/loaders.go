@@ -1,74 +1,144 @@
-// Package loaders batches the lookups of one request with dataloadgen, so
-// that assembling N orders costs a constant number of SQL queries: one for
-// their lines, one for the products of those lines and one for their
-// customers, whatever N is.
+// Package loaders reads what a screen shows in one round trip to Postgres:
+// the screen's orders, their lines with the products of those lines, their
+// customers, and whatever else the screen asks for (status counts, an
+// order's timeline, the stream position) are queued in one pipelined batch
+// (postgres.Batch) and sent together. Batching is explicit: the batch is
+// built from the screen's request, never from what arrives within a time
+// window, so a screen costs the same SQL whatever the number of orders and
+// however busy the machine is.
 package loaders
 
 import (
 	"context"
-	"time"
-
-	"github.com/vikstrous/dataloadgen"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
 
-// Source is what the loaders read from (the Postgres store).
-type Source interface {
-	UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error)
-	ProductsByIDs(ctx context.Context, ids []string) (map[string]*order.Product, error)
-	LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error)
+// Runner runs a batch: the store (one round trip, one snapshot) or a
+// transaction (its reads see the transaction's own writes).
+type Runner interface {
+	Run(ctx context.Context, b *postgres.Batch) error
 }
 
-var _ Source = (*postgres.Store)(nil)
+var (
+	_ Runner = (*postgres.Store)(nil)
+	_ Runner = (*postgres.Tx)(nil)
+)
 
-// Loaders are the per-request batch loaders. Create one set per request:
-// they cache what they load for the life of the request only.
-type Loaders struct {
-	// User loads users by id.
-	User *dataloadgen.Loader[string, *order.User]
-	// Product loads products by id.
-	Product *dataloadgen.Loader[string, *order.Product]
-	// Lines loads the lines of orders by order id (empty for none).
-	Lines *dataloadgen.Loader[string, []order.Line]
+// Request is what one screen reads.
+type Request struct {
+	// Orders selects the screen's orders (nil IDs and zero First: none).
+	Orders postgres.OrderSet
+	// Summary, when set, reads the status counts and spend of its scope.
+	Summary *postgres.Scope
+	// Timeline, when not empty, reads the events of that order.
+	Timeline string
+	// LastPosition, when set, reads the newest stream position of its scope.
+	LastPosition *postgres.Scope
 }
 
-// wait is how long a loader collects keys before it fetches them.
-const wait = 500 * time.Microsecond
+// Order is an order with everything a screen shows of it.
+type Order struct {
+	*order.Order
+	// Customer is the order's customer.
+	Customer *order.User
+	// Lines are the order's lines, in line order.
+	Lines []Line
+}
 
-// New returns a fresh set of loaders over src.
-func New(src Source) *Loaders {
-	return &Loaders{
-		User:    dataloadgen.NewMappedLoader(src.UsersByIDs, dataloadgen.WithWait(wait)),
-		Product: dataloadgen.NewMappedLoader(src.ProductsByIDs, dataloadgen.WithWait(wait)),
-		Lines: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []string) (map[string][]order.Line, error) {
-			m, err := src.LinesByOrderIDs(ctx, ids)
-			if err != nil {
-				return nil, err
-			}
-			for _, id := range ids {
-				if _, ok := m[id]; !ok {
-					m[id] = nil
-				}
-			}
-			return m, nil
-		}, dataloadgen.WithWait(wait)),
+// Line is an order line with its product.
+type Line struct {
+	order.Line
+	Product *order.Product
+}
+
+// Result is what a Request read.
+type Result struct {
+	// Orders are the selected orders, in the set's order (newest first for
+	// a page, as found for ids).
+	Orders []*Order
+	// More reports whether a page has more orders after it.
+	More bool
+	// Summary is set when the request asked for it.
+	Summary *postgres.Summary
+	// Timeline holds the events of the requested order, oldest first.
+	Timeline []order.Event
+	// LastPosition is the requested scope's newest stream position.
+	LastPosition int64
+}
+
+// Load reads req in one batch through r.
+func Load(ctx context.Context, r Runner, req Request) (*Result, error) {
+	var b postgres.Batch
+	wantOrders := req.Orders.IDs != nil || req.Orders.First > 0
+	var page *postgres.Read[postgres.Page]
+	var lines *postgres.Read[postgres.Lines]
+	var customers *postgres.Read[map[string]*order.User]
+	if wantOrders {
+		page = b.Orders(req.Orders)
+		lines = b.LinesOf(req.Orders)
+		customers = b.CustomersOf(req.Orders)
 	}
-}
-
-type ctxKey struct{}
-
-// With returns ctx carrying l.
-func With(ctx context.Context, l *Loaders) context.Context {
-	return context.WithValue(ctx, ctxKey{}, l)
-}
-
-// From returns the loaders of ctx, or a fresh set over src when the
-// context has none (a call outside an HTTP request).
-func From(ctx context.Context, src Source) *Loaders {
-	if l, ok := ctx.Value(ctxKey{}).(*Loaders); ok {
-		return l
+	var sum *postgres.Read[*postgres.Summary]
+	if req.Summary != nil {
+		sum = b.Summary(*req.Summary)
 	}
-	return New(src)
+	var tl *postgres.Read[[]order.Event]
+	if req.Timeline != "" {
+		tl = b.Timeline(req.Timeline)
+	}
+	var last *postgres.Read[int64]
+	if req.LastPosition != nil {
+		last = b.LastPosition(*req.LastPosition)
+	}
+	if err := r.Run(ctx, &b); err != nil {
+		return nil, err
+	}
+	res := &Result{Orders: []*Order{}}
+	if wantOrders {
+		p := page.Value()
+		res.More = p.More
+		res.Orders = join(p.Orders, lines.Value(), customers.Value())
+	}
+	if sum != nil {
+		res.Summary = sum.Value()
+	}
+	if tl != nil {
+		res.Timeline = tl.Value()
+	}
+	if last != nil {
+		res.LastPosition = last.Value()
+	}
+	return res, nil
+}
+
+// join attaches lines, products and customers to their orders.
+func join(list []*order.Order, ls postgres.Lines, customers map[string]*order.User) []*Order {
+	out := make([]*Order, len(list))
+	for i, o := range list {
+		lo := &Order{Order: o, Customer: customers[o.CustomerID], Lines: make([]Line, 0, len(ls.ByOrder[o.ID]))}
+		for _, l := range ls.ByOrder[o.ID] {
+			lo.Lines = append(lo.Lines, Line{Line: l, Product: ls.Products[l.ProductID]})
+		}
+		out[i] = lo
+	}
+	return out
+}
+
+// Complete reads the lines (with their products) and the customers of
+// orders already at hand through r, in one batch, and attaches them: a
+// mutation's transaction completes the order it wrote this way.
+func Complete(ctx context.Context, r Runner, list []*order.Order) ([]*Order, error) {
+	ids := make([]string, len(list))
+	for i, o := range list {
+		ids[i] = o.ID
+	}
+	var b postgres.Batch
+	set := postgres.OrderSet{IDs: ids}
+	lines, customers := b.LinesOf(set), b.CustomersOf(set)
+	if err := r.Run(ctx, &b); err != nil {
+		return nil, err
+	}
+	return join(list, lines.Value(), customers.Value()), nil
 }

@@ -61,30 +61,6 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (*order.User, err
 	return u, nil
 }
 
-// UsersByIDs returns the users with the given ids, keyed by id.
-func (s *Store) UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return usersByIDs(ctx, s.pool, ids)
-}
-
-func usersByIDs(ctx context.Context, q querier, ids []string) (map[string]*order.User, error) {
-	rows, err := q.Query(ctx, `SELECT `+userCols+` FROM users WHERE id = ANY($1::uuid[])`, uuids(ids))
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	defer rows.Close()
-	out := make(map[string]*order.User, len(ids))
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, interpretError(err)
-		}
-		out[u.ID] = u
-	}
-	return out, interpretError(rows.Err())
-}
-
 const productCols = `id::text, sku, name, price_cents, currency, image_url`
 
 func scanProduct(row pgx.Row) (*order.Product, error) {
@@ -93,13 +69,6 @@ func scanProduct(row pgx.Row) (*order.Product, error) {
 		return nil, err
 	}
 	return &p, nil
-}
-
-// ProductsByIDs returns the products with the given ids, keyed by id.
-func (s *Store) ProductsByIDs(ctx context.Context, ids []string) (map[string]*order.Product, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return productsByIDs(ctx, s.pool, ids)
 }
 
 func productsByIDs(ctx context.Context, q querier, ids []string) (map[string]*order.Product, error) {
@@ -188,14 +157,13 @@ func collectOrders(rows pgx.Rows, err error) ([]*order.Order, error) {
 
 // OrdersByIDs returns the orders with the given ids, keyed by id.
 func (s *Store) OrdersByIDs(ctx context.Context, ids []string) (map[string]*order.Order, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	list, err := collectOrders(s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = ANY($1::uuid[])`, uuids(ids)))
-	if err != nil {
+	var b Batch
+	page := b.Orders(OrderSet{IDs: ids})
+	if err := s.Run(ctx, &b); err != nil {
 		return nil, err
 	}
-	out := make(map[string]*order.Order, len(list))
-	for _, o := range list {
+	out := make(map[string]*order.Order, len(page.Value().Orders))
+	for _, o := range page.Value().Orders {
 		out[o.ID] = o
 	}
 	return out, nil
@@ -205,38 +173,6 @@ func (s *Store) OrdersByIDs(ctx context.Context, ids []string) (map[string]*orde
 type OrderCursor struct {
 	CreatedAt time.Time
 	ID        string
-}
-
-// ListOrders returns up to first orders of scope (with status, when set),
-// newest first, strictly after cursor (nil for the first page), and whether
-// more follow. Keyset pagination: rows inserted meanwhile never shift a page.
-func (s *Store) ListOrders(ctx context.Context, sc Scope, status *order.Status, first int, after *OrderCursor) ([]*order.Order, bool, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	var st *string
-	if status != nil {
-		v := string(*status)
-		st = &v
-	}
-	var at *time.Time
-	var aid *string
-	if after != nil {
-		at, aid = &after.CreatedAt, &after.ID
-	}
-	list, err := collectOrders(s.pool.Query(ctx, `SELECT `+orderCols+` FROM orders o
-		WHERE ($1::uuid IS NULL OR o.customer_id = $1::uuid)
-		  AND ($2::text IS NULL OR o.status = $2)
-		  AND ($3::timestamptz IS NULL OR (o.created_at, o.id) < ($3, $4::uuid))
-		ORDER BY o.created_at DESC, o.id DESC
-		LIMIT $5`, scopeArg(sc), st, at, aid, first+1))
-	if err != nil {
-		return nil, false, err
-	}
-	more := len(list) > first
-	if more {
-		list = list[:first]
-	}
-	return list, more, nil
 }
 
 func scopeArg(sc Scope) *string {
@@ -252,59 +188,6 @@ type Summary struct {
 	Counts map[order.Status]int
 	// LifetimeSpend sums the totals of non-cancelled orders, per currency.
 	LifetimeSpend map[string]int64
-}
-
-// Summarize computes status counts and lifetime spend of scope in one query.
-func (s *Store) Summarize(ctx context.Context, sc Scope) (*Summary, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT status, currency, count(*), coalesce(sum(total_cents), 0)
-		FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1::uuid)
-		GROUP BY status, currency`, scopeArg(sc))
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	defer rows.Close()
-	sum := &Summary{Counts: map[order.Status]int{}, LifetimeSpend: map[string]int64{}}
-	for rows.Next() {
-		var st, cur string
-		var n int
-		var cents int64
-		if err := rows.Scan(&st, &cur, &n, &cents); err != nil {
-			return nil, interpretError(err)
-		}
-		sum.Counts[order.Status(st)] += n
-		if order.Status(st) != order.StatusCancelled {
-			sum.LifetimeSpend[cur] += cents
-		}
-	}
-	return sum, interpretError(rows.Err())
-}
-
-// LinesByOrderIDs returns the lines of each order, in line order.
-func (s *Store) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return linesByOrderIDs(ctx, s.pool, ids)
-}
-
-func linesByOrderIDs(ctx context.Context, q querier, ids []string) (map[string][]order.Line, error) {
-	rows, err := q.Query(ctx, `SELECT order_id::text, product_id::text, quantity, unit_price_cents, currency
-		FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no`, uuids(ids))
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	defer rows.Close()
-	out := make(map[string][]order.Line, len(ids))
-	for rows.Next() {
-		var oid string
-		var l order.Line
-		if err := rows.Scan(&oid, &l.ProductID, &l.Quantity, &l.UnitPrice.Cents, &l.UnitPrice.Currency); err != nil {
-			return nil, interpretError(err)
-		}
-		out[oid] = append(out[oid], l)
-	}
-	return out, interpretError(rows.Err())
 }
 
 // EventColumns are the columns ScanEvent reads, in its order, for
@@ -360,27 +243,12 @@ func collectEvents(rows pgx.Rows, err error) ([]order.Event, error) {
 
 // Timeline returns the events of an order, oldest first.
 func (s *Store) Timeline(ctx context.Context, orderID string) ([]order.Event, error) {
-	if !IsUUID(orderID) {
-		return nil, nil
+	var b Batch
+	tl := b.Timeline(orderID)
+	if err := s.Run(ctx, &b); err != nil {
+		return nil, err
 	}
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return collectEvents(s.pool.Query(ctx, `SELECT `+eventCols+` FROM order_events WHERE order_id = $1::uuid ORDER BY position`, orderID))
-}
-
-// LastPosition is the stream position of the newest event visible in scope
-// (0 when there is none).
-func (s *Store) LastPosition(ctx context.Context, sc Scope) (int64, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	var pos int64
-	var err error
-	if sc.CustomerID == "" {
-		err = s.pool.QueryRow(ctx, `SELECT position FROM stream_head`).Scan(&pos)
-	} else {
-		err = s.pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM order_events WHERE customer_id = $1::uuid`, sc.CustomerID).Scan(&pos)
-	}
-	return pos, interpretError(err)
+	return tl.Value(), nil
 }
 
 // EventsAfter returns up to limit events of scope (and of orderID, when set)

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,42 +13,15 @@ import (
 // Tx is one transaction that changes orders. Every event it writes is kept
 // so that, after commit, the caller can invalidate screens and publish.
 //
-// Its reads (UsersByIDs, ProductsByIDs, LinesByOrderIDs) make it a loader
-// source: the response of a mutation is assembled inside the transaction
-// that wrote it, so it sees its own uncommitted rows and needs no second
-// connection from the pool.
+// Its reads (Run) see its own uncommitted rows: the response of a
+// mutation is assembled inside the transaction that wrote it, and needs no
+// second connection from the pool. A Tx is used by one goroutine at a time.
 type Tx struct {
 	tx     pgx.Tx
 	events []order.Event
 	// pending are the events of the transaction's changes, written and
 	// given their stream positions at Commit.
 	pending []*order.Event
-	// mu serializes the reads of loaders, which fetch from goroutines of
-	// their own: a connection runs one query at a time.
-	mu sync.Mutex
-}
-
-// UsersByIDs returns the users with the given ids, read in the transaction.
-func (t *Tx) UsersByIDs(ctx context.Context, ids []string) (map[string]*order.User, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return usersByIDs(ctx, t.tx, ids)
-}
-
-// ProductsByIDs returns the products with the given ids, read in the
-// transaction.
-func (t *Tx) ProductsByIDs(ctx context.Context, ids []string) (map[string]*order.Product, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return productsByIDs(ctx, t.tx, ids)
-}
-
-// LinesByOrderIDs returns the lines of each order in line order, read in
-// the transaction (so the lines of an order it placed are there).
-func (t *Tx) LinesByOrderIDs(ctx context.Context, ids []string) (map[string][]order.Line, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return linesByOrderIDs(ctx, t.tx, ids)
 }
 
 // Begin starts a transaction. The context's deadline bounds it.

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -68,8 +67,7 @@ func (f *writeFixture) place() *order.Order {
 	return o
 }
 
-// The reads of a Tx see its own uncommitted rows, and may be called from
-// several goroutines at once (loaders do).
+// The reads of a Tx see its own uncommitted rows; the store's do not.
 func TestTxReadsSeeTheirOwnWrites(t *testing.T) {
 	f := newWriteFixture(t)
 	ctx := context.Background()
@@ -86,45 +84,31 @@ func TestTxReadsSeeTheirOwnWrites(t *testing.T) {
 	if o.Version != 1 || o.Total.Cents != want || o.Status != order.StatusPendingPayment || o.PaymentStatus != order.PaymentUnpaid {
 		t.Fatalf("placed %+v, want total %d", o, want)
 	}
-	outside, err := f.store.LinesByOrderIDs(ctx, []string{o.ID})
-	if err != nil || len(outside[o.ID]) != 0 {
-		t.Fatalf("uncommitted lines visible outside: %v %v", outside, err)
+	set := postgres.OrderSet{IDs: []string{o.ID, "not-a-uuid"}}
+	var outside postgres.Batch
+	outLines := outside.LinesOf(set)
+	outOrders := outside.Orders(set)
+	if err := f.store.Run(ctx, &outside); err != nil {
+		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 30)
-	for i := 0; i < 10; i++ {
-		wg.Add(3)
-		go func() {
-			defer wg.Done()
-			m, err := tx.LinesByOrderIDs(ctx, []string{o.ID, "not-a-uuid"})
-			if err == nil && (len(m[o.ID]) != 2 || m[o.ID][0].Quantity != 2 || m[o.ID][1].UnitPrice != f.products[1].Price) {
-				err = fmt.Errorf("lines %v", m)
-			}
-			errs <- err
-		}()
-		go func() {
-			defer wg.Done()
-			m, err := tx.UsersByIDs(ctx, []string{f.alice.ID})
-			if err == nil && (m[f.alice.ID] == nil || m[f.alice.ID].Email != "alice@example.com") {
-				err = fmt.Errorf("users %v", m)
-			}
-			errs <- err
-		}()
-		go func() {
-			defer wg.Done()
-			m, err := tx.ProductsByIDs(ctx, []string{f.products[0].ID, f.products[1].ID})
-			if err == nil && len(m) != 2 {
-				err = fmt.Errorf("products %v", m)
-			}
-			errs <- err
-		}()
+	if len(outLines.Value().ByOrder) != 0 || len(outOrders.Value().Orders) != 0 {
+		t.Fatalf("uncommitted rows visible outside: %+v %+v", outLines.Value(), outOrders.Value())
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	var inside postgres.Batch
+	lines, customers, orders := inside.LinesOf(set), inside.CustomersOf(set), inside.Orders(set)
+	if err := tx.Run(ctx, &inside); err != nil {
+		t.Fatal(err)
+	}
+	ls := lines.Value()
+	if l := ls.ByOrder[o.ID]; len(l) != 2 || l[0].Quantity != 2 || l[1].UnitPrice != f.products[1].Price ||
+		ls.Products[l[0].ProductID] == nil || ls.Products[l[1].ProductID].SKU != f.products[1].SKU {
+		t.Fatalf("lines %+v", ls)
+	}
+	if c := customers.Value()[f.alice.ID]; c == nil || c.Email != "alice@example.com" || len(customers.Value()) != 1 {
+		t.Fatalf("customers %+v", customers.Value())
+	}
+	if p := orders.Value(); len(p.Orders) != 1 || p.Orders[0].ID != o.ID || p.More {
+		t.Fatalf("orders %+v", p)
 	}
 	if evs := tx.Events(); len(evs) != 0 {
 		t.Fatalf("events before commit %+v: they are written at commit", evs)

@@ -21,19 +21,41 @@ import (
 
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/config"
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
 )
 
-// queryCounter is a pgx tracer counting the queries of the server.
-type queryCounter struct{ n atomic.Int64 }
+// queryCounter is a pgx tracer counting the SQL statements and the round
+// trips (a query, or a whole batch) that the server runs for requests:
+// those of background jobs (relay, reaper, metrics), whose contexts carry
+// no request id, are not counted.
+type queryCounter struct{ n, trips atomic.Int64 }
 
 func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	q.n.Add(1)
+	if httpx.RequestIDFrom(ctx) != "" {
+		q.n.Add(1)
+		q.trips.Add(1)
+	}
 	return ctx
 }
 
 func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (q *queryCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	if httpx.RequestIDFrom(ctx) != "" {
+		q.trips.Add(1)
+	}
+	return ctx
+}
+
+func (q *queryCounter) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchQueryData) {
+	if httpx.RequestIDFrom(ctx) != "" {
+		q.n.Add(1)
+	}
+}
+
+func (q *queryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // logBuffer collects the server's log lines.
 type logBuffer struct {

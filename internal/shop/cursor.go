@@ -85,12 +85,20 @@ func badCursor() error {
 	return order.BadInput("after", order.ConstraintFormat, "after is not a cursor this API issued")
 }
 
-// MaxFirst caps page sizes.
-const MaxFirst = 100
+// Page sizes and lengths of the screens (the schema's `first: Int = 20`
+// states DefaultFirst to clients; a request without `first` gets it here).
+const (
+	// DefaultFirst is the page size when `first` is absent.
+	DefaultFirst = 20
+	// MaxFirst caps page sizes.
+	MaxFirst = 100
+	// RecentOrders is how many orders the home screen shows.
+	RecentOrders = 5
+)
 
 // pageSize validates `first`.
 func pageSize(first *int) (int, error) {
-	n := 20
+	n := DefaultFirst
 	if first != nil {
 		n = *first
 	}

@@ -61,18 +61,12 @@ func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen
 	sc := postgres.ScopeFor(v)
 	return s.screen.HomeScreen(ctx, ScreenKey{Screen: "homeScreen", Viewer: v, Deps: scopeDeps(sc)},
 		func(ctx context.Context) (*model.HomeScreen, error) {
-			recent, _, err := s.store.ListOrders(ctx, sc, nil, 5, nil)
+			res, err := loaders.Load(ctx, s.store, loaders.Request{
+				Orders: postgres.OrderSet{Scope: sc, First: RecentOrders}, Summary: &sc})
 			if err != nil {
 				return nil, err
 			}
-			sum, err := s.store.Summarize(ctx, sc)
-			if err != nil {
-				return nil, err
-			}
-			orders, err := s.assemble(ctx, recent)
-			if err != nil {
-				return nil, err
-			}
+			sum := res.Summary
 			open := 0
 			for st, n := range sum.Counts {
 				if st.Open() {
@@ -85,7 +79,7 @@ func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen
 					cur, cents = c, n
 				}
 			}
-			return &model.HomeScreen{Viewer: User(v), RecentOrders: orders, StatusCounts: statusCounts(sum.Counts),
+			return &model.HomeScreen{Viewer: User(v), RecentOrders: orderModels(res.Orders), StatusCounts: statusCounts(sum.Counts),
 				OpenOrders: open, LifetimeSpend: money(order.Money{Cents: cents, Currency: cur})}, nil
 		})
 }
@@ -119,24 +113,18 @@ func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*mode
 	}
 	return s.screen.OrderScreen(ctx, ScreenKey{Screen: "orderScreen", Args: "id=" + id, Viewer: v, Deps: []Dep{{Kind: "order", ID: id}}},
 		func(ctx context.Context) (*model.OrderScreen, error) {
-			o, err := s.visibleOrder(ctx, v, id)
+			scope := postgres.ScopeFor(v)
+			res, err := loaders.Load(ctx, s.store, loaders.Request{
+				Orders: postgres.OrderSet{IDs: []string{id}}, Timeline: id, LastPosition: &scope})
 			if err != nil {
 				return nil, err
 			}
-			events, err := s.store.Timeline(ctx, id)
+			o, err := visible(v, res.Orders)
 			if err != nil {
 				return nil, err
 			}
-			last, err := s.store.LastPosition(ctx, postgres.ScopeFor(v))
-			if err != nil {
-				return nil, err
-			}
-			models, err := s.assemble(ctx, []*order.Order{o})
-			if err != nil {
-				return nil, err
-			}
-			tl := make([]*model.OrderEvent, len(events))
-			for i, e := range events {
+			tl := make([]*model.OrderEvent, len(res.Timeline))
+			for i, e := range res.Timeline {
 				tl[i] = Event(e)
 			}
 			acts := order.AvailableActions(o.Status, o.PaymentStatus, v.Role)
@@ -144,22 +132,17 @@ func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*mode
 			for i, a := range acts {
 				ma[i] = model.OrderAction(a)
 			}
-			return &model.OrderScreen{Order: models[0], Timeline: tl, AvailableActions: ma,
-				LastEventID: strconv.FormatInt(last, 10)}, nil
+			return &model.OrderScreen{Order: orderModel(o), Timeline: tl, AvailableActions: ma,
+				LastEventID: strconv.FormatInt(res.LastPosition, 10)}, nil
 		})
 }
 
-// visibleOrder returns the order if v may see it, else NOT_FOUND.
-func (s *Shop) visibleOrder(ctx context.Context, v *order.User, id string) (*order.Order, error) {
-	m, err := s.store.OrdersByIDs(ctx, []string{id})
-	if err != nil {
-		return nil, err
-	}
-	o, ok := m[id]
-	if !ok || (v.Role != order.RoleStaff && o.CustomerID != v.ID) {
+// visible returns the one loaded order if v may see it, else NOT_FOUND.
+func visible(v *order.User, list []*loaders.Order) (*loaders.Order, error) {
+	if len(list) != 1 || (v.Role != order.RoleStaff && list[0].CustomerID != v.ID) {
 		return nil, order.NotFound("order")
 	}
-	return o, nil
+	return list[0], nil
 }
 
 // Order returns one order the viewer may see.
@@ -167,15 +150,15 @@ func (s *Shop) Order(ctx context.Context, v *order.User, id string) (*model.Orde
 	if err := requireViewer(v); err != nil {
 		return nil, err
 	}
-	o, err := s.visibleOrder(ctx, v, id)
+	res, err := loaders.Load(ctx, s.store, loaders.Request{Orders: postgres.OrderSet{IDs: []string{id}}})
 	if err != nil {
 		return nil, err
 	}
-	ms, err := s.assemble(ctx, []*order.Order{o})
+	o, err := visible(v, res.Orders)
 	if err != nil {
 		return nil, err
 	}
-	return ms[0], nil
+	return orderModel(o), nil
 }
 
 // Orders is a page of the viewer's orders.
@@ -193,40 +176,26 @@ func (s *Shop) Orders(ctx context.Context, v *order.User, status *model.OrderSta
 }
 
 // countedConnection is a page of orders with its totalCount, and the
-// status counts of the scope it was taken from.
+// status counts of the scope it was taken from: one batch.
 func (s *Shop) countedConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor) (*model.OrderConnection, *postgres.Summary, error) {
-	conn, err := s.orderConnection(ctx, sc, st, n, cur)
+	res, err := loaders.Load(ctx, s.store, loaders.Request{
+		Orders: postgres.OrderSet{Scope: sc, Status: st, First: n, After: cur}, Summary: &sc})
 	if err != nil {
 		return nil, nil, err
 	}
-	sum, err := s.store.Summarize(ctx, sc)
-	if err != nil {
-		return nil, nil, err
+	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(res.Orders)), PageInfo: &model.PageInfo{HasNextPage: res.More}}
+	for i, o := range res.Orders {
+		c := EncodeOrderCursor(postgres.OrderCursor{CreatedAt: o.CreatedAt, ID: o.ID})
+		conn.Edges[i] = &model.OrderEdge{Cursor: c, Node: orderModel(o)}
+		conn.PageInfo.EndCursor = &c
 	}
+	sum := res.Summary
 	if st != nil {
 		conn.TotalCount = sum.Counts[*st]
 	} else {
 		conn.TotalCount = total(sum.Counts)
 	}
 	return conn, sum, nil
-}
-
-func (s *Shop) orderConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor) (*model.OrderConnection, error) {
-	list, more, err := s.store.ListOrders(ctx, sc, st, n, cur)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := s.assemble(ctx, list)
-	if err != nil {
-		return nil, err
-	}
-	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(ms)), PageInfo: &model.PageInfo{HasNextPage: more}}
-	for i, m := range ms {
-		c := EncodeOrderCursor(postgres.OrderCursor{CreatedAt: list[i].CreatedAt, ID: list[i].ID})
-		conn.Edges[i] = &model.OrderEdge{Cursor: c, Node: m}
-		conn.PageInfo.EndCursor = &c
-	}
-	return conn, nil
 }
 
 // Products is a page of the catalogue. It needs no sign-in.
@@ -429,9 +398,9 @@ func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*mode
 // layer), so only its own connection sees the new lines and state, and
 // reading through it takes no second connection from the pool.
 func (s *Shop) assembleIn(ctx context.Context, tx *postgres.Tx, o *order.Order) (*model.Order, error) {
-	ms, err := s.assemble(loaders.With(ctx, loaders.New(tx)), []*order.Order{o})
+	list, err := loaders.Complete(ctx, tx, []*order.Order{o})
 	if err != nil {
 		return nil, err
 	}
-	return ms[0], nil
+	return orderModel(list[0]), nil
 }
