@@ -23,7 +23,6 @@ import (
 	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/server"
-	"github.com/shop/bff/internal/telemetry"
 )
 
 func main() {
@@ -99,19 +98,8 @@ func withStore(ctx context.Context, cfg *config.Config, fn func(*postgres.Store)
 }
 
 func serve(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
-	tc, err := telemetry.TracingConfigFromEnv(os.LookupEnv)
-	if err != nil {
-		return err
-	}
-	shutdownTracing, err := telemetry.SetupTracing(ctx, tc)
-	if err != nil {
-		return fmt.Errorf("tracing: %w", err)
-	}
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = shutdownTracing(c)
-	}()
+	// The server sets up tracing from cfg (OTEL_* variables) and flushes
+	// it on Close.
 	srv, err := server.New(ctx, cfg, server.Options{})
 	if err != nil {
 		return err

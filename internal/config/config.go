@@ -94,8 +94,19 @@ type Config struct {
 	MigrateOnStart bool
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
-	// OTLPEndpoint, when set, exports traces over OTLP/HTTP.
+	// OTLPEndpoint, when set, exports traces over OTLP/HTTP to its
+	// /v1/traces.
 	OTLPEndpoint string
+	// OTLPTracesEndpoint, when set, is the full URL traces are exported
+	// to (wins over OTLPEndpoint).
+	OTLPTracesEndpoint string
+	// OTelServiceName is the service.name of the traces.
+	OTelServiceName string
+	// TracesSampler is the OpenTelemetry sampler name
+	// (parentbased_always_on, traceidratio, ...).
+	TracesSampler string
+	// TracesSamplerArg is the ratio of the traceidratio samplers.
+	TracesSamplerArg float64
 	// TLSCertFile and TLSKeyFile turn on TLS (HTTP/2, TLS 1.2 minimum).
 	TLSCertFile, TLSKeyFile string
 	// CookieSecure marks the session cookie Secure and sends HSTS (also
@@ -209,6 +220,27 @@ func urlOf(schemes []string, dst func(*Config) *string) func(*Config, string) er
 	}
 }
 
+// optional lets an empty value through set (which sees the others).
+func optional(set func(*Config, string) error) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" {
+			return nil
+		}
+		return set(c, v)
+	}
+}
+
+func ratio(dst func(*Config) *float64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || r < 0 || r > 1 {
+			return fmt.Errorf("want a ratio from 0 to 1, like 0.25")
+		}
+		*dst(c) = r
+		return nil
+	}
+}
+
 var table = []variable{
 	{"APP_ENV", "development", "development (demo sign-in, development secrets) or production", oneOf([]string{"development", "production"}, func(c *Config) *string { return &c.Env })},
 	{"HTTP_ADDR", ":8080", "listen address of the API, the event streams and the web app", str(func(c *Config) *string { return &c.HTTPAddr })},
@@ -245,7 +277,11 @@ var table = []variable{
 	{"GRAPHIQL", "true", "serve GraphiQL at /graphiql", boolean(func(c *Config) *bool { return &c.GraphiQL })},
 	{"MIGRATE_ON_START", "true", "apply pending migrations when serving", boolean(func(c *Config) *bool { return &c.MigrateOnStart })},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
-	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "export traces over OTLP/HTTP to this endpoint (empty: tracing export off)", str(func(c *Config) *string { return &c.OTLPEndpoint })},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "export traces over OTLP/HTTP to this base URL + /v1/traces (empty: tracing export off)", optional(urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.OTLPEndpoint }))},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "full URL traces are exported to over OTLP/HTTP (wins over OTEL_EXPORTER_OTLP_ENDPOINT)", optional(urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.OTLPTracesEndpoint }))},
+	{"OTEL_SERVICE_NAME", "bff", "service.name of the exported traces", str(func(c *Config) *string { return &c.OTelServiceName })},
+	{"OTEL_TRACES_SAMPLER", "parentbased_always_on", "trace sampler: parentbased_always_on, parentbased_always_off, parentbased_traceidratio, always_on, always_off or traceidratio", oneOf([]string{"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio", "always_on", "always_off", "traceidratio"}, func(c *Config) *string { return &c.TracesSampler })},
+	{"OTEL_TRACES_SAMPLER_ARG", "1", "share of new traces the traceidratio samplers keep, from 0 to 1", ratio(func(c *Config) *float64 { return &c.TracesSamplerArg })},
 	{"TLS_CERT_FILE", "", "certificate (PEM) to serve HTTPS and HTTP/2 with TLS_KEY_FILE", str(func(c *Config) *string { return &c.TLSCertFile })},
 	{"TLS_KEY_FILE", "", "private key (PEM) of TLS_CERT_FILE", str(func(c *Config) *string { return &c.TLSKeyFile })},
 	{"COOKIE_SECURE", "false", "mark the session cookie Secure and send HSTS (implied by TLS)", boolean(func(c *Config) *bool { return &c.CookieSecure })},

@@ -182,6 +182,10 @@ type Event struct {
 	Actor         string        `json:"actor"`
 	Status        Status        `json:"status"`
 	PaymentStatus PaymentStatus `json:"paymentStatus"`
+	// TraceParent is the W3C traceparent of the request that committed
+	// the event, when known (set by the broker on publication, carried
+	// between instances): the spans of its deliveries join that trace.
+	TraceParent string `json:"-"`
 }
 
 // Formatted is the display form of m, e.g. $199.00.

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
 )
 
 // DefaultPaymentsURL is the provider base URL when PAYMENTS_URL is unset:
@@ -28,7 +26,9 @@ type HTTPConfig struct {
 	BaseURL string
 	// Timeout bounds one charge call. Default 2s.
 	Timeout time.Duration
-	// Transport carries the requests. Default http.DefaultTransport.
+	// Transport carries the requests; the server passes the instrumented
+	// transport of internal/telemetry, which makes the client span and
+	// sends the W3C traceparent. Default http.DefaultTransport.
 	Transport http.RoundTripper
 	// BreakerFailures is the number of consecutive retryable failures that
 	// opens the circuit breaker. Default 5.
@@ -141,7 +141,6 @@ func (p *HTTPProvider) charge(ctx context.Context, req ChargeRequest) (ChargeRes
 	hr.Header.Set("Content-Type", "application/json")
 	hr.Header.Set("Accept", "application/json")
 	hr.Header.Set("Idempotency-Key", key)
-	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(hr.Header))
 
 	resp, err := p.client.Do(hr)
 	if err != nil {

@@ -13,9 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shop/bff/internal/telemetry"
 )
 
 // metricValue reads one sample of a gathered metric family.
@@ -49,7 +50,6 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value stri
 }
 
 func TestHTTPProviderSendsTheCharge(t *testing.T) {
-	otel.SetTextMapPropagator(propagation.TraceContext{})
 	var got struct {
 		method, path, key, ctype, traceparent string
 		body                                  chargeBody
@@ -63,7 +63,10 @@ func TestHTTPProviderSendsTheCharge(t *testing.T) {
 		writeJSON(w, http.StatusCreated, map[string]string{"id": "ch_123", "status": "pending"})
 	}))
 	defer srv.Close()
-	p, err := NewHTTPProvider(HTTPConfig{BaseURL: srv.URL + "/"})
+	// The instrumented transport sends the traceparent (the provider
+	// writes no trace header itself).
+	p, err := NewHTTPProvider(HTTPConfig{BaseURL: srv.URL + "/",
+		Transport: telemetry.Transport(nil, telemetry.WithPropagator(propagation.TraceContext{}))})
 	if err != nil {
 		t.Fatal(err)
 	}

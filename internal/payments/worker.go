@@ -13,7 +13,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/telemetry"
 )
 
 // Failure codes the worker passes to [ResultStore.MarkPaymentFailed].
@@ -57,6 +63,9 @@ type WorkerConfig struct {
 	Logger *slog.Logger
 	// Metrics counts job results. Optional.
 	Metrics *Metrics
+	// Tracer makes the span of each job, a child of the request that
+	// queued it (its stored traceparent). Default: no spans.
+	Tracer trace.Tracer
 }
 
 // Worker drains the charge_jobs outbox: it claims due jobs (FOR UPDATE SKIP
@@ -96,6 +105,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	return &Worker{cfg: cfg, wake: make(chan struct{}, cfg.Concurrency)}, nil
 }
@@ -151,7 +163,8 @@ type job struct {
 	attempt     int
 	amountCents int64
 	currency    string
-	tries       int // including this claim
+	tries       int    // including this claim
+	traceparent string // of the request that queued it
 }
 
 // claimSQL takes the oldest due job, skipping rows other workers hold, and
@@ -165,7 +178,7 @@ WHERE id = (
     ORDER BY run_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
-RETURNING id, order_id::text, attempt, amount_cents, currency, tries`
+RETURNING id, order_id::text, attempt, amount_cents, currency, tries, coalesce(traceparent, '')`
 
 // RunOnce claims and processes at most one due job. worked is false when
 // no job was due. Once a job is claimed it is processed to the end even if
@@ -173,7 +186,7 @@ RETURNING id, order_id::text, attempt, amount_cents, currency, tries`
 func (w *Worker) RunOnce(ctx context.Context) (worked bool, err error) {
 	var j job
 	err = w.cfg.Pool.QueryRow(ctx, claimSQL, w.cfg.Lease.Seconds()).
-		Scan(&j.id, &j.orderID, &j.attempt, &j.amountCents, &j.currency, &j.tries)
+		Scan(&j.id, &j.orderID, &j.attempt, &j.amountCents, &j.currency, &j.tries, &j.traceparent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -185,6 +198,11 @@ func (w *Worker) RunOnce(ctx context.Context) (worked bool, err error) {
 }
 
 func (w *Worker) process(ctx context.Context, j job) {
+	ctx, span := w.cfg.Tracer.Start(telemetry.ContextWithTraceParent(ctx, j.traceparent), "payments.charge",
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+			attribute.String("bff.order_id", j.orderID), attribute.Int("bff.payment_attempt", j.attempt),
+			attribute.Int64("bff.charge_job_id", j.id), attribute.Int("bff.charge_job_try", j.tries)))
+	defer span.End()
 	log := w.cfg.Logger.With("orderId", j.orderID, "attempt", j.attempt, "jobId", j.id, "try", j.tries)
 	if j.tries > w.cfg.MaxAttempts {
 		w.fail(ctx, log, j, FailureUnavailable, "attempts exhausted")
@@ -194,6 +212,10 @@ func (w *Worker) process(ctx context.Context, j job) {
 	res, err := w.cfg.Provider.Charge(sendCtx, ChargeRequest{OrderID: j.orderID, Attempt: j.attempt,
 		AmountCents: j.amountCents, Currency: j.currency, IdempotencyKey: IdempotencyKey(j.orderID, j.attempt)})
 	cancel()
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
 	switch {
 	case err == nil:
 		w.update(ctx, log, j, `state = 'done', last_error = NULL`)

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/telemetry"
 )
 
 // Tx is one transaction that changes orders. Every event it writes is kept
@@ -219,8 +220,11 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 		return nil, interpretError(err)
 	}
 	if c.Action == order.ActionPay {
-		if _, err := t.tx.Exec(ctx, `INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency)
-			SELECT id, payment_attempt, total_cents, currency FROM orders WHERE id = $1::uuid`, n.ID); err != nil {
+		// The job carries the request's trace context: the worker's span
+		// continues the trace of the payOrder that queued it.
+		if _, err := t.tx.Exec(ctx, `INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency, traceparent)
+			SELECT id, payment_attempt, total_cents, currency, nullif($2, '') FROM orders WHERE id = $1::uuid`,
+			n.ID, telemetry.TraceParent(ctx)); err != nil {
 			return nil, interpretError(err)
 		}
 	}

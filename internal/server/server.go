@@ -71,6 +71,7 @@ type Server struct {
 	broker  *stream.Broker
 	worker  *payments.Worker
 	metrics *telemetry.Metrics
+	tracing *telemetry.Tracing
 	gql     http.Handler
 	handler http.Handler
 
@@ -91,9 +92,20 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) 
 	if s.log == nil {
 		s.log = NewLogger(cfg.LogLevel)
 	}
-	store, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.PGMaxConns),
-		QueryTimeout: cfg.RequestTimeout, Tracer: opt.PGTracer})
+	samplerArg := cfg.TracesSamplerArg
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingConfig{ServiceName: cfg.OTelServiceName,
+		Endpoint: cfg.OTLPEndpoint, TracesEndpoint: cfg.OTLPTracesEndpoint,
+		Sampler: cfg.TracesSampler, SamplerArg: &samplerArg})
 	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	s.tracing = tracing
+	// Every query gets a span (under the request's or job's span); the
+	// test hook, when given, sees every query too.
+	store, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.PGMaxConns),
+		QueryTimeout: cfg.RequestTimeout, Tracer: telemetry.NewPgxTracer(opt.PGTracer, tracing.Options()...)})
+	if err != nil {
+		_ = tracing.Shutdown(ctx)
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	s.store = store
@@ -106,8 +118,10 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) 
 	rdb, err := NewRedis(cfg)
 	if err != nil {
 		store.Close()
+		_ = tracing.Shutdown(ctx)
 		return nil, err
 	}
+	telemetry.InstrumentRedis(rdb, tracing.Options()...)
 	s.rdb = rdb
 	prefix := opt.CachePrefix
 	if prefix == "" {
@@ -207,7 +221,8 @@ func (s *Server) assembleCache(prefix string, opt Options) error {
 func (s *Server) assembleStreams(prefix string) error {
 	cfg := s.cfg
 	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, Heartbeat: cfg.StreamHeartbeat,
-		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log})
+		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log,
+		Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/stream")})
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
 	}
@@ -236,7 +251,7 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	cfg := s.cfg
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
 		Introspection: cfg.Introspection, Logger: s.log, QueryCache: gqlhttp.DocumentCache{},
-		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer()}}
+		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer(s.tracing.Options()...)}}
 	resolver := &graph.Resolver{Shop: s.shop, Events: s.broker}
 	rlCfg := ratelimit.DefaultConfig()
 	rlCfg.QueriesPerSecond, rlCfg.QueriesBurst = cfg.RateQueriesPerSecond, cfg.RateQueriesBurst
@@ -274,12 +289,14 @@ func (s *Server) assemblePayments() (webhook http.Handler, err error) {
 		return nil, err
 	}
 	if cfg.PaymentWorkers > 0 {
-		prov, err := payments.NewHTTPProvider(payments.HTTPConfig{BaseURL: cfg.PaymentsURL, Timeout: cfg.PaymentsTimeout, Metrics: pm})
+		prov, err := payments.NewHTTPProvider(payments.HTTPConfig{BaseURL: cfg.PaymentsURL, Timeout: cfg.PaymentsTimeout,
+			Metrics: pm, Transport: s.outboundTransport()})
 		if err != nil {
 			return nil, err
 		}
 		s.worker, err = payments.NewWorker(payments.WorkerConfig{Pool: s.store.Pool(), Provider: prov, Store: results,
-			Notifier: s, Concurrency: cfg.PaymentWorkers, Metrics: pm, Logger: s.log})
+			Notifier: s, Concurrency: cfg.PaymentWorkers, Metrics: pm, Logger: s.log,
+			Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/payments")})
 		if err != nil {
 			return nil, err
 		}
@@ -342,7 +359,7 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 	return httpx.Chain(telemetry.AnnotateSpan(h),
 		proxies.Middleware(), // first: everything after it sees the client's address
 		httpx.RequestID,
-		telemetry.Middleware(),
+		telemetry.Middleware(append(s.tracing.Options(), telemetry.WithFilter(traced))...),
 		httpx.AccessLog(s.log),
 		s.metrics.Middleware(),
 		httpx.Recover(s.log),
@@ -355,6 +372,25 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
 	), nil
 }
+
+// traced says which requests get a trace: all but the probes and scrapes.
+func traced(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/livez", "/readyz", "/metrics":
+		return false
+	}
+	return true
+}
+
+// outboundTransport is the transport of every outbound HTTP call of the
+// server (payment provider, webhooks): it makes the client span and sends
+// the W3C traceparent.
+func (s *Server) outboundTransport() http.RoundTripper {
+	return telemetry.Transport(nil, s.tracing.Options()...)
+}
+
+// FlushTraces exports the spans ended so far (tests; shutdown flushes too).
+func (s *Server) FlushTraces(ctx context.Context) error { return s.tracing.ForceFlush(ctx) }
 
 func bytesOf(ss []string) [][]byte {
 	out := make([][]byte, len(ss))
@@ -586,5 +622,9 @@ func (s *Server) Close() {
 			_ = s.rdb.Close()
 		}
 		s.store.Close()
+		// Spans still buffered are exported, within a bound.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.tracing.Shutdown(ctx)
 	})
 }

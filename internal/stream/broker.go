@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/telemetry"
 )
 
 // Config configures a [Broker]. Zero fields take their defaults.
@@ -50,6 +53,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Logger receives the broker's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Tracer makes a span for each live delivery of an event to an SSE
+	// stream, a child of the request that committed the event and linked
+	// to the stream's own request. Default: no spans.
+	Tracer trace.Tracer
 }
 
 func (c *Config) defaults() {
@@ -76,6 +83,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Tracer == nil {
+		c.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 }
 
@@ -178,9 +188,15 @@ func (b *Broker) Run(ctx context.Context) error {
 // could not be published on Redis still reaches every instance through
 // Postgres (the sequencers' catch-up), and one that was not marked (queue
 // full, crash) is taken over by the relay.
-func (b *Broker) Publish(_ context.Context, events []order.Event) {
+func (b *Broker) Publish(ctx context.Context, events []order.Event) {
 	if len(events) == 0 {
 		return
+	}
+	if tp := telemetry.TraceParent(ctx); tp != "" {
+		events = slices.Clone(events)
+		for i := range events {
+			events[i].TraceParent = tp
+		}
 	}
 	select {
 	case b.in <- slices.Clone(events):

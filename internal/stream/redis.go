@@ -19,6 +19,7 @@ type wireEvent struct {
 	Position    int64       `json:"p"`
 	CustomerSeq int64       `json:"s"`
 	CustomerID  string      `json:"c"`
+	TraceParent string      `json:"t,omitempty"`
 	Event       order.Event `json:"e"`
 }
 
@@ -30,7 +31,8 @@ type wireMessage struct {
 func encodeMessage(events []order.Event) ([]byte, error) {
 	m := wireMessage{Events: make([]wireEvent, len(events))}
 	for i, e := range events {
-		m.Events[i] = wireEvent{Position: e.Position, CustomerSeq: e.CustomerSeq, CustomerID: e.CustomerID, Event: e}
+		m.Events[i] = wireEvent{Position: e.Position, CustomerSeq: e.CustomerSeq, CustomerID: e.CustomerID,
+			TraceParent: e.TraceParent, Event: e}
 	}
 	return json.Marshal(m)
 }
@@ -43,7 +45,7 @@ func decodeMessage(payload string) ([]order.Event, error) {
 	out := make([]order.Event, 0, len(m.Events))
 	for _, w := range m.Events {
 		e := w.Event
-		e.Position, e.CustomerSeq, e.CustomerID = w.Position, w.CustomerSeq, w.CustomerID
+		e.Position, e.CustomerSeq, e.CustomerID, e.TraceParent = w.Position, w.CustomerSeq, w.CustomerID, w.TraceParent
 		if e.Position <= 0 || e.OrderID == "" || e.CustomerID == "" {
 			return nil, fmt.Errorf("malformed event at position %d", e.Position)
 		}

@@ -14,10 +14,14 @@ import (
 	"time"
 
 	"github.com/r3labs/sse/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/telemetry"
 )
 
 // appendSSE appends ev to dst in the text/event-stream encoding of
@@ -161,7 +165,9 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			// stream (see BenchmarkIdleStreamMemory).
 			s := newConnSink(conn, h, r.ProtoMinor >= 1, b.cfg.WriteTimeout)
 			c.s.setKick(s.setDeadline)
-			go b.pump(context.Background(), c, s)
+			// Only the request's span context goes along (delivery spans
+			// link to it); the request itself is over.
+			go b.pump(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)), c, s)
 			return
 		}
 	}
@@ -207,17 +213,19 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 	for {
 		select {
 		case it := <-c.s.ch:
-			deliver(c, s, it)
+			spans := b.deliver(ctx, c, s, it, nil)
 		burst:
 			for n := 1; n < b.cfg.Buffer; n++ {
 				select {
 				case it := <-c.s.ch:
-					deliver(c, s, it)
+					spans = b.deliver(ctx, c, s, it, spans)
 				default:
 					break burst
 				}
 			}
-			if s.flush() != nil {
+			err := s.flush()
+			endSpans(spans, err)
+			if err != nil {
 				return false
 			}
 			hb.Reset(b.cfg.Heartbeat)
@@ -235,11 +243,36 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 	}
 }
 
-// deliver queues a live event the stream has not delivered yet.
-func deliver(c *cursor, s sink, it *item) {
-	if it.ev.Position > c.last {
-		s.write(it.frame)
-		c.last = it.ev.Position
+// deliver queues a live event the stream has not delivered yet. An event
+// with a trace context gets a delivery span (appended to spans, ended by
+// the caller after the flush): a child of the request that committed the
+// event, linked to the stream's own request.
+func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans []trace.Span) []trace.Span {
+	if it.ev.Position <= c.last {
+		return spans
+	}
+	if it.ev.TraceParent != "" {
+		_, span := b.cfg.Tracer.Start(telemetry.ContextWithTraceParent(context.Background(), it.ev.TraceParent),
+			"sse.deliver "+it.ev.Type.SSEName(), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithLinks(trace.LinkFromContext(ctx)), trace.WithAttributes(
+				attribute.Int64("bff.event.position", it.ev.Position),
+				attribute.String("bff.event.type", string(it.ev.Type)),
+				attribute.String("bff.order_id", it.ev.OrderID)))
+		spans = append(spans, span)
+	}
+	s.write(it.frame)
+	c.last = it.ev.Position
+	return spans
+}
+
+// endSpans ends delivery spans once their frames were flushed (err: not).
+func endSpans(spans []trace.Span, err error) {
+	for _, span := range spans {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "stream write failed")
+		}
+		span.End()
 	}
 }
 

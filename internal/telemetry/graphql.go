@@ -12,8 +12,10 @@ import (
 )
 
 // GraphQLTracer is a gqlgen extension that makes one span per GraphQL
-// operation ("query OrderScreen"), a child of the HTTP server span and the
-// parent of the Postgres and Redis spans of its resolvers. It records
+// operation ("query OrderScreen"), a child of the HTTP server span, and
+// one span per resolver that does I/O ("Mutation.payOrder", see
+// [GraphQLTracer.InterceptField]), the parent of the Postgres and Redis
+// spans. It records
 // graphql.operation.type and graphql.operation.name and, when the response
 // has errors, their codes (bff.error_codes) with an error status. Each
 // event of a subscription gets a span of its own. Add it with
@@ -25,7 +27,28 @@ type GraphQLTracer struct {
 var (
 	_ graphql.HandlerExtension    = (*GraphQLTracer)(nil)
 	_ graphql.ResponseInterceptor = (*GraphQLTracer)(nil)
+	_ graphql.FieldInterceptor    = (*GraphQLTracer)(nil)
 )
+
+// InterceptField implements graphql.FieldInterceptor: each field served by
+// a resolver method (the root fields, which do the I/O) gets a span
+// ("Query.orderScreen") under the operation's; fields read from a model
+// get none.
+func (g *GraphQLTracer) InterceptField(ctx context.Context, next graphql.Resolver) (any, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || !fc.IsResolver || fc.Field.Field == nil || !hasParent(ctx) {
+		return next(ctx)
+	}
+	ctx, span := g.tracer.Start(ctx, fc.Object+"."+fc.Field.Name, trace.WithAttributes(
+		attribute.String("graphql.field.path", fc.Path().String())))
+	defer span.End()
+	res, err := next(ctx)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return res, err
+}
 
 // NewGraphQLTracer returns the extension.
 func NewGraphQLTracer(opts ...Option) *GraphQLTracer {

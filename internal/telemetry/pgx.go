@@ -16,12 +16,18 @@ import (
 // maxQueryText bounds the SQL recorded on a span.
 const maxQueryText = 2048
 
+// dbStatementKey is the pre-1.25 semantic-convention name of the query
+// text (db.query.text today), still what many trace viewers show.
+const dbStatementKey = "db.statement"
+
 // PgxTracer makes a client span for each Postgres query, batch and
 // connect. It records the statement text (the store's SQL is
 // parameterised: arguments are never recorded), the operation and table,
 // the database and server, the rows affected, and errors other than
-// pgx.ErrNoRows. Set it as postgres.Config.Tracer; it wraps another tracer
-// (next), which sees every call too.
+// pgx.ErrNoRows. Spans are made only under a span of the caller (a
+// request, a job): background polling makes none. Set it as
+// postgres.Config.Tracer; it wraps another tracer (next), which sees every
+// call too.
 type PgxTracer struct {
 	tracer trace.Tracer
 	next   pgx.QueryTracer
@@ -37,6 +43,9 @@ func NewPgxTracer(next pgx.QueryTracer, opts ...Option) *PgxTracer {
 type pgxSpanKey struct{}
 
 func (t *PgxTracer) start(ctx context.Context, name string, attrs ...attribute.KeyValue) context.Context {
+	if !hasParent(ctx) {
+		return ctx
+	}
 	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attrs...))
 	return context.WithValue(ctx, pgxSpanKey{}, span)
@@ -78,7 +87,8 @@ func connAttrs(conn *pgx.Conn) []attribute.KeyValue {
 // TraceQueryStart implements pgx.QueryTracer.
 func (t *PgxTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
 	op, table := summarize(data.SQL)
-	attrs := append(connAttrs(conn), semconv.DBQueryText(truncate(data.SQL, maxQueryText)))
+	text := truncate(data.SQL, maxQueryText)
+	attrs := append(connAttrs(conn), semconv.DBQueryText(text), attribute.String(dbStatementKey, text))
 	name := "postgresql"
 	if op != "" {
 		attrs = append(attrs, semconv.DBOperationName(op))

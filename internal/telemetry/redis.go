@@ -15,7 +15,8 @@ import (
 
 // RedisHook is a go-redis hook that makes a client span for each command,
 // pipeline and dial. Spans carry the command name, never its arguments
-// (they hold keys and values); redis.Nil is not an error.
+// (they hold keys and values); redis.Nil is not an error. Like
+// [PgxTracer], it makes spans only under a span of the caller.
 type RedisHook struct {
 	tracer trace.Tracer
 	attrs  []attribute.KeyValue
@@ -63,6 +64,9 @@ func finish(span trace.Span, err error) {
 // DialHook implements redis.Hook.
 func (h *RedisHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if !hasParent(ctx) {
+			return next(ctx, network, addr)
+		}
 		ctx, span := h.start(ctx, "redis.dial")
 		conn, err := next(ctx, network, addr)
 		finish(span, err)
@@ -73,6 +77,9 @@ func (h *RedisHook) DialHook(next redis.DialHook) redis.DialHook {
 // ProcessHook implements redis.Hook.
 func (h *RedisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !hasParent(ctx) {
+			return next(ctx, cmd)
+		}
 		name := strings.ToUpper(cmd.FullName())
 		ctx, span := h.start(ctx, name, semconv.DBOperationName(name))
 		err := next(ctx, cmd)
@@ -84,6 +91,9 @@ func (h *RedisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // ProcessPipelineHook implements redis.Hook.
 func (h *RedisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !hasParent(ctx) {
+			return next(ctx, cmds)
+		}
 		names := make([]string, 0, len(cmds))
 		for _, c := range cmds {
 			if n := strings.ToUpper(c.FullName()); len(names) == 0 || names[len(names)-1] != n {

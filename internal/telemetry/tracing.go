@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel"
@@ -24,24 +23,34 @@ const instrumentationName = "github.com/shop/bff/internal/telemetry"
 // DefaultServiceName is the service.name of the traces when none is set.
 const DefaultServiceName = "bff"
 
-// Environment variables read by [TracingConfigFromEnv] (the OpenTelemetry
-// SDK's own names). The exporter itself also reads the other
-// OTEL_EXPORTER_OTLP_* variables: headers, timeout, compression and TLS
-// files.
+// Sampler names of OTEL_TRACES_SAMPLER (the OpenTelemetry SDK's standard
+// values). The ratio of the traceidratio samplers is OTEL_TRACES_SAMPLER_ARG.
 const (
-	EnvServiceName         = "OTEL_SERVICE_NAME"
-	EnvOTLPEndpoint        = "OTEL_EXPORTER_OTLP_ENDPOINT"
-	EnvOTLPTracesEndpoint  = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-	EnvTracesSamplerArg    = "OTEL_TRACES_SAMPLER_ARG"
-	EnvSDKDisabled         = "OTEL_SDK_DISABLED"
+	SamplerAlwaysOn                = "always_on"
+	SamplerAlwaysOff               = "always_off"
+	SamplerTraceIDRatio            = "traceidratio"
+	SamplerParentBasedAlwaysOn     = "parentbased_always_on"
+	SamplerParentBasedAlwaysOff    = "parentbased_always_off"
+	SamplerParentBasedTraceIDRatio = "parentbased_traceidratio"
+)
+
+// Samplers lists the accepted values of OTEL_TRACES_SAMPLER.
+var Samplers = []string{SamplerParentBasedAlwaysOn, SamplerParentBasedAlwaysOff, SamplerParentBasedTraceIDRatio,
+	SamplerAlwaysOn, SamplerAlwaysOff, SamplerTraceIDRatio}
+
+const (
 	otlpTracesPath         = "/v1/traces"
-	defaultSampleRatio     = 1.0
 	otlpEndpointSchemeHelp = "want an http:// or https:// URL"
 )
 
-// TracingConfig configures [SetupTracing]. The zero value installs the
-// propagator and a tracer provider that exports nothing (trace ids still
-// reach the logs and outbound calls).
+// TracingConfig configures [NewTracing]. The zero value makes a provider
+// that exports nothing (trace ids still reach the logs and outbound
+// calls). internal/config reads it from the environment (the SDK's own
+// variable names: OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT,
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_SAMPLER,
+// OTEL_TRACES_SAMPLER_ARG); the exporter itself also reads the other
+// OTEL_EXPORTER_OTLP_* variables (headers, timeout, compression, TLS
+// files).
 type TracingConfig struct {
 	// ServiceName is the service.name resource attribute. Default "bff".
 	ServiceName string
@@ -55,10 +64,13 @@ type TracingConfig struct {
 	// TracesEndpoint is the full URL traces are posted to
 	// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); it wins over Endpoint.
 	TracesEndpoint string
-	// SampleRatio is the share of new traces that are recorded and
-	// exported, in [0, 1]; an incoming traceparent's decision is kept.
-	// Default (0) 1: every trace. Use a negative value for none.
-	SampleRatio float64
+	// Sampler is one of [Samplers] (OTEL_TRACES_SAMPLER). Default
+	// parentbased_always_on: every new trace, and an incoming
+	// traceparent's decision is kept.
+	Sampler string
+	// SamplerArg is the ratio in [0, 1] of the traceidratio samplers
+	// (OTEL_TRACES_SAMPLER_ARG). Default 1.
+	SamplerArg *float64
 	// Exporter, when set, is used instead of an OTLP exporter (tests,
 	// other backends).
 	Exporter sdktrace.SpanExporter
@@ -66,41 +78,30 @@ type TracingConfig struct {
 	Propagator propagation.TextMapPropagator
 }
 
-// TracingConfigFromEnv reads OTEL_SERVICE_NAME,
-// OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and
-// OTEL_TRACES_SAMPLER_ARG (a ratio in [0, 1]) through lookup
-// (os.LookupEnv). OTEL_SDK_DISABLED=true leaves the exporter off. An
-// invalid value is an error naming the variable.
-func TracingConfigFromEnv(lookup func(string) (string, bool)) (TracingConfig, error) {
-	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
-	cfg := TracingConfig{ServiceName: get(EnvServiceName)}
-	if strings.EqualFold(get(EnvSDKDisabled), "true") {
-		return cfg, nil
-	}
-	for _, e := range []struct {
-		name string
-		dst  *string
-	}{{EnvOTLPEndpoint, &cfg.Endpoint}, {EnvOTLPTracesEndpoint, &cfg.TracesEndpoint}} {
-		v := get(e.name)
-		if v == "" {
-			continue
-		}
-		if _, err := parseEndpoint(v); err != nil {
-			return TracingConfig{}, fmt.Errorf("%s: %w", e.name, err)
-		}
-		*e.dst = v
-	}
-	if v := get(EnvTracesSamplerArg); v != "" {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || r < 0 || r > 1 {
-			return TracingConfig{}, fmt.Errorf("%s: want a ratio between 0 and 1, got %q", EnvTracesSamplerArg, v)
-		}
-		cfg.SampleRatio = r
-		if r == 0 {
-			cfg.SampleRatio = -1
+// sampler returns the SDK sampler of c.
+func (c TracingConfig) sampler() (sdktrace.Sampler, error) {
+	ratio := 1.0
+	if c.SamplerArg != nil {
+		ratio = *c.SamplerArg
+		if ratio < 0 || ratio > 1 {
+			return nil, fmt.Errorf("sampler ratio %v is not in [0, 1]", ratio)
 		}
 	}
-	return cfg, nil
+	switch c.Sampler {
+	case "", SamplerParentBasedAlwaysOn:
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
+	case SamplerParentBasedAlwaysOff:
+		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
+	case SamplerParentBasedTraceIDRatio:
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio)), nil
+	case SamplerAlwaysOn:
+		return sdktrace.AlwaysSample(), nil
+	case SamplerAlwaysOff:
+		return sdktrace.NeverSample(), nil
+	case SamplerTraceIDRatio:
+		return sdktrace.TraceIDRatioBased(ratio), nil
+	}
+	return nil, fmt.Errorf("unknown sampler %q (want one of %s)", c.Sampler, strings.Join(Samplers, ", "))
 }
 
 func parseEndpoint(s string) (*url.URL, error) {
@@ -134,15 +135,23 @@ func (c TracingConfig) tracesURL() (string, error) {
 	return u.String(), nil
 }
 
-// SetupTracing installs the global tracer provider and propagator (W3C
-// tracecontext) that [Middleware], [Transport], [PgxTracer] and
-// [RedisHook] use by default. With an endpoint (or Exporter) configured,
-// spans are batched to it and new traces are sampled at SampleRatio;
-// without one, nothing is exported and only requests whose traceparent
-// says "sampled" are recorded, so trace ids still join logs and calls
-// across services. Call shutdown at exit: it flushes the spans still
-// buffered.
-func SetupTracing(ctx context.Context, cfg TracingConfig) (shutdown func(context.Context) error, err error) {
+// Tracing is one tracer provider with its propagator: the server builds
+// one from its configuration and hands [Tracing.Options] to every piece
+// of instrumentation (HTTP middleware, GraphQL, pgx, Redis, outbound
+// transports, background jobs), so that several servers in one process
+// (tests) keep their traces apart and nothing depends on globals.
+type Tracing struct {
+	tp   *sdktrace.TracerProvider
+	prop propagation.TextMapPropagator
+}
+
+// NewTracing builds the provider of cfg. With an endpoint (or Exporter)
+// configured, spans are batched to it and new traces are sampled by
+// cfg.Sampler; without one, nothing is exported and only requests whose
+// traceparent says "sampled" are recorded, so trace ids still join logs
+// and calls across services. Call [Tracing.Shutdown] at exit: it flushes
+// the spans still buffered.
+func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	prop := cfg.Propagator
 	if prop == nil {
 		prop = propagation.TraceContext{}
@@ -158,6 +167,10 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (shutdown func(context
 	res, err := resource.New(ctx, resource.WithAttributes(attrs...), resource.WithTelemetrySDK(), resource.WithHost())
 	if err != nil {
 		return nil, fmt.Errorf("tracing resource: %w", err)
+	}
+	sampler, err := cfg.sampler()
+	if err != nil {
+		return nil, err
 	}
 
 	exp := cfg.Exporter
@@ -175,22 +188,42 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (shutdown func(context
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if exp != nil {
-		ratio := cfg.SampleRatio
-		switch {
-		case ratio == 0:
-			ratio = defaultSampleRatio
-		case ratio < 0:
-			ratio = 0
-		}
-		opts = append(opts, sdktrace.WithBatcher(exp),
-			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
+		opts = append(opts, sdktrace.WithBatcher(exp), sdktrace.WithSampler(sampler))
 	} else {
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
-	tp := sdktrace.NewTracerProvider(opts...)
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(prop)
-	return tp.Shutdown, nil
+	return &Tracing{tp: sdktrace.NewTracerProvider(opts...), prop: prop}, nil
+}
+
+// Options are the options that make this package's instrumentation use t.
+func (t *Tracing) Options() []Option {
+	return []Option{WithTracerProvider(t.tp), WithPropagator(t.prop)}
+}
+
+// Provider is the tracer provider, for packages that make spans of their
+// own (the charge worker, the event streams).
+func (t *Tracing) Provider() trace.TracerProvider { return t.tp }
+
+// Propagator is the text map propagator (W3C tracecontext).
+func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.prop }
+
+// ForceFlush exports the spans ended so far.
+func (t *Tracing) ForceFlush(ctx context.Context) error { return t.tp.ForceFlush(ctx) }
+
+// Shutdown flushes the buffered spans and stops the exporter.
+func (t *Tracing) Shutdown(ctx context.Context) error { return t.tp.Shutdown(ctx) }
+
+// SetupTracing makes a [Tracing] of cfg and installs it as the global
+// tracer provider and propagator, for instrumentation created without
+// options. The server does not use the globals; see [NewTracing].
+func SetupTracing(ctx context.Context, cfg TracingConfig) (shutdown func(context.Context) error, err error) {
+	t, err := NewTracing(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	otel.SetTracerProvider(t.tp)
+	otel.SetTextMapPropagator(t.prop)
+	return t.Shutdown, nil
 }
 
 // TraceID returns the trace id of the span in ctx as 32 hex digits, or ""
@@ -202,4 +235,34 @@ func TraceID(ctx context.Context) string {
 		return ""
 	}
 	return sc.TraceID().String()
+}
+
+// traceparentHeader is the W3C trace context header.
+const traceparentHeader = "traceparent"
+
+// TraceParent returns the W3C traceparent of the span in ctx, or "" when
+// ctx has none: work that runs later (a charge job, an event delivered to
+// streams) stores it and continues the trace with
+// [ContextWithTraceParent].
+func TraceParent(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c[traceparentHeader]
+}
+
+// ContextWithTraceParent returns ctx with the remote span context of a
+// traceparent from [TraceParent] as its parent span; an empty or invalid
+// value leaves ctx as it is.
+func ContextWithTraceParent(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{traceparentHeader: traceparent})
+}
+
+// hasParent reports whether ctx carries a span: the client spans of
+// Postgres and Redis are made only inside a traced unit of work (a
+// request, a job), never as lone root traces of background polling.
+func hasParent(ctx context.Context) bool {
+	return trace.SpanContextFromContext(ctx).IsValid()
 }

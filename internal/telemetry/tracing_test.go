@@ -363,30 +363,49 @@ func restoreGlobals(t *testing.T) {
 	})
 }
 
-func TestTracingConfigFromEnv(t *testing.T) {
-	env := func(m map[string]string) func(string) (string, bool) {
-		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+// TestNewTracingSamplers: the OTEL_TRACES_SAMPLER names choose what is
+// recorded, and an unknown name or a ratio outside [0, 1] is refused.
+func TestNewTracingSamplers(t *testing.T) {
+	zero := 0.0
+	for _, c := range []struct {
+		sampler string
+		arg     *float64
+		want    bool
+	}{
+		{"", nil, true},
+		{telemetry.SamplerParentBasedAlwaysOn, nil, true},
+		{telemetry.SamplerAlwaysOn, nil, true},
+		{telemetry.SamplerAlwaysOff, nil, false},
+		{telemetry.SamplerParentBasedAlwaysOff, nil, false},
+		{telemetry.SamplerTraceIDRatio, &zero, false},
+		{telemetry.SamplerParentBasedTraceIDRatio, &zero, false},
+		{telemetry.SamplerTraceIDRatio, nil, true},
+	} {
+		exp := tracetest.NewInMemoryExporter()
+		tr, err := telemetry.NewTracing(context.Background(), telemetry.TracingConfig{Exporter: exp, Sampler: c.sampler, SamplerArg: c.arg})
+		require.NoError(t, err, c.sampler)
+		_, span := tr.Provider().Tracer("test").Start(context.Background(), "op")
+		span.End()
+		require.NoError(t, tr.ForceFlush(context.Background()))
+		assert.Equal(t, c.want, len(exp.GetSpans()) == 1, "sampler %q", c.sampler)
+		require.NoError(t, tr.Shutdown(context.Background()))
 	}
-	cfg, err := telemetry.TracingConfigFromEnv(env(nil))
-	require.NoError(t, err)
-	assert.Equal(t, telemetry.TracingConfig{}, cfg, "exporter off by default")
+	_, err := telemetry.NewTracing(context.Background(), telemetry.TracingConfig{Sampler: "sometimes"})
+	require.Error(t, err)
+	two := 2.0
+	_, err = telemetry.NewTracing(context.Background(), telemetry.TracingConfig{Sampler: telemetry.SamplerTraceIDRatio, SamplerArg: &two})
+	require.Error(t, err)
+}
 
-	cfg, err = telemetry.TracingConfigFromEnv(env(map[string]string{
-		telemetry.EnvServiceName: "bff-eu", telemetry.EnvOTLPEndpoint: "http://collector:4318",
-		telemetry.EnvTracesSamplerArg: "0.25"}))
-	require.NoError(t, err)
-	assert.Equal(t, telemetry.TracingConfig{ServiceName: "bff-eu", Endpoint: "http://collector:4318", SampleRatio: 0.25}, cfg)
-
-	cfg, err = telemetry.TracingConfigFromEnv(env(map[string]string{
-		telemetry.EnvOTLPEndpoint: "http://collector:4318", telemetry.EnvSDKDisabled: "true"}))
-	require.NoError(t, err)
-	assert.Empty(t, cfg.Endpoint, "OTEL_SDK_DISABLED wins")
-
-	for name, val := range map[string]string{
-		telemetry.EnvOTLPEndpoint: "collector:4318", telemetry.EnvOTLPTracesEndpoint: "ftp://x/v1/traces",
-		telemetry.EnvTracesSamplerArg: "2"} {
-		_, err := telemetry.TracingConfigFromEnv(env(map[string]string{name: val}))
-		require.Error(t, err, name)
-		assert.Contains(t, err.Error(), name)
-	}
+// TestTraceParentRoundTrip: a stored traceparent continues the trace.
+func TestTraceParentRoundTrip(t *testing.T) {
+	_, tp, _ := tracing(t)
+	ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+	defer span.End()
+	stored := telemetry.TraceParent(ctx)
+	require.NotEmpty(t, stored)
+	assert.Empty(t, telemetry.TraceParent(context.Background()))
+	later := telemetry.ContextWithTraceParent(context.Background(), stored)
+	assert.Equal(t, telemetry.TraceID(ctx), telemetry.TraceID(later))
+	assert.Equal(t, context.Background(), telemetry.ContextWithTraceParent(context.Background(), ""))
 }

@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/payments"
@@ -381,7 +383,10 @@ func (s *Server) serveCharge(w http.ResponseWriter, r *http.Request) {
 		}
 		s.byKey[key] = st
 		s.stats.created.Add(1)
-		s.startDelivery(st.charge) // under mu, so Shutdown never misses it
+		// The webhook continues the trace of the charge request (W3C
+		// trace context), so a trace shows the charge and its result.
+		tc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		s.startDelivery(st.charge, tc) // under mu, so Shutdown never misses it
 	}
 	charge := st.charge
 	s.mu.Unlock()
@@ -491,19 +496,20 @@ func (c Charge) event() webhookEvent {
 
 // startDelivery delivers c's webhook in the background. The caller holds
 // s.mu and has checked that the simulator is not closing.
-func (s *Server) startDelivery(c Charge) {
+func (s *Server) startDelivery(c Charge, tc trace.SpanContext) {
 	s.delivery.Add(1)
 	s.stats.pending.Add(1)
 	go func() {
 		defer s.delivery.Done()
 		defer s.stats.pending.Add(-1)
-		s.deliver(c)
+		s.deliver(c, tc)
 	}()
 }
 
 // deliver posts c's event until the BFF answers 2xx, signing every attempt
-// anew, with exponential backoff between attempts.
-func (s *Server) deliver(c Charge) {
+// anew, with exponential backoff between attempts. Each attempt carries
+// the traceparent of the charge request (tc), when it had one.
+func (s *Server) deliver(c Charge, tc trace.SpanContext) {
 	body, _ := json.Marshal(c.event())
 	log := s.cfg.Logger.With("eventId", c.EventID, "chargeId", c.ID, "orderId", c.OrderID)
 	attempt := func() (struct{}, error) {
@@ -514,6 +520,7 @@ func (s *Server) deliver(c Charge) {
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("User-Agent", "paysim")
+		propagation.TraceContext{}.Inject(trace.ContextWithRemoteSpanContext(req.Context(), tc), propagation.HeaderCarrier(req.Header))
 		req.Header.Set(payments.SignatureHeader, payments.Sign(s.cfg.Secret, s.cfg.Now(), body))
 		resp, err := s.cfg.Client.Do(req)
 		if err != nil {
