@@ -116,11 +116,16 @@ func (t *PgxTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.
 // TraceBatchStart implements pgx.BatchTracer.
 func (t *PgxTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
 	n := 0
+	var sqls []string
 	if data.Batch != nil {
 		n = data.Batch.Len()
+		for _, q := range data.Batch.QueuedQueries {
+			sqls = append(sqls, q.SQL)
+		}
 	}
-	ctx = t.start(ctx, "BATCH", append(connAttrs(conn),
-		semconv.DBOperationName("BATCH"), semconv.DBOperationBatchSize(n))...)
+	text := truncate(strings.Join(sqls, ";\n"), maxQueryText)
+	ctx = t.start(ctx, "BATCH", append(connAttrs(conn), semconv.DBOperationName("BATCH"), semconv.DBOperationBatchSize(n),
+		semconv.DBQueryText(text), attribute.String(dbStatementKey, text))...)
 	if bt, ok := t.next.(pgx.BatchTracer); ok {
 		ctx = bt.TraceBatchStart(ctx, conn, data)
 	}
