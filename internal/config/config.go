@@ -65,6 +65,9 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// StreamReplayWindow is how far back a stream can be resumed.
 	StreamReplayWindow time.Duration
+	// StreamPruneInterval is how often events older than the replay window
+	// are pruned (in batches).
+	StreamPruneInterval time.Duration
 	// StreamHeartbeat is the interval of `: ping` comments.
 	StreamHeartbeat time.Duration
 	// StreamRetry is the reconnect hint sent as `retry:`.
@@ -263,6 +266,7 @@ var table = []variable{
 	{"CACHE_TIMEOUT", "50ms", "timeout of one Redis call of the screen cache", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.CacheTimeout })},
 	{"IDEMPOTENCY_TTL", "24h", "how long idempotency keys are remembered", duration(time.Minute, func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
 	{"STREAM_REPLAY_WINDOW", "24h", "how far back an event stream can be resumed", duration(time.Minute, func(c *Config) *time.Duration { return &c.StreamReplayWindow })},
+	{"STREAM_PRUNE_INTERVAL", "1m", "how often events older than the replay window are deleted (in batches of 1000)", duration(time.Second, func(c *Config) *time.Duration { return &c.StreamPruneInterval })},
 	{"STREAM_HEARTBEAT", "15s", "interval of the `: ping` heartbeat on event streams", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamHeartbeat })},
 	{"STREAM_RETRY", "3s", "reconnect delay sent to EventSource clients as `retry:`", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamRetry })},
 	{"COMPRESS_MIN_BYTES", "1024", "smallest JSON (or web app) response compressed with gzip or zstd as Accept-Encoding allows (0: never compress)", integer(0, 64<<20, func(c *Config) *int { return &c.CompressMinBytes })},

@@ -196,13 +196,16 @@ func (b *Batch) Timeline(orderID string) *Read[[]order.Event] {
 	return r
 }
 
-// LastPosition queues the stream position of the newest event visible in
-// scope (0 when there is none).
+// LastPosition queues a resume point that covers every event committed in
+// scope: the position of the newest one, never below the pruning horizon
+// (a customer whose events were all pruned resumes from there, exactly),
+// or for every customer (STAFF) the stream head a broker recorded.
 func (b *Batch) LastPosition(sc Scope) *Read[int64] {
 	r := &Read[int64]{}
 	sql, args := `SELECT position FROM stream_head`, []any(nil)
 	if sc.CustomerID != "" {
-		sql, args = `SELECT coalesce(max(position), 0) FROM order_events WHERE customer_id = $1::uuid`, []any{sc.CustomerID}
+		sql, args = `SELECT greatest(coalesce(max(position), 0), `+PrunedThroughSQL+`)
+			FROM order_events WHERE customer_id = $1::uuid`, []any{sc.CustomerID}
 	}
 	b.queue(sql, args, func(rows pgx.Rows) error {
 		for rows.Next() {

@@ -220,7 +220,7 @@ func (s *Server) assembleCache(prefix string, opt Options) error {
 // the SSE doors).
 func (s *Server) assembleStreams(prefix string) error {
 	cfg := s.cfg
-	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, Heartbeat: cfg.StreamHeartbeat,
+	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, PruneInterval: cfg.StreamPruneInterval, Heartbeat: cfg.StreamHeartbeat,
 		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log,
 		Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/stream")})
 	if err != nil {

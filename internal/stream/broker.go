@@ -23,6 +23,12 @@ type Config struct {
 	// ReplayWindow is how long events can be replayed to a client that
 	// resumes; an older resume point gets `event: reset`. Default 24h.
 	ReplayWindow time.Duration
+	// PruneInterval is how often the broker deletes events older than
+	// ReplayWindow (the oldest first, PruneBatch at a time, never past the
+	// last position a broker handed out). Default 1m.
+	PruneInterval time.Duration
+	// PruneBatch bounds one delete of the pruner. Default 1000.
+	PruneBatch int
 	// Heartbeat is the interval of the `: ping` comment on an otherwise
 	// idle SSE connection. Default 15s.
 	Heartbeat time.Duration
@@ -62,6 +68,12 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.ReplayWindow <= 0 {
 		c.ReplayWindow = 24 * time.Hour
+	}
+	if c.PruneInterval <= 0 {
+		c.PruneInterval = time.Minute
+	}
+	if c.PruneBatch <= 0 {
+		c.PruneBatch = 1000
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
@@ -164,14 +176,15 @@ func New(store *postgres.Store, rdb redis.UniversalClient, cfg Config) (*Broker,
 func (b *Broker) OpenStreams() int { return int(b.openCount.Load()) }
 
 // Run runs the sequencer, the Redis subscription, the publisher of
-// [Broker.Publish] and the outbox relay until ctx ends, then closes the
+// [Broker.Publish], the outbox relay and the pruner until ctx ends, then closes the
 // streams of this broker (their clients resume elsewhere). Redis and
 // Postgres failures are logged and retried; Run survives Redis restarts.
 // It returns nil when ctx ends.
 func (b *Broker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); b.redisLoop(ctx) }()
+	go func() { defer wg.Done(); b.pruneLoop(ctx) }()
 	go func() { defer wg.Done(); b.relayLoop(ctx) }()
 	go func() { defer wg.Done(); b.publisher(ctx) }()
 	b.sequence(ctx)

@@ -88,3 +88,34 @@ func (b *Broker) relayOnce(ctx context.Context) (int, error) {
 	}
 	return len(evs), nil
 }
+
+// pruneLoop deletes the events older than the replay window every
+// PruneInterval until ctx ends.
+func (b *Broker) pruneLoop(ctx context.Context) {
+	tick := time.NewTicker(b.cfg.PruneInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := b.prune(ctx); err != nil && ctx.Err() == nil {
+			b.log.Warn("stream: pruning old events failed", "err", err)
+		}
+	}
+}
+
+// prune deletes the events older than the replay window, PruneBatch at a
+// time, and returns how many it deleted.
+func (b *Broker) prune(ctx context.Context) (int64, error) {
+	var total int64
+	for ctx.Err() == nil {
+		n, err := b.store.PruneEvents(ctx, b.cfg.ReplayWindow, b.cfg.PruneBatch)
+		total += n
+		if err != nil || n < int64(b.cfg.PruneBatch) {
+			return total, err
+		}
+	}
+	return total, ctx.Err()
+}

@@ -192,10 +192,12 @@ const (
 // orderID): it returns the position to resume after, or the reason of a
 // reset. A valid id is a position the database issued ("0" stands for
 // "before the viewer's first event", the lastEventId of a screen read
-// before any event) from which the replay is still exact: the first event
-// of the stream after it is inside the replay window, or there is none
-// yet. So a screen read's lastEventId stays a valid resume point however
-// old its event is, as long as nothing newer has aged out of the window.
+// before any event) from which the replay is still exact: no event after
+// it was pruned (it is not below the pruning horizon, which is itself a
+// valid resume point), and the first event of the stream after it is
+// inside the replay window, or there is none yet. So a screen read's
+// lastEventId stays a valid resume point however old its event is, as
+// long as nothing newer has aged out of the window.
 // Time is compared on the database's clock, the clock of the events.
 func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id string) (int64, string, error) {
 	pos, err := strconv.ParseInt(id, 10, 64)
@@ -211,21 +213,23 @@ func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id
 	if orderID != "" {
 		oid = &orderID
 	}
-	var head int64
+	var head, pruned int64
 	var issued bool
 	var nextFresh *bool
-	err = b.store.Pool().QueryRow(ctx, `SELECT (`+issuedSQL+`),
+	err = b.store.Pool().QueryRow(ctx, `SELECT (`+issuedSQL+`), `+postgres.PrunedThroughSQL+`,
 		$1::bigint = 0 OR EXISTS (SELECT 1 FROM order_events WHERE position = $1::bigint),
 		(SELECT at > now() - $4::interval FROM order_events
 			WHERE position > $1::bigint AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
-			ORDER BY position LIMIT 1)`, pos, cust, oid, b.cfg.ReplayWindow).Scan(&head, &issued, &nextFresh)
+			ORDER BY position LIMIT 1)`, pos, cust, oid, b.cfg.ReplayWindow).Scan(&head, &pruned, &issued, &nextFresh)
 	if err != nil {
 		return 0, "", dbErr(err)
 	}
 	switch {
 	case pos > head:
 		return 0, resetUnknown, nil // never issued
-	case !issued:
+	case pos < pruned:
+		return 0, resetExpired, nil // events after it may have been pruned
+	case pos != pruned && !issued:
 		return 0, resetExpired, nil // issued, but no longer kept
 	case nextFresh != nil && !*nextFresh:
 		return 0, resetExpired, nil // events after it have aged out of the window

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -739,4 +740,112 @@ func TestClosedClientIsNoticed(t *testing.T) {
 	c.close()
 	conn.Close()
 	eventually(t, "closed streams noticed", func() bool { return b.OpenStreams() == 0 })
+}
+
+// Events older than the replay window are pruned oldest first, in bounded
+// batches, never past the last position a broker handed out; a resume
+// point whose following events were pruned gets `event: reset`, the
+// pruning horizon itself and everything after it resume exactly, and a
+// screen's resume point for a customer whose events were all pruned is
+// the horizon.
+func TestRetentionPrunesOldEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.instance(Config{PruneInterval: time.Hour, PruneBatch: 3}, nil)
+	srv := e.serve(b)
+	ctx := context.Background()
+	oa, _ := e.placeOrder(e.alice)
+	ob, _ := e.placeOrder(e.bob)
+	e.settle()
+	old := e.publish(b, e.change(e.alice, oa.ID))
+	bobOld := e.publish(b, e.change(e.bob, ob.ID))
+	edge := e.publish(b, e.change(e.alice, oa.ID))
+	kept := e.publish(b, e.change(e.alice, oa.ID))
+	connect(t, srv, "alice", "stream=orders", old[0].ID).expect(edge[0], kept[0])
+	// The clock the test controls: everything up to edge is two days old.
+	var nOld int64
+	if err := e.store.Pool().QueryRow(ctx, `WITH u AS (UPDATE order_events SET at = at - interval '2 days'
+		WHERE position <= $1 RETURNING 1) SELECT count(*) FROM u`, edge[0].Position).Scan(&nOld); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing past the recorded stream head is pruned: wait until the
+	// broker recorded the last event it handed out.
+	eventually(t, "stream head recorded", func() bool {
+		h, err := b.storedHead(ctx)
+		return err == nil && h >= kept[0].Position
+	})
+
+	// Bounded batches: each delete takes at most PruneBatch events.
+	var total int64
+	for {
+		n, err := e.store.PruneEvents(ctx, 24*time.Hour, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 3 {
+			t.Fatalf("one prune deleted %d events, batch is 3", n)
+		}
+		total += n
+		if n == 0 {
+			break
+		}
+	}
+	if total != nOld {
+		t.Fatalf("pruned %d events, want the %d older than the window", total, nOld)
+	}
+	var left, low int64
+	if err := e.store.Pool().QueryRow(ctx, `SELECT count(*), min(position) FROM order_events`).Scan(&left, &low); err != nil {
+		t.Fatal(err)
+	}
+	if left != 1 || low != kept[0].Position {
+		t.Fatalf("after pruning: %d events from position %d, want only %d", left, low, kept[0].Position)
+	}
+
+	// A resume point with pruned events after it: reset, then live.
+	c := connect(t, srv, "alice", "stream=orders", old[0].ID)
+	if f := c.nextEvent(); f.Event != "reset" || f.Data != `{"reason":"expired"}` {
+		t.Fatalf("resume before pruned events: %+v", f)
+	}
+	// The horizon (edge, pruned itself) and later points resume exactly.
+	connect(t, srv, "alice", "stream=orders", edge[0].ID).expect(kept[0])
+	live := connect(t, srv, "alice", "stream=orders", kept[0].ID)
+	// bob's events are all pruned: his screen's resume point is the
+	// horizon, which is valid and replays nothing he missed.
+	var bt postgres.Batch
+	lastRead := bt.LastPosition(postgres.ScopeFor(e.bob))
+	if err := e.store.Run(ctx, &bt); err != nil {
+		t.Fatal(err)
+	}
+	last := lastRead.Value()
+	if last != edge[0].Position || last <= bobOld[0].Position {
+		t.Fatalf("bob's resume point %d, want the horizon %d", last, edge[0].Position)
+	}
+	bobs := connect(t, srv, "bob", "stream=orders", strconv.FormatInt(last, 10))
+	next := e.publish(b, e.change(e.bob, ob.ID))
+	bobs.expect(next[0])
+	sentinel := e.publish(b, e.change(e.alice, oa.ID))
+	c.expect(sentinel[0])
+	live.expect(sentinel[0])
+
+	// The broker's own pruner does the same on its interval.
+	if _, err := e.store.Pool().Exec(ctx, `UPDATE order_events SET at = at - interval '2 days' WHERE position <= $1`, next[0].Position); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "stream head recorded", func() bool {
+		h, err := b.storedHead(ctx)
+		return err == nil && h >= sentinel[0].Position
+	})
+	e.instance(Config{PruneInterval: 50 * time.Millisecond, PruneBatch: 2}, nil)
+	eventually(t, "pruned by the broker", func() bool {
+		var n int64
+		err := e.store.Pool().QueryRow(ctx, `SELECT count(*) FROM order_events WHERE position <= $1`, next[0].Position).Scan(&n)
+		return err == nil && n == 0
+	})
+	atHorizon := connect(t, srv, "bob", "stream=orders", next[0].ID) // the horizon now
+	beforeIt := connect(t, srv, "alice", "stream=orders", kept[0].ID)
+	if f := beforeIt.nextEvent(); f.Event != "reset" {
+		t.Fatalf("resume before pruned events: %+v", f)
+	}
+	final := e.publish(b, e.change(e.bob, ob.ID))
+	atHorizon.expect(final[0])
 }
