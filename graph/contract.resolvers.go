@@ -11,6 +11,7 @@ import (
 	"github.com/shop/bff/graph/model"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/shop"
+	"github.com/shop/bff/internal/stream"
 )
 
 // PlaceOrder is the resolver for the placeOrder field.
@@ -104,14 +105,19 @@ func (r *subscriptionResolver) OrderEvents(ctx context.Context, orderID *string,
 	if after != nil {
 		from = *after
 	}
+	delivery := stream.DeliveryFrom(ctx)
+	if id, ok := delivery.Resume(); ok {
+		from = id // a reconnecting client's Last-Event-ID overrides after
+	}
 	events, err := r.Events.Subscribe(ctx, v, oid, from)
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan *model.OrderEvent, 1)
+	out := make(chan *model.OrderEvent)
 	go func() {
 		defer close(out)
 		for e := range events {
+			delivery.Sent(e.ID)
 			select {
 			case out <- shop.Event(e):
 			case <-ctx.Done():

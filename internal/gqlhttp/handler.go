@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/executor"
@@ -55,6 +56,9 @@ type Config struct {
 	Limit Limiter
 	// Responses, optional, serves whole screen queries from a cache.
 	Responses ResponseCache
+	// Heartbeat is the interval of heartbeats on idle subscription streams
+	// (STREAM_HEARTBEAT; default DefaultHeartbeat).
+	Heartbeat time.Duration
 }
 
 // ResponseCache answers cacheable queries from stored responses; ok is
@@ -88,6 +92,10 @@ type body struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && acceptsEventStream(r) {
 		h.serveSSE(w, r)
+		return
+	}
+	if r.Method == http.MethodPost && acceptsMultipartSubscription(r) {
+		h.serveMultipart(w, r)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {

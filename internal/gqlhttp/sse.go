@@ -2,13 +2,10 @@ package gqlhttp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 
 	"github.com/shop/bff/internal/auth"
-	"github.com/shop/bff/internal/httpx"
-	"github.com/shop/bff/internal/order"
 )
 
 // StreamAdmitter admits the streams of a caller: a cap on the streams one
@@ -26,57 +23,19 @@ const sessionExpiredFrame = "event: reset\ndata: {\"reason\":\"session_expired\"
 
 // serveSSE is the graphql-sse door (distinct connections mode: POST with
 // Accept: text/event-stream). It runs subscriptions only, admitted like
-// every other operation; each result is an `event: next` message, the end
-// an `event: complete`. A stream whose session token expires ends with
+// every other operation; each result is an `event: next` message (with
+// the event's `id:`), the end an `event: complete`, with a `: ping`
+// heartbeat while idle. A stream whose session token expires ends with
 // `event: reset` (data {"reason":"session_expired"}).
 func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		httpx.WriteError(w, r, http.StatusInternalServerError, order.Errorf(order.CodeInternal, "streaming is not supported on this connection"))
-		return
-	}
-	adm, ok := h.Admit(w, r, DoorSubscription)
-	if !ok {
-		return
-	}
-	release, ok := h.OpenStream(w, r)
-	if !ok {
-		return
-	}
-	defer release()
-	ctx, cancel := SessionContext(adm.Ctx)
-	defer cancel()
+	h.serveStream(w, r, sseFraming{})
+}
 
-	hdr := w.Header()
-	hdr.Set("Content-Type", ctEventStream)
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(":\n\n"))
-	flusher.Flush()
-
-	responses, ctx := h.cfg.Exec.DispatchOperation(ctx, adm.Op)
-	for {
-		resp := responses(ctx)
-		if resp == nil {
-			break
-		}
-		resp.Errors = capErrors(resp.Errors, h.adm.limits.MaxErrors)
-		b, err := json.Marshal(resp)
-		if err != nil {
-			b = internalBody
-		}
-		if _, err := w.Write(append(append([]byte("event: next\ndata: "), b...), '\n', '\n')); err != nil {
-			return
-		}
-		flusher.Flush()
-	}
-	if SessionExpired(ctx) {
-		_, _ = w.Write([]byte(sessionExpiredFrame))
-	} else if adm.Ctx.Err() == nil {
-		_, _ = w.Write([]byte("event: complete\n\n"))
-	}
-	flusher.Flush()
+// serveMultipart is the multipart subscription door (POST with Accept:
+// multipart/mixed;subscriptionSpec="1.0", as Apollo's clients send it):
+// the same admission, broker, caps and ids as graphql-sse.
+func (h *Handler) serveMultipart(w http.ResponseWriter, r *http.Request) {
+	h.serveStream(w, r, multipartFraming{})
 }
 
 // OpenStream admits one stream of the caller with the configured

@@ -266,7 +266,7 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	}
 	es := graph.Schema(resolver)
 	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(es, execCfg), Schema: es.Schema(), Keeper: s.keeper,
-		Limit: limiter.AllowN, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
+		Limit: limiter.AllowN, Heartbeat: cfg.StreamHeartbeat, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
 	if s.cache != nil {
 		gcfg.Responses = shop.NewResponseCache(s.cache)
 	}
