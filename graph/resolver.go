@@ -14,6 +14,7 @@ import (
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/shop"
+	"github.com/shop/bff/internal/webhooks"
 )
 
 // Events streams committed order events to a subscriber.
@@ -30,6 +31,8 @@ type Resolver struct {
 	Shop *shop.Shop
 	// Events serves subscriptions.
 	Events Events
+	// Webhooks manages the outbound webhook endpoints (staff).
+	Webhooks *webhooks.Admin
 }
 
 // viewer returns the signed-in user of ctx, or nil.

@@ -28,6 +28,24 @@ type AddressInput struct {
 	Country    string  `json:"country"`
 }
 
+type CreateWebhookEndpointInput struct {
+	// http:// or https://; in production a public address only.
+	URL string `json:"url"`
+	// At least one.
+	EventTypes  []OrderEventType `json:"eventTypes"`
+	Description *string          `json:"description,omitempty"`
+}
+
+type CreateWebhookEndpointPayload struct {
+	Endpoint *WebhookEndpoint `json:"endpoint"`
+	// whsec_ and the base64 of 32 random bytes; shown once.
+	Secret string `json:"secret"`
+}
+
+type DeleteWebhookEndpointPayload struct {
+	DeletedID string `json:"deletedId"`
+}
+
 // One error code of the contract (extensions.code of every error) and what a
 // client should do when it sees it.
 type ErrorCodeInfo struct {
@@ -158,6 +176,17 @@ type ProductEdge struct {
 type Query struct {
 }
 
+type ReplayWebhooksPayload struct {
+	// How many deliveries were queued.
+	Queued int `json:"queued"`
+}
+
+type RotateWebhookSecretPayload struct {
+	Endpoint *WebhookEndpoint `json:"endpoint"`
+	// The new secret; shown once.
+	Secret string `json:"secret"`
+}
+
 type StatusCount struct {
 	Status OrderStatus `json:"status"`
 	Count  int         `json:"count"`
@@ -166,11 +195,82 @@ type StatusCount struct {
 type Subscription struct {
 }
 
+type UpdateWebhookEndpointInput struct {
+	URL         *string          `json:"url,omitempty"`
+	EventTypes  []OrderEventType `json:"eventTypes,omitempty"`
+	Description *string          `json:"description,omitempty"`
+	Enabled     *bool            `json:"enabled,omitempty"`
+}
+
 type User struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
 	Email string `json:"email"`
 	Role  Role   `json:"role"`
+}
+
+type WebhookAttempt struct {
+	Number int       `json:"number"`
+	At     time.Time `json:"at"`
+	// Null when there was no answer.
+	ResponseCode *int    `json:"responseCode,omitempty"`
+	Error        *string `json:"error,omitempty"`
+	DurationMs   int     `json:"durationMs"`
+}
+
+type WebhookDelivery struct {
+	ID         string `json:"id"`
+	EndpointID string `json:"endpointId"`
+	// The webhook-id header: the event's id, the same on every attempt.
+	WebhookID string                `json:"webhookId"`
+	EventType OrderEventType        `json:"eventType"`
+	OrderID   string                `json:"orderId"`
+	Status    WebhookDeliveryStatus `json:"status"`
+	// Attempts made so far.
+	Attempts int `json:"attempts"`
+	// The status code of the last answer; null when there was none (timeout, connection error) or no attempt yet.
+	LastResponseCode *int    `json:"lastResponseCode,omitempty"`
+	LastError        *string `json:"lastError,omitempty"`
+	// When the next attempt is due (PENDING only).
+	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	DeliveredAt   *time.Time `json:"deliveredAt,omitempty"`
+	// Every attempt, oldest first.
+	AttemptLog []*WebhookAttempt `json:"attemptLog"`
+}
+
+type WebhookDeliveryConnection struct {
+	Edges    []*WebhookDeliveryEdge `json:"edges"`
+	PageInfo *PageInfo              `json:"pageInfo"`
+}
+
+type WebhookDeliveryEdge struct {
+	Cursor string           `json:"cursor"`
+	Node   *WebhookDelivery `json:"node"`
+}
+
+type WebhookDeliveryPayload struct {
+	Delivery *WebhookDelivery `json:"delivery"`
+}
+
+type WebhookEndpoint struct {
+	ID          string           `json:"id"`
+	URL         string           `json:"url"`
+	Description string           `json:"description"`
+	EventTypes  []OrderEventType `json:"eventTypes"`
+	Enabled     bool             `json:"enabled"`
+	// Why the endpoint was disabled automatically (every attempt failing for days); null otherwise.
+	DisabledReason *string `json:"disabledReason,omitempty"`
+	// The first failed attempt since the last successful one; null while it succeeds.
+	FailingSince *time.Time `json:"failingSince,omitempty"`
+	// Until when the previous secret still signs, after a rotation.
+	PreviousSecretExpiresAt *time.Time `json:"previousSecretExpiresAt,omitempty"`
+	CreatedAt               time.Time  `json:"createdAt"`
+	UpdatedAt               time.Time  `json:"updatedAt"`
+}
+
+type WebhookEndpointPayload struct {
+	Endpoint *WebhookEndpoint `json:"endpoint"`
 }
 
 type ErrorCode string
@@ -562,6 +662,69 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type WebhookDeliveryStatus string
+
+const (
+	// Waiting for its first attempt, being sent, or waiting for a retry.
+	WebhookDeliveryStatusPending WebhookDeliveryStatus = "PENDING"
+	// The endpoint answered 2xx.
+	WebhookDeliveryStatusDelivered WebhookDeliveryStatus = "DELIVERED"
+	// The endpoint refused it for good (a 4xx other than 408 and 429).
+	WebhookDeliveryStatusFailed WebhookDeliveryStatus = "FAILED"
+	// Retried for the whole retry window without success (dead letter).
+	WebhookDeliveryStatusDead WebhookDeliveryStatus = "DEAD"
+)
+
+var AllWebhookDeliveryStatus = []WebhookDeliveryStatus{
+	WebhookDeliveryStatusPending,
+	WebhookDeliveryStatusDelivered,
+	WebhookDeliveryStatusFailed,
+	WebhookDeliveryStatusDead,
+}
+
+func (e WebhookDeliveryStatus) IsValid() bool {
+	switch e {
+	case WebhookDeliveryStatusPending, WebhookDeliveryStatusDelivered, WebhookDeliveryStatusFailed, WebhookDeliveryStatusDead:
+		return true
+	}
+	return false
+}
+
+func (e WebhookDeliveryStatus) String() string {
+	return string(e)
+}
+
+func (e *WebhookDeliveryStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = WebhookDeliveryStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid WebhookDeliveryStatus", str)
+	}
+	return nil
+}
+
+func (e WebhookDeliveryStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *WebhookDeliveryStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e WebhookDeliveryStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

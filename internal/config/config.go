@@ -124,6 +124,19 @@ type Config struct {
 	// TrustedProxies are the addresses (CIDRs) whose X-Forwarded-* headers
 	// are believed.
 	TrustedProxies []string
+	// Outbound webhooks (internal/webhooks): WebhookWorkers concurrent
+	// sends on this instance (0: none), at most WebhookEndpointConcurrency
+	// per endpoint, each bounded by WebhookTimeout, retried with backoff
+	// from WebhookBackoff up to WebhookBackoffMax for WebhookRetryFor, then
+	// dead-lettered; an endpoint failing for WebhookDisableAfter is
+	// disabled. A rotated secret keeps signing for WebhookSecretOverlap.
+	WebhookWorkers, WebhookEndpointConcurrency                         int
+	WebhookTimeout, WebhookRetryFor, WebhookBackoff, WebhookBackoffMax time.Duration
+	WebhookDisableAfter, WebhookSecretOverlap, WebhookPollInterval     time.Duration
+	// WebhookAllowPrivate lets endpoints use loopback, private and
+	// link-local addresses (default: in development only).
+	WebhookAllowPrivate bool
+	webhookAllowPrivate *bool
 }
 
 // Development reports whether the development features are on.
@@ -191,6 +204,21 @@ func boolean(dst func(*Config) *bool) func(*Config, string) error {
 			return fmt.Errorf("want true or false")
 		}
 		*dst(c) = b
+		return nil
+	}
+}
+
+func optBool(dst func(*Config) **bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			*dst(c) = nil
+			return nil
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("want true, false or nothing")
+		}
+		*dst(c) = &b
 		return nil
 	}
 }
@@ -292,6 +320,16 @@ var table = []variable{
 	{"CORS_ORIGINS", "", "web origins allowed to call the API with credentials, comma-separated (never *)", list(func(c *Config) *[]string { return &c.CORSOrigins })},
 	{"CORS_ALLOW_HEADERS", "", "request headers the CORS origins may send, comma-separated (empty: Accept, Authorization, Content-Type, Idempotency-Key, X-Request-ID, X-Requested-With, Apollo-Require-Preflight, Last-Event-ID, Cache-Control, If-None-Match, apollographql-client-name/-version, graphql-client-name/-version, traceparent, tracestate, sentry-trace, baggage)", list(func(c *Config) *[]string { return &c.CORSAllowHeaders })},
 	{"TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-* headers are trusted, comma-separated", list(func(c *Config) *[]string { return &c.TrustedProxies })},
+	{"WEBHOOK_WORKERS", "8", "concurrent outbound webhook sends on this instance (0: none)", integer(0, 1024, func(c *Config) *int { return &c.WebhookWorkers })},
+	{"WEBHOOK_ENDPOINT_CONCURRENCY", "4", "concurrent outbound webhook sends to one endpoint from this instance", integer(1, 1024, func(c *Config) *int { return &c.WebhookEndpointConcurrency })},
+	{"WEBHOOK_TIMEOUT", "10s", "time bound of one outbound webhook attempt (connect, send, read the answer)", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookTimeout })},
+	{"WEBHOOK_RETRY_FOR", "24h", "how long an outbound webhook is retried before it is dead-lettered", duration(time.Second, func(c *Config) *time.Duration { return &c.WebhookRetryFor })},
+	{"WEBHOOK_BACKOFF", "5s", "first outbound webhook retry delay cap (doubles per attempt, full jitter)", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookBackoff })},
+	{"WEBHOOK_BACKOFF_MAX", "1h", "largest outbound webhook retry delay cap", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookBackoffMax })},
+	{"WEBHOOK_DISABLE_AFTER", "72h", "an outbound webhook endpoint whose attempts all fail for this long is disabled", duration(time.Second, func(c *Config) *time.Duration { return &c.WebhookDisableAfter })},
+	{"WEBHOOK_SECRET_OVERLAP", "24h", "how long a rotated outbound webhook secret keeps signing beside the new one", duration(0, func(c *Config) *time.Duration { return &c.WebhookSecretOverlap })},
+	{"WEBHOOK_POLL_INTERVAL", "1s", "how often idle outbound webhook workers look for due deliveries", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookPollInterval })},
+	{"WEBHOOK_ALLOW_PRIVATE", "", "allow outbound webhook endpoints on loopback, private and link-local addresses (empty: true in development, false in production)", optBool(func(c *Config) **bool { return &c.webhookAllowPrivate })},
 }
 
 // Load reads the configuration from getenv (os.Getenv in production). The
@@ -332,6 +370,13 @@ func Load(getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("invalid WEBHOOK_SECRET: required when APP_ENV=production")
 		}
 		c.WebhookSecrets = []string{DevWebhookSecret}
+	}
+	c.WebhookAllowPrivate = c.Development()
+	if c.webhookAllowPrivate != nil {
+		c.WebhookAllowPrivate = *c.webhookAllowPrivate
+	}
+	if c.WebhookBackoffMax < c.WebhookBackoff {
+		return nil, fmt.Errorf("invalid WEBHOOK_BACKOFF_MAX: shorter than WEBHOOK_BACKOFF")
 	}
 	return c, nil
 }

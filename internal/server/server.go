@@ -41,6 +41,7 @@ import (
 	"github.com/shop/bff/internal/shop"
 	"github.com/shop/bff/internal/stream"
 	"github.com/shop/bff/internal/telemetry"
+	"github.com/shop/bff/internal/webhooks"
 	"github.com/shop/bff/web"
 )
 
@@ -56,6 +57,9 @@ type Options struct {
 	// CacheStoreDelay is called between the load and the store of a
 	// screen cache miss (a test hook widening the stale-refill race).
 	CacheStoreDelay func(ctx context.Context)
+	// WebhookObserve is told about every recorded outbound webhook attempt
+	// (tests wait on it).
+	WebhookObserve func(webhooks.Attempt)
 }
 
 // Server is one BFF instance.
@@ -70,10 +74,13 @@ type Server struct {
 	keeper  *idempotency.Keeper
 	broker  *stream.Broker
 	worker  *payments.Worker
-	metrics *telemetry.Metrics
-	tracing *telemetry.Tracing
-	gql     http.Handler
-	handler http.Handler
+	hooks   *webhooks.Worker
+	// hooksAdmin serves the staff's webhook operations.
+	hooksAdmin *webhooks.Admin
+	metrics    *telemetry.Metrics
+	tracing    *telemetry.Tracing
+	gql        http.Handler
+	handler    http.Handler
 
 	ready    atomic.Bool
 	bg       sync.WaitGroup
@@ -184,6 +191,9 @@ func (s *Server) assemble(prefix string, opt Options) error {
 		return err
 	}
 	s.assembleShop()
+	if err := s.assembleWebhooks(opt); err != nil {
+		return err
+	}
 	if err := s.assembleGraphQL(prefix); err != nil {
 		return err
 	}
@@ -252,7 +262,7 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
 		Introspection: cfg.Introspection, Logger: s.log, QueryCache: gqlhttp.DocumentCache{},
 		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer(s.tracing.Options()...)}}
-	resolver := &graph.Resolver{Shop: s.shop, Events: s.broker}
+	resolver := &graph.Resolver{Shop: s.shop, Events: s.broker, Webhooks: s.hooksAdmin}
 	rlCfg := ratelimit.DefaultConfig()
 	rlCfg.QueriesPerSecond, rlCfg.QueriesBurst = cfg.RateQueriesPerSecond, cfg.RateQueriesBurst
 	rlCfg.MutationsPerSecond, rlCfg.MutationsBurst = cfg.RateMutationsPerSecond, cfg.RateMutationsBurst
@@ -418,13 +428,15 @@ func (s *Server) invalidate(ctx context.Context, events []order.Event) {
 // Committed runs after a write commits and before its response is sent:
 // it invalidates every screen that shows a changed order, then publishes
 // the events (caching.md rule 4: event after invalidation), and wakes the
-// payment worker for a new charge job.
+// payment worker for a new charge job and the webhook worker for the
+// deliveries the events' transaction wrote.
 func (s *Server) Committed(ctx context.Context, events []order.Event) {
 	if len(events) == 0 {
 		return
 	}
 	s.invalidate(ctx, events)
 	s.broker.Publish(ctx, events)
+	s.wakeHooks()
 	if s.worker != nil {
 		for _, e := range events {
 			if e.Type == order.EventPaymentRequested {
@@ -552,6 +564,9 @@ func (s *Server) startBackground() {
 	})
 	if s.worker != nil {
 		s.goBG(s.worker.Run)
+	}
+	if s.hooks != nil {
+		s.goBG(s.hooks.Run)
 	}
 	if s.cfg.MetricsAddr != "" {
 		admin := http.NewServeMux()

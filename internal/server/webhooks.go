@@ -1,0 +1,36 @@
+package server
+
+import (
+	"github.com/shop/bff/internal/webhooks"
+)
+
+// assembleWebhooks builds the outbound webhooks: the staff operations
+// served through GraphQL and, unless WEBHOOK_WORKERS=0, the worker that
+// sends the deliveries (started by startBackground).
+func (s *Server) assembleWebhooks(opt Options) error {
+	cfg := s.cfg
+	m := webhooks.NewMetrics(s.store)
+	if err := m.Register(s.metrics.Registry()); err != nil {
+		return err
+	}
+	if cfg.WebhookWorkers > 0 {
+		w, err := webhooks.NewWorker(webhooks.Config{Store: s.store, Workers: cfg.WebhookWorkers,
+			PerEndpoint: cfg.WebhookEndpointConcurrency, Timeout: cfg.WebhookTimeout, RetryFor: cfg.WebhookRetryFor,
+			InitialBackoff: cfg.WebhookBackoff, MaxBackoff: cfg.WebhookBackoffMax, DisableAfter: cfg.WebhookDisableAfter,
+			PollInterval: cfg.WebhookPollInterval, AllowPrivate: cfg.WebhookAllowPrivate, Metrics: m, Observe: opt.WebhookObserve, Logger: s.log})
+		if err != nil {
+			return err
+		}
+		s.hooks = w
+	}
+	s.hooksAdmin = webhooks.NewAdmin(webhooks.AdminConfig{Store: s.store, AllowPrivate: cfg.WebhookAllowPrivate,
+		SecretOverlap: cfg.WebhookSecretOverlap, Wake: s.wakeHooks})
+	return nil
+}
+
+// wakeHooks makes the local webhook worker look for due deliveries now.
+func (s *Server) wakeHooks() {
+	if s.hooks != nil {
+		s.hooks.Wake()
+	}
+}

@@ -1,0 +1,194 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/shop/bff/internal/webhooks"
+	"github.com/shop/bff/internal/webhooks/hooksim"
+)
+
+const createHookMutation = `mutation($input: CreateWebhookEndpointInput!) {
+  createWebhookEndpoint(input: $input) { secret endpoint { id url eventTypes enabled description } } }`
+
+// Webhook endpoints are managed by staff only: a customer gets FORBIDDEN,
+// an anonymous request UNAUTHENTICATED; staff create (secret shown once),
+// list, update, rotate and delete; bad URLs are BAD_USER_INPUT, and in
+// production a loopback or private address is refused.
+func TestWebhookEndpointsStaffOnly(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	staff, alice := in.token("staff@example.com"), in.token("alice@example.com")
+	input := map[string]any{"input": map[string]any{"url": "http://127.0.0.1:9/hook", "eventTypes": []string{"ORDER_SHIPPED"}}}
+
+	for _, tok := range []string{alice, ""} {
+		want := "FORBIDDEN"
+		if tok == "" {
+			want = "UNAUTHENTICATED"
+		}
+		if r := in.post(tok, createHookMutation, input); r.code() != want {
+			t.Fatalf("create as %q: %s, want %s", tok, r.Raw, want)
+		}
+		if r := in.post(tok, `{ webhookEndpoints { id } }`, nil); r.code() != want {
+			t.Fatalf("list as %q: %s, want %s", tok, r.Raw, want)
+		}
+	}
+
+	r := in.post(staff, createHookMutation, map[string]any{"input": map[string]any{"url": "http://127.0.0.1:9/hook",
+		"eventTypes": []string{"ORDER_SHIPPED", "ORDER_DELIVERED"}, "description": "warehouse"}})
+	if r.code() != "" {
+		t.Fatalf("create: %s", r.Raw)
+	}
+	secret, _ := field(r.Data, "createWebhookEndpoint", "secret").(string)
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if !strings.HasPrefix(secret, "whsec_") || err != nil || len(key) != 32 {
+		t.Fatalf("secret %q is not whsec_ + base64 of 32 bytes", secret)
+	}
+	id, _ := field(r.Data, "createWebhookEndpoint", "endpoint", "id").(string)
+
+	r = in.post(staff, `{ webhookEndpoints { id url description eventTypes enabled } }`, nil)
+	if r.code() != "" || field(r.Data, "webhookEndpoints", 0, "id") != id || field(r.Data, "webhookEndpoints", 0, "description") != "warehouse" {
+		t.Fatalf("list: %s", r.Raw)
+	}
+	r = in.post(staff, `mutation($id: ID!) { updateWebhookEndpoint(id: $id, input: {enabled: false, eventTypes: [ORDER_PLACED]}) { endpoint { enabled eventTypes } } }`,
+		map[string]any{"id": id})
+	if r.code() != "" || field(r.Data, "updateWebhookEndpoint", "endpoint", "enabled") != false ||
+		field(r.Data, "updateWebhookEndpoint", "endpoint", "eventTypes", 0) != "ORDER_PLACED" {
+		t.Fatalf("update: %s", r.Raw)
+	}
+	r = in.post(staff, `mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret endpoint { previousSecretExpiresAt } } }`, map[string]any{"id": id})
+	if s, _ := field(r.Data, "rotateWebhookSecret", "secret").(string); r.code() != "" || s == secret || !strings.HasPrefix(s, "whsec_") ||
+		field(r.Data, "rotateWebhookSecret", "endpoint", "previousSecretExpiresAt") == nil {
+		t.Fatalf("rotate: %s", r.Raw)
+	}
+	if r := in.post(alice, `mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { deletedId } }`, map[string]any{"id": id}); r.code() != "FORBIDDEN" {
+		t.Fatalf("customer delete: %s", r.Raw)
+	}
+	if r := in.post(staff, `mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { deletedId } }`, map[string]any{"id": id}); r.code() != "" {
+		t.Fatalf("delete: %s", r.Raw)
+	}
+	if r := in.post(staff, `mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { deletedId } }`, map[string]any{"id": id}); r.code() != "NOT_FOUND" {
+		t.Fatalf("second delete: %s", r.Raw)
+	}
+
+	for _, bad := range []map[string]any{
+		{"url": "ftp://example.com/", "eventTypes": []string{"ORDER_SHIPPED"}},
+		{"url": "https://example.com/", "eventTypes": []string{}},
+	} {
+		r := in.post(staff, createHookMutation, map[string]any{"input": bad})
+		if r.code() != "BAD_USER_INPUT" || len(r.Errors) == 0 || !strings.HasPrefix(r.Errors[0].Extensions["field"].(string), "input.") {
+			t.Fatalf("create %v: %s", bad, r.Raw)
+		}
+	}
+	if r := in.post(staff, `{ webhookDeliveries(endpointId: "x", first: 0) { edges { cursor } } }`, nil); r.code() != "BAD_USER_INPUT" {
+		t.Fatalf("first 0: %s", r.Raw)
+	}
+
+	// Production refuses non-public addresses at registration.
+	cfg := e.config()
+	cfg.WebhookAllowPrivate = false
+	prod := e.start(cfg, Options{})
+	for _, u := range []string{"http://127.0.0.1:9/hook", "http://10.0.0.7/", "http://169.254.169.254/", "http://localhost:8080/"} {
+		r := prod.post(prod.token("staff@example.com"), createHookMutation,
+			map[string]any{"input": map[string]any{"url": u, "eventTypes": []string{"ORDER_SHIPPED"}}})
+		if r.code() != "BAD_USER_INPUT" || r.Errors[0].Extensions["field"] != "input.url" {
+			t.Fatalf("production registration of %s: %s", u, r.Raw)
+		}
+	}
+}
+
+// End to end through the served binary: staff register the simulator, a
+// customer's placeOrder reaches it signed (verified with the spec's
+// library), staff see the delivery and redeliver it with the same
+// webhook-id.
+func TestWebhookDeliveredEndToEnd(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	recorded := make(chan webhooks.Attempt, 16)
+	in := e.start(cfg, Options{WebhookObserve: func(a webhooks.Attempt) { recorded <- a }})
+	staff, alice := in.token("staff@example.com"), in.token("alice@example.com")
+
+	rcv, err := hooksim.New(hooksim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	r := in.post(staff, createHookMutation, map[string]any{"input": map[string]any{"url": srv.URL + "/hooks",
+		"eventTypes": []string{"ORDER_PLACED"}}})
+	if r.code() != "" {
+		t.Fatalf("create: %s", r.Raw)
+	}
+	secret := field(r.Data, "createWebhookEndpoint", "secret").(string)
+	id := field(r.Data, "createWebhookEndpoint", "endpoint", "id").(string)
+
+	placed := placeOrderAs(t, in, alice)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got, err := rcv.Wait(ctx, func(r []hooksim.Received) bool { return len(r) >= 1 })
+	if err != nil {
+		t.Fatalf("no delivery: %v", err)
+	}
+	hook, _ := standardwebhooks.NewWebhook(secret)
+	if err := hook.Verify(got[0].Body, got[0].Header); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if got[0].OrderID != placed || got[0].Type != "order.placed" {
+		t.Fatalf("received %+v, want order.placed of %s", got[0], placed)
+	}
+
+	// Staff see it delivered once the worker recorded it.
+	select {
+	case a := <-recorded:
+		if a.Outcome != "delivered" {
+			t.Fatalf("attempt %+v", a)
+		}
+	case <-ctx.Done():
+		t.Fatal("the attempt was not recorded")
+	}
+	r = in.post(staff, `query($id: ID!) { webhookDeliveries(endpointId: $id, first: 5) { edges { node {
+		id webhookId status attempts lastResponseCode attemptLog { number responseCode } } } } }`, map[string]any{"id": id})
+	delivery, _ := field(r.Data, "webhookDeliveries", "edges", 0, "node").(map[string]any)
+	if r.code() != "" || delivery["status"] != "DELIVERED" || delivery["webhookId"] != got[0].ID || delivery["attempts"] != float64(1) ||
+		delivery["lastResponseCode"] != float64(204) || field(delivery, "attemptLog", 0, "responseCode") != float64(204) {
+		t.Fatalf("deliveries: %s", r.Raw)
+	}
+
+	r = in.post(staff, `mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { delivery { status } } }`, map[string]any{"id": delivery["id"]})
+	if r.code() != "" || field(r.Data, "redeliverWebhook", "delivery", "status") != "PENDING" {
+		t.Fatalf("redeliver: %s", r.Raw)
+	}
+	got, err = rcv.Wait(ctx, func(r []hooksim.Received) bool { return len(r) >= 2 })
+	if err != nil || got[1].ID != got[0].ID {
+		t.Fatalf("redelivery: %v %+v", err, got)
+	}
+	if r := in.post(alice, `mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { delivery { status } } }`,
+		map[string]any{"id": delivery["id"]}); r.code() != "FORBIDDEN" {
+		t.Fatalf("customer redeliver: %s", r.Raw)
+	}
+}
+
+// placeOrderAs places an order of the first product as token and returns
+// its id.
+func placeOrderAs(t *testing.T, in *instance, token string) string {
+	t.Helper()
+	var pid string
+	if err := in.srv.Store().Pool().QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	r := in.post(token, `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id } } }`, map[string]any{"in": map[string]any{
+		"lines": []any{map[string]any{"productId": pid, "quantity": 1}},
+		"shippingAddress": map[string]any{"name": "Alice", "line1": "Main St 1", "city": "Berlin", "postalCode": "10115", "country": "DE"}}},
+		"Idempotency-Key: webhooks-"+pid+"-"+strings.ReplaceAll(t.Name(), "/", "-"))
+	id, _ := field(r.Data, "placeOrder", "order", "id").(string)
+	if r.code() != "" || id == "" {
+		t.Fatalf("placeOrder: %s", r.Raw)
+	}
+	return id
+}
