@@ -183,7 +183,7 @@ func placeOrderAs(t *testing.T, in *instance, token string) string {
 		t.Fatal(err)
 	}
 	r := in.post(token, `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id } } }`, map[string]any{"in": map[string]any{
-		"lines": []any{map[string]any{"productId": pid, "quantity": 1}},
+		"lines":           []any{map[string]any{"productId": pid, "quantity": 1}},
 		"shippingAddress": map[string]any{"name": "Alice", "line1": "Main St 1", "city": "Berlin", "postalCode": "10115", "country": "DE"}}},
 		"Idempotency-Key: webhooks-"+pid+"-"+strings.ReplaceAll(t.Name(), "/", "-"))
 	id, _ := field(r.Data, "placeOrder", "order", "id").(string)
