@@ -113,7 +113,7 @@ func (e *env) config() *config.Config {
 			return testenv.RedisURL()
 		case "RATE_LIMIT_QUERIES_PER_SECOND", "RATE_LIMIT_MUTATIONS_PER_SECOND":
 			return "0"
-		case "PAYMENT_WORKERS":
+		case "PAYMENT_WORKERS", "WEBHOOK_WORKERS":
 			return "0"
 		case "SHUTDOWN_GRACE":
 			return "3s"

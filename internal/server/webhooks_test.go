@@ -3,13 +3,17 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/webhooks"
 	"github.com/shop/bff/internal/webhooks/hooksim"
 )
@@ -110,6 +114,7 @@ func TestWebhookEndpointsStaffOnly(t *testing.T) {
 func TestWebhookDeliveredEndToEnd(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
+	cfg.WebhookWorkers = 2
 	recorded := make(chan webhooks.Attempt, 16)
 	in := e.start(cfg, Options{WebhookObserve: func(a webhooks.Attempt) { recorded <- a }})
 	staff, alice := in.token("staff@example.com"), in.token("alice@example.com")
@@ -191,4 +196,71 @@ func placeOrderAs(t *testing.T, in *instance, token string) string {
 		t.Fatalf("placeOrder: %s", r.Raw)
 	}
 	return id
+}
+
+// The rows of the authorization sweep (TestAuthorizationSweep) for the
+// webhook fields: STAFF only.
+func init() {
+	staffOnly := map[string]string{azOwner: "FORBIDDEN", azOther: "FORBIDDEN", azStaff: azData, azAnon: "UNAUTHENTICATED"}
+	endpointVars := func(w *azWorld, _ string) map[string]any { return map[string]any{"id": w.hookEndpoint()} }
+	sameID := func(path ...any) func(*azWorld, string, map[string]any, any) error {
+		return func(_ *azWorld, _ string, vars map[string]any, v any) error {
+			if got := field(v, path...); got != vars["id"] {
+				return fmt.Errorf("%v, want %v", got, vars["id"])
+			}
+			return nil
+		}
+	}
+	anything := func(*azWorld, string, map[string]any, any) error { return nil }
+	rows := map[string]azField{
+		"Query.webhookEndpoints": {query: `{ webhookEndpoints { id url } }`, want: staffOnly, check: anything},
+		"Query.webhookEndpoint": {query: `query($id: ID!) { webhookEndpoint(id: $id) { id } }`, vars: endpointVars,
+			want: map[string]string{azOwner: "FORBIDDEN", azOther: "FORBIDDEN", azStaff: azData, azAnon: "UNAUTHENTICATED"}, check: sameID("id")},
+		"Query.webhookDeliveries": {query: `query($id: ID!) { webhookDeliveries(endpointId: $id) { edges { node { id } } } }`,
+			vars: endpointVars, want: staffOnly, check: anything},
+		"Mutation.createWebhookEndpoint": {query: `mutation { createWebhookEndpoint(input: {url: "http://127.0.0.1:9/az", eventTypes: [ORDER_SHIPPED]}) { secret endpoint { id } } }`,
+			want: staffOnly, check: func(_ *azWorld, _ string, _ map[string]any, v any) error {
+				if s, _ := field(v, "secret").(string); !strings.HasPrefix(s, "whsec_") {
+					return fmt.Errorf("secret %q", s)
+				}
+				return nil
+			}},
+		"Mutation.updateWebhookEndpoint": {query: `mutation($id: ID!) { updateWebhookEndpoint(id: $id, input: {description: "az"}) { endpoint { id } } }`,
+			vars: endpointVars, want: staffOnly, check: sameID("endpoint", "id")},
+		"Mutation.rotateWebhookSecret": {query: `mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret endpoint { id } } }`,
+			vars: endpointVars, want: staffOnly, check: sameID("endpoint", "id")},
+		"Mutation.deleteWebhookEndpoint": {query: `mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { deletedId } }`,
+			vars: endpointVars, want: staffOnly, check: sameID("deletedId")},
+		"Mutation.redeliverWebhook": {query: `mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { delivery { id } } }`,
+			vars: func(w *azWorld, _ string) map[string]any { return map[string]any{"id": w.hookDelivery()} },
+			want: staffOnly, check: sameID("delivery", "id")},
+		"Mutation.replayWebhooks": {query: `mutation($id: ID!) { replayWebhooks(endpointId: $id, since: "2020-01-01T00:00:00Z") { queued } }`,
+			vars: endpointVars, want: staffOnly, check: anything},
+	}
+	for k, v := range rows {
+		azFields[k] = v
+	}
+}
+
+// hookEndpoint registers an endpoint for ORDER_PLACED and returns its id.
+func (w *azWorld) hookEndpoint() string {
+	w.t.Helper()
+	e, err := w.in.srv.Store().CreateWebhookEndpoint(context.Background(), postgres.NewWebhookEndpoint{
+		URL: "http://127.0.0.1:9/az", EventTypes: []order.EventType{order.EventOrderPlaced}, Secret: webhooks.NewSecret()})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return e.ID
+}
+
+// hookDelivery returns the id of a delivery of a new endpoint.
+func (w *azWorld) hookDelivery() string {
+	w.t.Helper()
+	ep := w.hookEndpoint()
+	w.pending()
+	ds, _, err := w.in.srv.Store().WebhookDeliveries(context.Background(), ep, "", 1, 0)
+	if err != nil || len(ds) != 1 {
+		w.t.Fatalf("deliveries: %v %d", err, len(ds))
+	}
+	return strconv.FormatInt(ds[0].ID, 10)
 }
