@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/shop/bff/internal/telemetry"
 	"github.com/shop/bff/internal/webhooks"
 )
 
@@ -17,7 +18,11 @@ func (s *Server) assembleWebhooks(opt Options) error {
 		w, err := webhooks.NewWorker(webhooks.Config{Store: s.store, Workers: cfg.WebhookWorkers,
 			PerEndpoint: cfg.WebhookEndpointConcurrency, Timeout: cfg.WebhookTimeout, RetryFor: cfg.WebhookRetryFor,
 			InitialBackoff: cfg.WebhookBackoff, MaxBackoff: cfg.WebhookBackoffMax, DisableAfter: cfg.WebhookDisableAfter,
-			PollInterval: cfg.WebhookPollInterval, AllowPrivate: cfg.WebhookAllowPrivate, Metrics: m, Observe: opt.WebhookObserve, Logger: s.log})
+			PollInterval: cfg.WebhookPollInterval, AllowPrivate: cfg.WebhookAllowPrivate, Metrics: m, Observe: opt.WebhookObserve, Logger: s.log,
+			// A span per attempt, with the outbound call's client span
+			// (and its traceparent header) under it.
+			Transport: telemetry.Transport(webhooks.NewTransport(cfg.WebhookAllowPrivate, cfg.WebhookTimeout), s.tracing.Options()...),
+			Tracer:    s.tracing.Provider().Tracer("github.com/shop/bff/internal/webhooks")})
 		if err != nil {
 			return err
 		}

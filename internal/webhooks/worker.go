@@ -73,6 +73,9 @@ type Config struct {
 	// refuses non-public addresses unless AllowPrivate, without proxies,
 	// wrapped in telemetry.Transport (a client span per attempt).
 	Transport http.RoundTripper
+	// Tracer makes the span of each delivery attempt (the transport's
+	// client span is its child). Default: the global provider's.
+	Tracer trace.Tracer
 	// Metrics records attempts. Optional.
 	Metrics *Metrics
 	// Observe is called after every attempt was recorded (tests wait on
@@ -118,6 +121,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Tracer == nil {
+		c.Tracer = otel.Tracer("github.com/shop/bff/internal/webhooks")
 	}
 }
 
@@ -171,7 +177,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 		client: &http.Client{Transport: cfg.Transport, Timeout: cfg.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		log:      cfg.Logger.With("component", "webhooks"),
-		tracer:   otel.Tracer("github.com/shop/bff/internal/webhooks"),
+		tracer:   cfg.Tracer,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan string, cfg.Workers),
 		breakers: map[string]*gobreaker.CircuitBreaker[attemptResult]{},
