@@ -64,7 +64,7 @@ func (r *queryResolver) HomeScreen(ctx context.Context) (*model.HomeScreen, erro
 }
 
 // OrdersScreen is the resolver for the ordersScreen field.
-func (r *queryResolver) OrdersScreen(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrdersScreen, error) {
+func (r *queryResolver) OrdersScreen(ctx context.Context, status *order.Status, first *int, after *string) (*model.OrdersScreen, error) {
 	s, res, err := r.Shop.OrdersScreen(ctx, viewer(ctx), status, first, absent(after))
 	report(ctx, res)
 	return s, err
@@ -83,7 +83,7 @@ func (r *queryResolver) Order(ctx context.Context, id string) (*model.Order, err
 }
 
 // Orders is the resolver for the orders field.
-func (r *queryResolver) Orders(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrderConnection, error) {
+func (r *queryResolver) Orders(ctx context.Context, status *order.Status, first *int, after *string) (*model.OrderConnection, error) {
 	return r.Shop.Orders(ctx, viewer(ctx), status, first, absent(after))
 }
 

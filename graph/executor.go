@@ -14,7 +14,6 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/shop/bff/graph/model"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/shop"
@@ -97,20 +96,20 @@ func NewExecutor(es graphql.ExecutableSchema, cfg ExecConfig) *executor.Executor
 // ask for, so that `first: 100` of a nested list costs what it loads.
 func setComplexity(c *Config) {
 	page := func(child int, first *int) int {
-		n := 20
+		n := shop.DefaultFirst
 		if first != nil && *first > 0 {
 			n = min(*first, shop.MaxFirst) // a larger page is refused as BAD_USER_INPUT
 		}
 		return 1 + n*child
 	}
-	c.Complexity.Query.Orders = func(child int, status *model.OrderStatus, first *int, after *string) int {
+	c.Complexity.Query.Orders = func(child int, status *order.Status, first *int, after *string) int {
 		return page(child, first)
 	}
-	c.Complexity.Query.OrdersScreen = func(child int, status *model.OrderStatus, first *int, after *string) int {
+	c.Complexity.Query.OrdersScreen = func(child int, status *order.Status, first *int, after *string) int {
 		return page(child, first)
 	}
 	c.Complexity.Query.Products = func(child int, first *int, after *string) int { return page(child, first) }
-	c.Complexity.HomeScreen.RecentOrders = func(child int) int { return 1 + 5*child }
+	c.Complexity.HomeScreen.RecentOrders = func(child int) int { return 1 + shop.RecentOrders*child }
 	c.Complexity.Order.Lines = func(child int) int { return 1 + 5*child }
 	c.Complexity.OrderScreen.Timeline = func(child int) int { return 1 + 10*child }
 }

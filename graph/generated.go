@@ -14,6 +14,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/shop/bff/graph/model"
+	"github.com/shop/bff/internal/order"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -178,8 +179,8 @@ type ComplexityRoot struct {
 		HomeScreen        func(childComplexity int) int
 		Order             func(childComplexity int, id string) int
 		OrderScreen       func(childComplexity int, id string) int
-		Orders            func(childComplexity int, status *model.OrderStatus, first *int, after *string) int
-		OrdersScreen      func(childComplexity int, status *model.OrderStatus, first *int, after *string) int
+		Orders            func(childComplexity int, status *order.Status, first *int, after *string) int
+		OrdersScreen      func(childComplexity int, status *order.Status, first *int, after *string) int
 		Products          func(childComplexity int, first *int, after *string) int
 		Viewer            func(childComplexity int) int
 		WebhookDeliveries func(childComplexity int, endpointID string, status *model.WebhookDeliveryStatus, first *int, after *string) int
@@ -289,10 +290,10 @@ type MutationResolver interface {
 type QueryResolver interface {
 	Viewer(ctx context.Context) (*model.User, error)
 	HomeScreen(ctx context.Context) (*model.HomeScreen, error)
-	OrdersScreen(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrdersScreen, error)
+	OrdersScreen(ctx context.Context, status *order.Status, first *int, after *string) (*model.OrdersScreen, error)
 	OrderScreen(ctx context.Context, id string) (*model.OrderScreen, error)
 	Order(ctx context.Context, id string) (*model.Order, error)
-	Orders(ctx context.Context, status *model.OrderStatus, first *int, after *string) (*model.OrderConnection, error)
+	Orders(ctx context.Context, status *order.Status, first *int, after *string) (*model.OrderConnection, error)
 	Products(ctx context.Context, first *int, after *string) (*model.ProductConnection, error)
 	ErrorCodes(ctx context.Context) ([]*model.ErrorCodeInfo, error)
 	WebhookEndpoints(ctx context.Context) ([]*model.WebhookEndpoint, error)
@@ -919,7 +920,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Query.Orders(childComplexity, args["status"].(*model.OrderStatus), args["first"].(*int), args["after"].(*string)), true
+		return e.ComplexityRoot.Query.Orders(childComplexity, args["status"].(*order.Status), args["first"].(*int), args["after"].(*string)), true
 	case "Query.ordersScreen":
 		if e.ComplexityRoot.Query.OrdersScreen == nil {
 			break
@@ -930,7 +931,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Query.OrdersScreen(childComplexity, args["status"].(*model.OrderStatus), args["first"].(*int), args["after"].(*string)), true
+		return e.ComplexityRoot.Query.OrdersScreen(childComplexity, args["status"].(*order.Status), args["first"].(*int), args["after"].(*string)), true
 	case "Query.products":
 		if e.ComplexityRoot.Query.Products == nil {
 			break
@@ -2572,8 +2573,8 @@ func (ec *executionContext) field_Query_ordersScreen_args(ctx context.Context, r
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "status",
-		func(ctx context.Context, v any) (*model.OrderStatus, error) {
-			return ec.unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx, v)
+		func(ctx context.Context, v any) (*order.Status, error) {
+			return ec.unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -2602,8 +2603,8 @@ func (ec *executionContext) field_Query_orders_args(ctx context.Context, rawArgs
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "status",
-		func(ctx context.Context, v any) (*model.OrderStatus, error) {
-			return ec.unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx, v)
+		func(ctx context.Context, v any) (*order.Status, error) {
+			return ec.unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -2798,7 +2799,7 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 
 // region    **************************** field.gotpl *****************************
 
-func (ec *executionContext) _Address_name(ctx context.Context, field graphql.CollectedField, obj *model.Address) (ret graphql.Marshaler) {
+func (ec *executionContext) _Address_name(ctx context.Context, field graphql.CollectedField, obj *order.Address) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2821,7 +2822,7 @@ func (ec *executionContext) fieldContext_Address_name(_ context.Context, field g
 	return graphql.NewScalarFieldContext("Address", field, false, false, "String")
 }
 
-func (ec *executionContext) _Address_line1(ctx context.Context, field graphql.CollectedField, obj *model.Address) (ret graphql.Marshaler) {
+func (ec *executionContext) _Address_line1(ctx context.Context, field graphql.CollectedField, obj *order.Address) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2844,7 +2845,7 @@ func (ec *executionContext) fieldContext_Address_line1(_ context.Context, field 
 	return graphql.NewScalarFieldContext("Address", field, false, false, "String")
 }
 
-func (ec *executionContext) _Address_line2(ctx context.Context, field graphql.CollectedField, obj *model.Address) (ret graphql.Marshaler) {
+func (ec *executionContext) _Address_line2(ctx context.Context, field graphql.CollectedField, obj *order.Address) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2867,7 +2868,7 @@ func (ec *executionContext) fieldContext_Address_line2(_ context.Context, field 
 	return graphql.NewScalarFieldContext("Address", field, false, false, "String")
 }
 
-func (ec *executionContext) _Address_city(ctx context.Context, field graphql.CollectedField, obj *model.Address) (ret graphql.Marshaler) {
+func (ec *executionContext) _Address_city(ctx context.Context, field graphql.CollectedField, obj *order.Address) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2890,7 +2891,7 @@ func (ec *executionContext) fieldContext_Address_city(_ context.Context, field g
 	return graphql.NewScalarFieldContext("Address", field, false, false, "String")
 }
 
-func (ec *executionContext) _Address_postalCode(ctx context.Context, field graphql.CollectedField, obj *model.Address) (ret graphql.Marshaler) {
+func (ec *executionContext) _Address_postalCode(ctx context.Context, field graphql.CollectedField, obj *order.Address) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -2913,7 +2914,7 @@ func (ec *executionContext) fieldContext_Address_postalCode(_ context.Context, f
 	return graphql.NewScalarFieldContext("Address", field, false, false, "String")
 }
 
-func (ec *executionContext) _Address_country(ctx context.Context, field graphql.CollectedField, obj *model.Address) (ret graphql.Marshaler) {
+func (ec *executionContext) _Address_country(ctx context.Context, field graphql.CollectedField, obj *order.Address) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3921,8 +3922,8 @@ func (ec *executionContext) _Order_status(ctx context.Context, field graphql.Col
 			return obj.Status, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.OrderStatus) graphql.Marshaler {
-			return ec.marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.Status) graphql.Marshaler {
+			return ec.marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx, selections, v)
 		},
 		true,
 		true,
@@ -3944,8 +3945,8 @@ func (ec *executionContext) _Order_paymentStatus(ctx context.Context, field grap
 			return obj.PaymentStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.PaymentStatus) graphql.Marshaler {
-			return ec.marshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐPaymentStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.PaymentStatus) graphql.Marshaler {
+			return ec.marshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4054,8 +4055,8 @@ func (ec *executionContext) _Order_shippingAddress(ctx context.Context, field gr
 			return obj.ShippingAddress, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.Address) graphql.Marshaler {
-			return ec.marshalNAddress2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐAddress(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *order.Address) graphql.Marshaler {
+			return ec.marshalNAddress2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAddress(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4343,8 +4344,8 @@ func (ec *executionContext) _OrderEvent_type(ctx context.Context, field graphql.
 			return obj.Type, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.OrderEventType) graphql.Marshaler {
-			return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.EventType) graphql.Marshaler {
+			return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4366,8 +4367,8 @@ func (ec *executionContext) _OrderEvent_fromStatus(ctx context.Context, field gr
 			return obj.FromStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.OrderStatus) graphql.Marshaler {
-			return ec.marshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *order.Status) graphql.Marshaler {
+			return ec.marshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx, selections, v)
 		},
 		true,
 		false,
@@ -4389,8 +4390,8 @@ func (ec *executionContext) _OrderEvent_toStatus(ctx context.Context, field grap
 			return obj.ToStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.OrderStatus) graphql.Marshaler {
-			return ec.marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.Status) graphql.Marshaler {
+			return ec.marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx, selections, v)
 		},
 		true,
 		true,
@@ -4696,8 +4697,8 @@ func (ec *executionContext) _OrderScreen_availableActions(ctx context.Context, f
 			return obj.AvailableActions, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []model.OrderAction) graphql.Marshaler {
-			return ec.marshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderActionᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []order.Action) graphql.Marshaler {
+			return ec.marshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐActionᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -5157,7 +5158,7 @@ func (ec *executionContext) _Query_ordersScreen(ctx context.Context, field graph
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().OrdersScreen(ctx, fc.Args["status"].(*model.OrderStatus), fc.Args["first"].(*int), fc.Args["after"].(*string))
+			return ec.Resolvers.Query().OrdersScreen(ctx, fc.Args["status"].(*order.Status), fc.Args["first"].(*int), fc.Args["after"].(*string))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.OrdersScreen) graphql.Marshaler {
@@ -5289,7 +5290,7 @@ func (ec *executionContext) _Query_orders(ctx context.Context, field graphql.Col
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().Orders(ctx, fc.Args["status"].(*model.OrderStatus), fc.Args["first"].(*int), fc.Args["after"].(*string))
+			return ec.Resolvers.Query().Orders(ctx, fc.Args["status"].(*order.Status), fc.Args["first"].(*int), fc.Args["after"].(*string))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.OrderConnection) graphql.Marshaler {
@@ -5685,8 +5686,8 @@ func (ec *executionContext) _StatusCount_status(ctx context.Context, field graph
 			return obj.Status, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.OrderStatus) graphql.Marshaler {
-			return ec.marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.Status) graphql.Marshaler {
+			return ec.marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx, selections, v)
 		},
 		true,
 		true,
@@ -5844,8 +5845,8 @@ func (ec *executionContext) _User_role(ctx context.Context, field graphql.Collec
 			return obj.Role, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.Role) graphql.Marshaler {
-			return ec.marshalNRole2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐRole(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.Role) graphql.Marshaler {
+			return ec.marshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole(ctx, selections, v)
 		},
 		true,
 		true,
@@ -6051,8 +6052,8 @@ func (ec *executionContext) _WebhookDelivery_eventType(ctx context.Context, fiel
 			return obj.EventType, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.OrderEventType) graphql.Marshaler {
-			return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v order.EventType) graphql.Marshaler {
+			return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx, selections, v)
 		},
 		true,
 		true,
@@ -6510,8 +6511,8 @@ func (ec *executionContext) _WebhookEndpoint_eventTypes(ctx context.Context, fie
 			return obj.EventTypes, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []model.OrderEventType) graphql.Marshaler {
-			return ec.marshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []order.EventType) graphql.Marshaler {
+			return ec.marshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -7868,7 +7869,7 @@ func (ec *executionContext) unmarshalInputCreateWebhookEndpointInput(ctx context
 			it.URL = data
 		case "eventTypes":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventTypes"))
-			data, err := ec.unmarshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx, v)
+			data, err := ec.unmarshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx, v)
 			if err != nil {
 				return it, err
 			}
@@ -8033,7 +8034,7 @@ func (ec *executionContext) unmarshalInputUpdateWebhookEndpointInput(ctx context
 			it.URL = data
 		case "eventTypes":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("eventTypes"))
-			data, err := ec.unmarshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx, v)
+			data, err := ec.unmarshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx, v)
 			if err != nil {
 				return it, err
 			}
@@ -8079,7 +8080,7 @@ func UnmarshalUpdateWebhookEndpointInput(ctx context.Context, raw any) (model.Up
 
 var addressImplementors = []string{"Address"}
 
-func (ec *executionContext) _Address(ctx context.Context, sel ast.SelectionSet, obj *model.Address) graphql.Marshaler {
+func (ec *executionContext) _Address(ctx context.Context, sel ast.SelectionSet, obj *order.Address) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, addressImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -10057,7 +10058,7 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
-func (ec *executionContext) marshalNAddress2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐAddress(ctx context.Context, sel ast.SelectionSet, v *model.Address) graphql.Marshaler {
+func (ec *executionContext) marshalNAddress2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAddress(ctx context.Context, sel ast.SelectionSet, v *order.Address) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Address!")
 		return graphql.Null
@@ -10212,23 +10213,45 @@ func (ec *executionContext) marshalNOrder2ᚖgithubᚗcomᚋshopᚋbffᚋgraph�
 	return ec._Order(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNOrderAction2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderAction(ctx context.Context, v any) (model.OrderAction, error) {
-	var res model.OrderAction
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction(ctx context.Context, v any) (order.Action, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNOrderAction2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderAction(ctx context.Context, sel ast.SelectionSet, v model.OrderAction) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction(ctx context.Context, sel ast.SelectionSet, v order.Action) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "OrderAction!")
+	}
+	return res
 }
 
-func (ec *executionContext) unmarshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderActionᚄ(ctx context.Context, v any) ([]model.OrderAction, error) {
+var (
+	unmarshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction = map[string]order.Action{
+		"PAY":                     order.ActionPay,
+		"CANCEL":                  order.ActionCancel,
+		"UPDATE_SHIPPING_ADDRESS": order.ActionUpdateShippingAddress,
+		"SHIP":                    order.ActionShip,
+		"DELIVER":                 order.ActionDeliver,
+	}
+	marshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction = map[order.Action]string{
+		order.ActionPay:                   "PAY",
+		order.ActionCancel:                "CANCEL",
+		order.ActionUpdateShippingAddress: "UPDATE_SHIPPING_ADDRESS",
+		order.ActionShip:                  "SHIP",
+		order.ActionDeliver:               "DELIVER",
+	}
+)
+
+func (ec *executionContext) unmarshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐActionᚄ(ctx context.Context, v any) ([]order.Action, error) {
 	vSlice := graphql.CoerceList(v)
 	var err error
-	res := make([]model.OrderAction, len(vSlice))
+	res := make([]order.Action, len(vSlice))
 	for i := range vSlice {
 		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
-		res[i], err = ec.unmarshalNOrderAction2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderAction(ctx, vSlice[i])
+		res[i], err = ec.unmarshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction(ctx, vSlice[i])
 		if err != nil {
 			return nil, err
 		}
@@ -10236,11 +10259,11 @@ func (ec *executionContext) unmarshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbff�
 	return res, nil
 }
 
-func (ec *executionContext) marshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderActionᚄ(ctx context.Context, sel ast.SelectionSet, v []model.OrderAction) graphql.Marshaler {
+func (ec *executionContext) marshalNOrderAction2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐActionᚄ(ctx context.Context, sel ast.SelectionSet, v []order.Action) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNOrderAction2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderAction(ctx, sel, v[i])
+		return ec.marshalNOrderAction2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐAction(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -10308,23 +10331,51 @@ func (ec *executionContext) marshalNOrderEvent2ᚖgithubᚗcomᚋshopᚋbffᚋgr
 	return ec._OrderEvent(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx context.Context, v any) (model.OrderEventType, error) {
-	var res model.OrderEventType
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx context.Context, v any) (order.EventType, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx context.Context, sel ast.SelectionSet, v model.OrderEventType) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx context.Context, sel ast.SelectionSet, v order.EventType) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "OrderEventType!")
+	}
+	return res
 }
 
-func (ec *executionContext) unmarshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx context.Context, v any) ([]model.OrderEventType, error) {
+var (
+	unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType = map[string]order.EventType{
+		"ORDER_PLACED":             order.EventOrderPlaced,
+		"PAYMENT_REQUESTED":        order.EventPaymentRequested,
+		"PAYMENT_SUCCEEDED":        order.EventPaymentSucceeded,
+		"PAYMENT_FAILED":           order.EventPaymentFailed,
+		"SHIPPING_ADDRESS_UPDATED": order.EventShippingAddressUpdated,
+		"ORDER_SHIPPED":            order.EventOrderShipped,
+		"ORDER_DELIVERED":          order.EventOrderDelivered,
+		"ORDER_CANCELLED":          order.EventOrderCancelled,
+	}
+	marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType = map[order.EventType]string{
+		order.EventOrderPlaced:            "ORDER_PLACED",
+		order.EventPaymentRequested:       "PAYMENT_REQUESTED",
+		order.EventPaymentSucceeded:       "PAYMENT_SUCCEEDED",
+		order.EventPaymentFailed:          "PAYMENT_FAILED",
+		order.EventShippingAddressUpdated: "SHIPPING_ADDRESS_UPDATED",
+		order.EventOrderShipped:           "ORDER_SHIPPED",
+		order.EventOrderDelivered:         "ORDER_DELIVERED",
+		order.EventOrderCancelled:         "ORDER_CANCELLED",
+	}
+)
+
+func (ec *executionContext) unmarshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx context.Context, v any) ([]order.EventType, error) {
 	vSlice := graphql.CoerceList(v)
 	var err error
-	res := make([]model.OrderEventType, len(vSlice))
+	res := make([]order.EventType, len(vSlice))
 	for i := range vSlice {
 		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
-		res[i], err = ec.unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx, vSlice[i])
+		res[i], err = ec.unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx, vSlice[i])
 		if err != nil {
 			return nil, err
 		}
@@ -10332,11 +10383,11 @@ func (ec *executionContext) unmarshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbf
 	return res, nil
 }
 
-func (ec *executionContext) marshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.OrderEventType) graphql.Marshaler {
+func (ec *executionContext) marshalNOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []order.EventType) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx, sel, v[i])
+		return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -10399,15 +10450,37 @@ func (ec *executionContext) marshalNOrderPayload2ᚖgithubᚗcomᚋshopᚋbffᚋ
 	return ec._OrderPayload(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx context.Context, v any) (model.OrderStatus, error) {
-	var res model.OrderStatus
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx context.Context, v any) (order.Status, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx context.Context, sel ast.SelectionSet, v model.OrderStatus) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx context.Context, sel ast.SelectionSet, v order.Status) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "OrderStatus!")
+	}
+	return res
 }
+
+var (
+	unmarshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus = map[string]order.Status{
+		"PENDING_PAYMENT": order.StatusPendingPayment,
+		"PAID":            order.StatusPaid,
+		"SHIPPED":         order.StatusShipped,
+		"DELIVERED":       order.StatusDelivered,
+		"CANCELLED":       order.StatusCancelled,
+	}
+	marshalNOrderStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus = map[order.Status]string{
+		order.StatusPendingPayment: "PENDING_PAYMENT",
+		order.StatusPaid:           "PAID",
+		order.StatusShipped:        "SHIPPED",
+		order.StatusDelivered:      "DELIVERED",
+		order.StatusCancelled:      "CANCELLED",
+	}
+)
 
 func (ec *executionContext) marshalNOrdersScreen2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrdersScreen(ctx context.Context, sel ast.SelectionSet, v *model.OrdersScreen) graphql.Marshaler {
 	if v == nil {
@@ -10425,15 +10498,37 @@ func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋshopᚋbffᚋgrap
 	return ec._PageInfo(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐPaymentStatus(ctx context.Context, v any) (model.PaymentStatus, error) {
-	var res model.PaymentStatus
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus(ctx context.Context, v any) (order.PaymentStatus, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐPaymentStatus(ctx context.Context, sel ast.SelectionSet, v model.PaymentStatus) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus(ctx context.Context, sel ast.SelectionSet, v order.PaymentStatus) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "PaymentStatus!")
+	}
+	return res
 }
+
+var (
+	unmarshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus = map[string]order.PaymentStatus{
+		"UNPAID":     order.PaymentUnpaid,
+		"PROCESSING": order.PaymentProcessing,
+		"SUCCEEDED":  order.PaymentSucceeded,
+		"FAILED":     order.PaymentFailed,
+		"REFUNDED":   order.PaymentRefunded,
+	}
+	marshalNPaymentStatus2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐPaymentStatus = map[order.PaymentStatus]string{
+		order.PaymentUnpaid:     "UNPAID",
+		order.PaymentProcessing: "PROCESSING",
+		order.PaymentSucceeded:  "SUCCEEDED",
+		order.PaymentFailed:     "FAILED",
+		order.PaymentRefunded:   "REFUNDED",
+	}
+)
 
 func (ec *executionContext) unmarshalNPlaceOrderInput2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐPlaceOrderInput(ctx context.Context, v any) (model.PlaceOrderInput, error) {
 	res, err := ec.unmarshalInputPlaceOrderInput(ctx, v)
@@ -10488,15 +10583,31 @@ func (ec *executionContext) marshalNReplayWebhooksPayload2ᚖgithubᚗcomᚋshop
 	return ec._ReplayWebhooksPayload(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNRole2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
-	var res model.Role
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole(ctx context.Context, v any) (order.Role, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNRole2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐRole(ctx context.Context, sel ast.SelectionSet, v model.Role) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole(ctx context.Context, sel ast.SelectionSet, v order.Role) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Role!")
+	}
+	return res
 }
+
+var (
+	unmarshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole = map[string]order.Role{
+		"CUSTOMER": order.RoleCustomer,
+		"STAFF":    order.RoleStaff,
+	}
+	marshalNRole2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐRole = map[order.Role]string{
+		order.RoleCustomer: "CUSTOMER",
+		order.RoleStaff:    "STAFF",
+	}
+)
 
 func (ec *executionContext) marshalNRotateWebhookSecretPayload2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐRotateWebhookSecretPayload(ctx context.Context, sel ast.SelectionSet, v *model.RotateWebhookSecretPayload) graphql.Marshaler {
 	if v == nil {
@@ -10900,16 +11011,16 @@ func (ec *executionContext) marshalOOrder2ᚖgithubᚗcomᚋshopᚋbffᚋgraph�
 	return ec._Order(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx context.Context, v any) ([]model.OrderEventType, error) {
+func (ec *executionContext) unmarshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx context.Context, v any) ([]order.EventType, error) {
 	if v == nil {
 		return nil, nil
 	}
 	vSlice := graphql.CoerceList(v)
 	var err error
-	res := make([]model.OrderEventType, len(vSlice))
+	res := make([]order.EventType, len(vSlice))
 	for i := range vSlice {
 		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
-		res[i], err = ec.unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx, vSlice[i])
+		res[i], err = ec.unmarshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx, vSlice[i])
 		if err != nil {
 			return nil, err
 		}
@@ -10917,14 +11028,14 @@ func (ec *executionContext) unmarshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbf
 	return res, nil
 }
 
-func (ec *executionContext) marshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.OrderEventType) graphql.Marshaler {
+func (ec *executionContext) marshalOOrderEventType2ᚕgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []order.EventType) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderEventType(ctx, sel, v[i])
+		return ec.marshalNOrderEventType2githubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐEventType(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -10943,21 +11054,41 @@ func (ec *executionContext) marshalOOrderScreen2ᚖgithubᚗcomᚋshopᚋbffᚋg
 	return ec._OrderScreen(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx context.Context, v any) (*model.OrderStatus, error) {
+func (ec *executionContext) unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx context.Context, v any) (*order.Status, error) {
 	if v == nil {
 		return nil, nil
 	}
-	var res = new(model.OrderStatus)
-	err := res.UnmarshalGQL(v)
-	return res, graphql.ErrorOnPath(ctx, err)
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus[tmp]
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋgraphᚋmodelᚐOrderStatus(ctx context.Context, sel ast.SelectionSet, v *model.OrderStatus) graphql.Marshaler {
+func (ec *executionContext) marshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus(ctx context.Context, sel ast.SelectionSet, v *order.Status) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
-	return v
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalString(marshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus[*v])
+	return res
 }
+
+var (
+	unmarshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus = map[string]order.Status{
+		"PENDING_PAYMENT": order.StatusPendingPayment,
+		"PAID":            order.StatusPaid,
+		"SHIPPED":         order.StatusShipped,
+		"DELIVERED":       order.StatusDelivered,
+		"CANCELLED":       order.StatusCancelled,
+	}
+	marshalOOrderStatus2ᚖgithubᚗcomᚋshopᚋbffᚋinternalᚋorderᚐStatus = map[order.Status]string{
+		order.StatusPendingPayment: "PENDING_PAYMENT",
+		order.StatusPaid:           "PAID",
+		order.StatusShipped:        "SHIPPED",
+		order.StatusDelivered:      "DELIVERED",
+		order.StatusCancelled:      "CANCELLED",
+	}
+)
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {
 	if v == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shop/bff/graph/model"
 	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/cache"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/shop"
 	"github.com/shop/bff/internal/webhooks"
@@ -42,9 +43,9 @@ func viewer(ctx context.Context) *order.User {
 }
 
 // report records the cache result of the current screen field.
-func report(ctx context.Context, res shop.CacheResult) {
+func report(ctx context.Context, res cache.Result) {
 	if fc := graphql.GetFieldContext(ctx); fc != nil {
-		shop.ReportCache(ctx, fc.Field.Alias, res)
+		cache.Record(ctx, fc.Field.Alias, res)
 	}
 }
 

@@ -8,16 +8,9 @@ import (
 	"io"
 	"strconv"
 	"time"
-)
 
-type Address struct {
-	Name       string  `json:"name"`
-	Line1      string  `json:"line1"`
-	Line2      *string `json:"line2,omitempty"`
-	City       string  `json:"city"`
-	PostalCode string  `json:"postalCode"`
-	Country    string  `json:"country"`
-}
+	"github.com/shop/bff/internal/order"
+)
 
 type AddressInput struct {
 	Name       string  `json:"name"`
@@ -32,8 +25,8 @@ type CreateWebhookEndpointInput struct {
 	// http:// or https://; in production a public address only.
 	URL string `json:"url"`
 	// At least one.
-	EventTypes  []OrderEventType `json:"eventTypes"`
-	Description *string          `json:"description,omitempty"`
+	EventTypes  []order.EventType `json:"eventTypes"`
+	Description *string           `json:"description,omitempty"`
 }
 
 type CreateWebhookEndpointPayload struct {
@@ -76,19 +69,19 @@ type Mutation struct {
 }
 
 type Order struct {
-	ID            string        `json:"id"`
-	Number        string        `json:"number"`
-	Customer      *User         `json:"customer"`
-	Status        OrderStatus   `json:"status"`
-	PaymentStatus PaymentStatus `json:"paymentStatus"`
+	ID            string              `json:"id"`
+	Number        string              `json:"number"`
+	Customer      *User               `json:"customer"`
+	Status        order.Status        `json:"status"`
+	PaymentStatus order.PaymentStatus `json:"paymentStatus"`
 	// Increments on every change. Send it back as expectedVersion.
-	Version         int          `json:"version"`
-	Lines           []*OrderLine `json:"lines"`
-	Total           *Money       `json:"total"`
-	ShippingAddress *Address     `json:"shippingAddress"`
-	TrackingNumber  *string      `json:"trackingNumber,omitempty"`
-	CreatedAt       time.Time    `json:"createdAt"`
-	UpdatedAt       time.Time    `json:"updatedAt"`
+	Version         int            `json:"version"`
+	Lines           []*OrderLine   `json:"lines"`
+	Total           *Money         `json:"total"`
+	ShippingAddress *order.Address `json:"shippingAddress"`
+	TrackingNumber  *string        `json:"trackingNumber,omitempty"`
+	CreatedAt       time.Time      `json:"createdAt"`
+	UpdatedAt       time.Time      `json:"updatedAt"`
 }
 
 type OrderConnection struct {
@@ -104,14 +97,14 @@ type OrderEdge struct {
 
 type OrderEvent struct {
 	// Stream position; usable as Last-Event-ID.
-	ID         string         `json:"id"`
-	OrderID    string         `json:"orderId"`
-	Type       OrderEventType `json:"type"`
-	FromStatus *OrderStatus   `json:"fromStatus,omitempty"`
-	ToStatus   OrderStatus    `json:"toStatus"`
-	Version    int            `json:"version"`
-	At         time.Time      `json:"at"`
-	Actor      string         `json:"actor"`
+	ID         string          `json:"id"`
+	OrderID    string          `json:"orderId"`
+	Type       order.EventType `json:"type"`
+	FromStatus *order.Status   `json:"fromStatus,omitempty"`
+	ToStatus   order.Status    `json:"toStatus"`
+	Version    int             `json:"version"`
+	At         time.Time       `json:"at"`
+	Actor      string          `json:"actor"`
 }
 
 type OrderLine struct {
@@ -131,9 +124,9 @@ type OrderPayload struct {
 }
 
 type OrderScreen struct {
-	Order            *Order        `json:"order"`
-	Timeline         []*OrderEvent `json:"timeline"`
-	AvailableActions []OrderAction `json:"availableActions"`
+	Order            *Order         `json:"order"`
+	Timeline         []*OrderEvent  `json:"timeline"`
+	AvailableActions []order.Action `json:"availableActions"`
 	// Pass as Last-Event-ID (or ?lastEventId=) when opening the event stream, so that nothing between this read and the subscription is missed.
 	LastEventID string `json:"lastEventId"`
 }
@@ -188,25 +181,25 @@ type RotateWebhookSecretPayload struct {
 }
 
 type StatusCount struct {
-	Status OrderStatus `json:"status"`
-	Count  int         `json:"count"`
+	Status order.Status `json:"status"`
+	Count  int          `json:"count"`
 }
 
 type Subscription struct {
 }
 
 type UpdateWebhookEndpointInput struct {
-	URL         *string          `json:"url,omitempty"`
-	EventTypes  []OrderEventType `json:"eventTypes,omitempty"`
-	Description *string          `json:"description,omitempty"`
-	Enabled     *bool            `json:"enabled,omitempty"`
+	URL         *string           `json:"url,omitempty"`
+	EventTypes  []order.EventType `json:"eventTypes,omitempty"`
+	Description *string           `json:"description,omitempty"`
+	Enabled     *bool             `json:"enabled,omitempty"`
 }
 
 type User struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Email string `json:"email"`
-	Role  Role   `json:"role"`
+	ID    string     `json:"id"`
+	Name  string     `json:"name"`
+	Email string     `json:"email"`
+	Role  order.Role `json:"role"`
 }
 
 type WebhookAttempt struct {
@@ -223,7 +216,7 @@ type WebhookDelivery struct {
 	EndpointID string `json:"endpointId"`
 	// The webhook-id header: the event's id, the same on every attempt.
 	WebhookID string                `json:"webhookId"`
-	EventType OrderEventType        `json:"eventType"`
+	EventType order.EventType       `json:"eventType"`
 	OrderID   string                `json:"orderId"`
 	Status    WebhookDeliveryStatus `json:"status"`
 	// Attempts made so far.
@@ -254,11 +247,11 @@ type WebhookDeliveryPayload struct {
 }
 
 type WebhookEndpoint struct {
-	ID          string           `json:"id"`
-	URL         string           `json:"url"`
-	Description string           `json:"description"`
-	EventTypes  []OrderEventType `json:"eventTypes"`
-	Enabled     bool             `json:"enabled"`
+	ID          string            `json:"id"`
+	URL         string            `json:"url"`
+	Description string            `json:"description"`
+	EventTypes  []order.EventType `json:"eventTypes"`
+	Enabled     bool              `json:"enabled"`
 	// Why the endpoint was disabled automatically (every attempt failing for days); null otherwise.
 	DisabledReason *string `json:"disabledReason,omitempty"`
 	// The first failed attempt since the last successful one; null while it succeeds.
@@ -357,311 +350,6 @@ func (e *ErrorCode) UnmarshalJSON(b []byte) error {
 }
 
 func (e ErrorCode) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	e.MarshalGQL(&buf)
-	return buf.Bytes(), nil
-}
-
-type OrderAction string
-
-const (
-	OrderActionPay                   OrderAction = "PAY"
-	OrderActionCancel                OrderAction = "CANCEL"
-	OrderActionUpdateShippingAddress OrderAction = "UPDATE_SHIPPING_ADDRESS"
-	OrderActionShip                  OrderAction = "SHIP"
-	OrderActionDeliver               OrderAction = "DELIVER"
-)
-
-var AllOrderAction = []OrderAction{
-	OrderActionPay,
-	OrderActionCancel,
-	OrderActionUpdateShippingAddress,
-	OrderActionShip,
-	OrderActionDeliver,
-}
-
-func (e OrderAction) IsValid() bool {
-	switch e {
-	case OrderActionPay, OrderActionCancel, OrderActionUpdateShippingAddress, OrderActionShip, OrderActionDeliver:
-		return true
-	}
-	return false
-}
-
-func (e OrderAction) String() string {
-	return string(e)
-}
-
-func (e *OrderAction) UnmarshalGQL(v any) error {
-	str, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("enums must be strings")
-	}
-
-	*e = OrderAction(str)
-	if !e.IsValid() {
-		return fmt.Errorf("%s is not a valid OrderAction", str)
-	}
-	return nil
-}
-
-func (e OrderAction) MarshalGQL(w io.Writer) {
-	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
-}
-
-func (e *OrderAction) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return err
-	}
-	return e.UnmarshalGQL(s)
-}
-
-func (e OrderAction) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	e.MarshalGQL(&buf)
-	return buf.Bytes(), nil
-}
-
-type OrderEventType string
-
-const (
-	OrderEventTypeOrderPlaced            OrderEventType = "ORDER_PLACED"
-	OrderEventTypePaymentRequested       OrderEventType = "PAYMENT_REQUESTED"
-	OrderEventTypePaymentSucceeded       OrderEventType = "PAYMENT_SUCCEEDED"
-	OrderEventTypePaymentFailed          OrderEventType = "PAYMENT_FAILED"
-	OrderEventTypeShippingAddressUpdated OrderEventType = "SHIPPING_ADDRESS_UPDATED"
-	OrderEventTypeOrderShipped           OrderEventType = "ORDER_SHIPPED"
-	OrderEventTypeOrderDelivered         OrderEventType = "ORDER_DELIVERED"
-	OrderEventTypeOrderCancelled         OrderEventType = "ORDER_CANCELLED"
-)
-
-var AllOrderEventType = []OrderEventType{
-	OrderEventTypeOrderPlaced,
-	OrderEventTypePaymentRequested,
-	OrderEventTypePaymentSucceeded,
-	OrderEventTypePaymentFailed,
-	OrderEventTypeShippingAddressUpdated,
-	OrderEventTypeOrderShipped,
-	OrderEventTypeOrderDelivered,
-	OrderEventTypeOrderCancelled,
-}
-
-func (e OrderEventType) IsValid() bool {
-	switch e {
-	case OrderEventTypeOrderPlaced, OrderEventTypePaymentRequested, OrderEventTypePaymentSucceeded, OrderEventTypePaymentFailed, OrderEventTypeShippingAddressUpdated, OrderEventTypeOrderShipped, OrderEventTypeOrderDelivered, OrderEventTypeOrderCancelled:
-		return true
-	}
-	return false
-}
-
-func (e OrderEventType) String() string {
-	return string(e)
-}
-
-func (e *OrderEventType) UnmarshalGQL(v any) error {
-	str, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("enums must be strings")
-	}
-
-	*e = OrderEventType(str)
-	if !e.IsValid() {
-		return fmt.Errorf("%s is not a valid OrderEventType", str)
-	}
-	return nil
-}
-
-func (e OrderEventType) MarshalGQL(w io.Writer) {
-	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
-}
-
-func (e *OrderEventType) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return err
-	}
-	return e.UnmarshalGQL(s)
-}
-
-func (e OrderEventType) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	e.MarshalGQL(&buf)
-	return buf.Bytes(), nil
-}
-
-type OrderStatus string
-
-const (
-	OrderStatusPendingPayment OrderStatus = "PENDING_PAYMENT"
-	OrderStatusPaid           OrderStatus = "PAID"
-	OrderStatusShipped        OrderStatus = "SHIPPED"
-	OrderStatusDelivered      OrderStatus = "DELIVERED"
-	OrderStatusCancelled      OrderStatus = "CANCELLED"
-)
-
-var AllOrderStatus = []OrderStatus{
-	OrderStatusPendingPayment,
-	OrderStatusPaid,
-	OrderStatusShipped,
-	OrderStatusDelivered,
-	OrderStatusCancelled,
-}
-
-func (e OrderStatus) IsValid() bool {
-	switch e {
-	case OrderStatusPendingPayment, OrderStatusPaid, OrderStatusShipped, OrderStatusDelivered, OrderStatusCancelled:
-		return true
-	}
-	return false
-}
-
-func (e OrderStatus) String() string {
-	return string(e)
-}
-
-func (e *OrderStatus) UnmarshalGQL(v any) error {
-	str, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("enums must be strings")
-	}
-
-	*e = OrderStatus(str)
-	if !e.IsValid() {
-		return fmt.Errorf("%s is not a valid OrderStatus", str)
-	}
-	return nil
-}
-
-func (e OrderStatus) MarshalGQL(w io.Writer) {
-	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
-}
-
-func (e *OrderStatus) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return err
-	}
-	return e.UnmarshalGQL(s)
-}
-
-func (e OrderStatus) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	e.MarshalGQL(&buf)
-	return buf.Bytes(), nil
-}
-
-type PaymentStatus string
-
-const (
-	PaymentStatusUnpaid     PaymentStatus = "UNPAID"
-	PaymentStatusProcessing PaymentStatus = "PROCESSING"
-	PaymentStatusSucceeded  PaymentStatus = "SUCCEEDED"
-	PaymentStatusFailed     PaymentStatus = "FAILED"
-	PaymentStatusRefunded   PaymentStatus = "REFUNDED"
-)
-
-var AllPaymentStatus = []PaymentStatus{
-	PaymentStatusUnpaid,
-	PaymentStatusProcessing,
-	PaymentStatusSucceeded,
-	PaymentStatusFailed,
-	PaymentStatusRefunded,
-}
-
-func (e PaymentStatus) IsValid() bool {
-	switch e {
-	case PaymentStatusUnpaid, PaymentStatusProcessing, PaymentStatusSucceeded, PaymentStatusFailed, PaymentStatusRefunded:
-		return true
-	}
-	return false
-}
-
-func (e PaymentStatus) String() string {
-	return string(e)
-}
-
-func (e *PaymentStatus) UnmarshalGQL(v any) error {
-	str, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("enums must be strings")
-	}
-
-	*e = PaymentStatus(str)
-	if !e.IsValid() {
-		return fmt.Errorf("%s is not a valid PaymentStatus", str)
-	}
-	return nil
-}
-
-func (e PaymentStatus) MarshalGQL(w io.Writer) {
-	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
-}
-
-func (e *PaymentStatus) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return err
-	}
-	return e.UnmarshalGQL(s)
-}
-
-func (e PaymentStatus) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	e.MarshalGQL(&buf)
-	return buf.Bytes(), nil
-}
-
-type Role string
-
-const (
-	RoleCustomer Role = "CUSTOMER"
-	RoleStaff    Role = "STAFF"
-)
-
-var AllRole = []Role{
-	RoleCustomer,
-	RoleStaff,
-}
-
-func (e Role) IsValid() bool {
-	switch e {
-	case RoleCustomer, RoleStaff:
-		return true
-	}
-	return false
-}
-
-func (e Role) String() string {
-	return string(e)
-}
-
-func (e *Role) UnmarshalGQL(v any) error {
-	str, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("enums must be strings")
-	}
-
-	*e = Role(str)
-	if !e.IsValid() {
-		return fmt.Errorf("%s is not a valid Role", str)
-	}
-	return nil
-}
-
-func (e Role) MarshalGQL(w io.Writer) {
-	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
-}
-
-func (e *Role) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return err
-	}
-	return e.UnmarshalGQL(s)
-}
-
-func (e Role) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -18,10 +18,10 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/cache"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/idempotency"
 	"github.com/shop/bff/internal/order"
-	"github.com/shop/bff/internal/shop"
 )
 
 // Content types.
@@ -117,9 +117,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mutate(ctx, w, r, ct, rc)
 		return
 	}
-	ctx, report := shop.WithCacheReport(ctx)
-	if cc := r.Header.Get("Cache-Control"); strings.Contains(strings.ToLower(cc), "no-cache") {
-		ctx = shop.WithBypass(ctx)
+	ctx, report := cache.WithReport(ctx)
+	if cache.BypassRequested(r.Header) {
+		ctx = cache.WithBypass(ctx)
 	}
 	var resp *graphql.Response
 	if h.cfg.Responses != nil {
@@ -200,7 +200,7 @@ func (h *Handler) dispatch(ctx context.Context, rc *graphql.OperationContext) *g
 }
 
 // write sends a response, with the cache report of the screens it served.
-func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, report *shop.CacheReport) {
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, report *cache.Report) {
 	if report != nil {
 		if hdr, ext := report.Render(); hdr != "" {
 			w.Header().Set("Cache-Status", hdr)

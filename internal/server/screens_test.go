@@ -151,6 +151,11 @@ func TestCacheHitRunsNoSQL(t *testing.T) {
 		if st := field(b.Extensions, "cache", name, "status"); st != "bypass" {
 			t.Errorf("%s: no-cache gave status %v, want bypass", name, st)
 		}
+		// HTTP/1.0's Pragma: no-cache, without Cache-Control, asks the same.
+		p := in.post(tok, c.q, c.vars, "Pragma: no-cache")
+		if st := field(p.Extensions, "cache", name, "status"); st != "bypass" {
+			t.Errorf("%s: Pragma: no-cache gave status %v, want bypass", name, st)
+		}
 	}
 }
 

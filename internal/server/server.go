@@ -69,7 +69,6 @@ type Server struct {
 	store   *postgres.Store
 	rdb     redis.UniversalClient
 	cache   *cache.Cache
-	screens *shop.RedisScreens
 	shop    *shop.Shop
 	keeper  *idempotency.Keeper
 	broker  *stream.Broker
@@ -217,12 +216,11 @@ func (s *Server) assembleCache(prefix string, opt Options) error {
 		return nil
 	}
 	c, err := cache.New(s.rdb, cache.Config{TTL: cfg.CacheTTL, Timeout: cfg.CacheTimeout, Prefix: prefix,
-		StoreDelay: opt.CacheStoreDelay}, cache.NewPrometheusMetrics(s.metrics.Registry()))
+		ModelVersion: graph.SchemaVersion(), StoreDelay: opt.CacheStoreDelay}, cache.NewPrometheusMetrics(s.metrics.Registry()))
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	s.cache = c
-	s.screens = shop.NewRedisScreens(c)
 	return nil
 }
 
@@ -247,8 +245,8 @@ func (s *Server) assembleStreams(prefix string) error {
 func (s *Server) assembleShop() {
 	cfg := s.cfg
 	shopOpts := []shop.Option{shop.WithOnCommit(s.Committed)}
-	if s.screens != nil {
-		shopOpts = append(shopOpts, shop.WithCache(s.screens))
+	if s.cache != nil {
+		shopOpts = append(shopOpts, shop.WithCache(s.cache))
 	}
 	s.shop = shop.New(s.store, shopOpts...)
 	s.keeper = idempotency.New(s.store, idempotency.Config{TTL: cfg.IdempotencyTTL, OnCommit: s.Committed, Logger: s.log,
@@ -278,7 +276,7 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(es, execCfg), Schema: es.Schema(), Keeper: s.keeper,
 		Limit: limiter.AllowN, Heartbeat: cfg.StreamHeartbeat, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
 	if s.cache != nil {
-		gcfg.Responses = shop.NewResponseCache(s.cache)
+		gcfg.Responses = gqlhttp.NewResponses(s.cache, shop.ScreenDeps)
 	}
 	s.gql = gqlhttp.New(gcfg)
 	return nil
@@ -417,10 +415,10 @@ func (i idempotencyMetrics) Outcome(o idempotency.Outcome) { i.m.ObserveIdempote
 
 // invalidate drops the cached screens that show the orders of events.
 func (s *Server) invalidate(ctx context.Context, events []order.Event) {
-	if s.screens == nil || len(events) == 0 {
+	if s.cache == nil || len(events) == 0 {
 		return
 	}
-	if err := s.screens.Invalidate(context.WithoutCancel(ctx), events); err != nil {
+	if err := s.cache.Invalidate(context.WithoutCancel(ctx), shop.InvalidatedBy(events)...); err != nil {
 		s.log.WarnContext(ctx, "screen invalidation failed; the cache epoch will be bumped when Redis answers", "err", err)
 	}
 }

@@ -13,7 +13,7 @@ func money(m order.Money) *model.Money {
 
 // User converts a domain user.
 func User(u *order.User) *model.User {
-	return &model.User{ID: u.ID, Name: u.Name, Email: u.Email, Role: model.Role(u.Role)}
+	return &model.User{ID: u.ID, Name: u.Name, Email: u.Email, Role: u.Role}
 }
 
 func product(p *order.Product) *model.Product {
@@ -22,13 +22,8 @@ func product(p *order.Product) *model.Product {
 
 // Event converts a domain event.
 func Event(e order.Event) *model.OrderEvent {
-	ev := &model.OrderEvent{ID: e.ID, OrderID: e.OrderID, Type: model.OrderEventType(e.Type),
-		ToStatus: model.OrderStatus(e.ToStatus), Version: e.Version, At: e.At, Actor: e.Actor}
-	if e.FromStatus != nil {
-		f := model.OrderStatus(*e.FromStatus)
-		ev.FromStatus = &f
-	}
-	return ev
+	return &model.OrderEvent{ID: e.ID, OrderID: e.OrderID, Type: e.Type, FromStatus: e.FromStatus,
+		ToStatus: e.ToStatus, Version: e.Version, At: e.At, Actor: e.Actor}
 }
 
 // orderModels converts loaded orders.
@@ -43,11 +38,10 @@ func orderModels(list []*loaders.Order) []*model.Order {
 // orderModel converts one loaded order.
 func orderModel(o *loaders.Order) *model.Order {
 	m := &model.Order{ID: o.ID, Number: o.Number, Customer: User(o.Customer),
-		Status: model.OrderStatus(o.Status), PaymentStatus: model.PaymentStatus(o.PaymentStatus),
+		Status: o.Status, PaymentStatus: o.PaymentStatus,
 		Version: o.Version, Total: money(o.Total), TrackingNumber: o.TrackingNumber,
 		CreatedAt: o.CreatedAt.UTC(), UpdatedAt: o.UpdatedAt.UTC(),
-		ShippingAddress: &model.Address{Name: o.Address.Name, Line1: o.Address.Line1, Line2: o.Address.Line2,
-			City: o.Address.City, PostalCode: o.Address.PostalCode, Country: o.Address.Country},
+		ShippingAddress: &o.Address,
 		Lines: make([]*model.OrderLine, 0, len(o.Lines)),
 	}
 	for _, ln := range o.Lines {
@@ -62,7 +56,7 @@ func statusCounts(counts map[order.Status]int) []*model.StatusCount {
 	out := []*model.StatusCount{}
 	for _, st := range order.AllStatuses {
 		if n := counts[st]; n > 0 {
-			out = append(out, &model.StatusCount{Status: model.OrderStatus(st), Count: n})
+			out = append(out, &model.StatusCount{Status: st, Count: n})
 		}
 	}
 	return out

@@ -2,72 +2,63 @@ package shop
 
 import (
 	"context"
-	"time"
 
-	"github.com/shop/bff/graph/model"
+	"github.com/shop/bff/internal/cache"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
 
-// Dep is something a cached screen depends on: an order, a customer's
-// orders, or (Kind "all") every order.
-type Dep struct {
-	Kind string
-	ID   string
-}
+// The screen queries, by their field names.
+const (
+	ScreenHome   = "homeScreen"
+	ScreenOrders = "ordersScreen"
+	ScreenOrder  = "orderScreen"
+)
 
-// DepsOf lists what an event invalidates: its order, its customer's
-// screens and the staff views over all orders.
-func DepsOf(e order.Event) []Dep {
-	return []Dep{{Kind: "order", ID: e.OrderID}, {Kind: "customer", ID: e.CustomerID}, {Kind: "all"}}
-}
-
-func scopeDeps(sc postgres.Scope) []Dep {
-	if sc.CustomerID == "" {
-		return []Dep{{Kind: "all"}}
+// ScreenDeps is what the screen named screen, read by v, depends on:
+// orderScreen on its order (args["id"]), the other screens on the orders
+// v may see (a customer's own, or every order for staff). ok is false for
+// a field that is not a screen.
+func ScreenDeps(screen string, v *order.User, args map[string]any) (deps []cache.Dep, ok bool) {
+	switch screen {
+	case ScreenOrder:
+		id, _ := args["id"].(string)
+		return []cache.Dep{cache.OrderDep(id)}, true
+	case ScreenHome, ScreenOrders:
+		return scopeDeps(postgres.ScopeFor(v)), true
 	}
-	return []Dep{{Kind: "customer", ID: sc.CustomerID}}
+	return nil, false
 }
 
-// ScreenKey identifies a cached screen.
-type ScreenKey struct {
-	Screen string
-	Args   string
-	Viewer *order.User
-	Deps   []Dep
+func scopeDeps(sc postgres.Scope) []cache.Dep {
+	if sc.CustomerID == "" {
+		return []cache.Dep{cache.AllOrdersDep}
+	}
+	return []cache.Dep{cache.CustomerDep(sc.CustomerID)}
 }
 
-// CacheResult says what the cache did for one screen.
-type CacheResult struct {
-	// Status is "hit", "miss", "bypass" or "error" ("" when uncached).
-	Status string
-	// TTL is the time the entry has left (hit) or was given (miss).
-	TTL time.Duration
-	// Header is the Cache-Status (RFC 9211) member for this screen.
-	Header string
+// InvalidatedBy lists, once each, what events invalidate: each event's
+// order, its customer's screens and the staff views over all orders.
+func InvalidatedBy(events []order.Event) []cache.Dep {
+	seen := map[cache.Dep]bool{}
+	var deps []cache.Dep
+	for _, e := range events {
+		for _, d := range []cache.Dep{cache.OrderDep(e.OrderID), cache.CustomerDep(e.CustomerID), cache.AllOrdersDep} {
+			if !seen[d] {
+				seen[d] = true
+				deps = append(deps, d)
+			}
+		}
+	}
+	return deps
 }
 
-// ScreenCache loads the three screens through a cache.
-type ScreenCache interface {
-	HomeScreen(ctx context.Context, k ScreenKey, load func(context.Context) (*model.HomeScreen, error)) (*model.HomeScreen, CacheResult, error)
-	OrdersScreen(ctx context.Context, k ScreenKey, load func(context.Context) (*model.OrdersScreen, error)) (*model.OrdersScreen, CacheResult, error)
-	OrderScreen(ctx context.Context, k ScreenKey, load func(context.Context) (*model.OrderScreen, error)) (*model.OrderScreen, CacheResult, error)
-}
-
-// noCache loads every screen from Postgres.
-type noCache struct{}
-
-func (noCache) HomeScreen(ctx context.Context, _ ScreenKey, load func(context.Context) (*model.HomeScreen, error)) (*model.HomeScreen, CacheResult, error) {
-	v, err := load(ctx)
-	return v, CacheResult{}, err
-}
-
-func (noCache) OrdersScreen(ctx context.Context, _ ScreenKey, load func(context.Context) (*model.OrdersScreen, error)) (*model.OrdersScreen, CacheResult, error) {
-	v, err := load(ctx)
-	return v, CacheResult{}, err
-}
-
-func (noCache) OrderScreen(ctx context.Context, _ ScreenKey, load func(context.Context) (*model.OrderScreen, error)) (*model.OrderScreen, CacheResult, error) {
-	v, err := load(ctx)
-	return v, CacheResult{}, err
+// screen loads a screen through the shop's cache, or straight from load
+// without one (an empty Result).
+func screen[T any](ctx context.Context, c *cache.Cache, name, args string, v *order.User, deps []cache.Dep, load func(context.Context) (T, error)) (T, cache.Result, error) {
+	if c == nil {
+		val, err := load(ctx)
+		return val, cache.Result{}, err
+	}
+	return cache.Load(ctx, c, cache.Key{Screen: name, Args: args, ViewerID: v.ID, Role: string(v.Role), Deps: deps}, load)
 }

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shop/bff/graph/model"
+	"github.com/shop/bff/internal/cache"
 	"github.com/shop/bff/internal/loaders"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
@@ -14,8 +15,9 @@ import (
 
 // Shop serves the screens and runs the mutations.
 type Shop struct {
-	store  *postgres.Store
-	screen ScreenCache
+	store *postgres.Store
+	// cache holds the assembled screens (nil: every screen from Postgres).
+	cache *cache.Cache
 	// onCommit is told of the events of every committed write that the
 	// shop committed itself (requests whose transaction belongs to the
 	// idempotency layer are reported by that layer).
@@ -26,7 +28,7 @@ type Shop struct {
 type Option func(*Shop)
 
 // WithCache serves the screens through c.
-func WithCache(c ScreenCache) Option { return func(s *Shop) { s.screen = c } }
+func WithCache(c *cache.Cache) Option { return func(s *Shop) { s.cache = c } }
 
 // WithOnCommit sets what to do after a write commits: invalidate the
 // screens it changed, then publish its events.
@@ -36,15 +38,12 @@ func WithOnCommit(f func(ctx context.Context, events []order.Event)) Option {
 
 // New returns a Shop over store.
 func New(store *postgres.Store, opts ...Option) *Shop {
-	s := &Shop{store: store, screen: noCache{}}
+	s := &Shop{store: store}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
 }
-
-// Store returns the shop's store.
-func (s *Shop) Store() *postgres.Store { return s.store }
 
 func requireViewer(v *order.User) error {
 	if v == nil {
@@ -54,12 +53,12 @@ func requireViewer(v *order.User) error {
 }
 
 // HomeScreen is the viewer's home screen; staff see the whole shop.
-func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen, CacheResult, error) {
+func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen, cache.Result, error) {
 	if err := requireViewer(v); err != nil {
-		return nil, CacheResult{}, err
+		return nil, cache.Result{}, err
 	}
 	sc := postgres.ScopeFor(v)
-	return s.screen.HomeScreen(ctx, ScreenKey{Screen: "homeScreen", Viewer: v, Deps: scopeDeps(sc)},
+	return screen(ctx, s.cache, ScreenHome, "", v, scopeDeps(sc),
 		func(ctx context.Context) (*model.HomeScreen, error) {
 			res, err := loaders.Load(ctx, s.store, loaders.Request{
 				Orders: postgres.OrderSet{Scope: sc, First: RecentOrders}, Summary: &sc})
@@ -85,19 +84,19 @@ func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen
 }
 
 // OrdersScreen is one page of the viewer's orders with the status counts.
-func (s *Shop) OrdersScreen(ctx context.Context, v *order.User, status *model.OrderStatus, first *int, after *string) (*model.OrdersScreen, CacheResult, error) {
+func (s *Shop) OrdersScreen(ctx context.Context, v *order.User, status *order.Status, first *int, after *string) (*model.OrdersScreen, cache.Result, error) {
 	if err := requireViewer(v); err != nil {
-		return nil, CacheResult{}, err
+		return nil, cache.Result{}, err
 	}
-	n, cur, st, err := listArgs(status, first, after)
+	n, cur, err := listArgs(first, after)
 	if err != nil {
-		return nil, CacheResult{}, err
+		return nil, cache.Result{}, err
 	}
 	sc := postgres.ScopeFor(v)
 	args := "status=" + string(ptrOr(status)) + "&first=" + strconv.Itoa(n) + "&after=" + ptrStr(after)
-	return s.screen.OrdersScreen(ctx, ScreenKey{Screen: "ordersScreen", Args: args, Viewer: v, Deps: scopeDeps(sc)},
+	return screen(ctx, s.cache, ScreenOrders, args, v, scopeDeps(sc),
 		func(ctx context.Context) (*model.OrdersScreen, error) {
-			conn, sum, err := s.countedConnection(ctx, sc, st, n, cur)
+			conn, sum, err := s.countedConnection(ctx, sc, status, n, cur)
 			if err != nil {
 				return nil, err
 			}
@@ -107,11 +106,11 @@ func (s *Shop) OrdersScreen(ctx context.Context, v *order.User, status *model.Or
 
 // OrderScreen is one order with its timeline and what the viewer may do
 // now; nil (with NOT_FOUND) when the viewer may not see it.
-func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*model.OrderScreen, CacheResult, error) {
+func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*model.OrderScreen, cache.Result, error) {
 	if err := requireViewer(v); err != nil {
-		return nil, CacheResult{}, err
+		return nil, cache.Result{}, err
 	}
-	return s.screen.OrderScreen(ctx, ScreenKey{Screen: "orderScreen", Args: "id=" + id, Viewer: v, Deps: []Dep{{Kind: "order", ID: id}}},
+	return screen(ctx, s.cache, ScreenOrder, "id="+id, v, []cache.Dep{cache.OrderDep(id)},
 		func(ctx context.Context) (*model.OrderScreen, error) {
 			scope := postgres.ScopeFor(v)
 			res, err := loaders.Load(ctx, s.store, loaders.Request{
@@ -128,11 +127,7 @@ func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*mode
 				tl[i] = Event(e)
 			}
 			acts := order.AvailableActions(o.Status, o.PaymentStatus, v.Role)
-			ma := make([]model.OrderAction, len(acts))
-			for i, a := range acts {
-				ma[i] = model.OrderAction(a)
-			}
-			return &model.OrderScreen{Order: orderModel(o), Timeline: tl, AvailableActions: ma,
+			return &model.OrderScreen{Order: orderModel(o), Timeline: tl, AvailableActions: acts,
 				LastEventID: strconv.FormatInt(res.LastPosition, 10)}, nil
 		})
 }
@@ -162,16 +157,16 @@ func (s *Shop) Order(ctx context.Context, v *order.User, id string) (*model.Orde
 }
 
 // Orders is a page of the viewer's orders.
-func (s *Shop) Orders(ctx context.Context, v *order.User, status *model.OrderStatus, first *int, after *string) (*model.OrderConnection, error) {
+func (s *Shop) Orders(ctx context.Context, v *order.User, status *order.Status, first *int, after *string) (*model.OrderConnection, error) {
 	if err := requireViewer(v); err != nil {
 		return nil, err
 	}
-	n, cur, st, err := listArgs(status, first, after)
+	n, cur, err := listArgs(first, after)
 	if err != nil {
 		return nil, err
 	}
 	sc := postgres.ScopeFor(v)
-	conn, _, err := s.countedConnection(ctx, sc, st, n, cur)
+	conn, _, err := s.countedConnection(ctx, sc, status, n, cur)
 	return conn, err
 }
 
@@ -223,23 +218,18 @@ func (s *Shop) Products(ctx context.Context, first *int, after *string) (*model.
 	return conn, nil
 }
 
-func listArgs(status *model.OrderStatus, first *int, after *string) (int, *postgres.OrderCursor, *order.Status, error) {
+func listArgs(first *int, after *string) (int, *postgres.OrderCursor, error) {
 	n, err := pageSize(first)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, err
 	}
 	var cur *postgres.OrderCursor
 	if after != nil {
 		if cur, err = DecodeOrderCursor(*after); err != nil {
-			return 0, nil, nil, err
+			return 0, nil, err
 		}
 	}
-	var st *order.Status
-	if status != nil {
-		v := order.Status(*status)
-		st = &v
-	}
-	return n, cur, st, nil
+	return n, cur, nil
 }
 
 func total(c map[order.Status]int) int {
@@ -250,7 +240,7 @@ func total(c map[order.Status]int) int {
 	return n
 }
 
-func ptrOr(s *model.OrderStatus) model.OrderStatus {
+func ptrOr(s *order.Status) order.Status {
 	if s == nil {
 		return ""
 	}

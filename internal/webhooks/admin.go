@@ -63,18 +63,18 @@ func (a *Admin) checkURL(ctx context.Context, raw, field string) error {
 	return CheckURL(ctx, raw, field, a.cfg.AllowPrivate, a.cfg.Resolver)
 }
 
-func checkTypes(ts []model.OrderEventType, field string) ([]order.EventType, error) {
+func checkTypes(ts []order.EventType, field string) ([]order.EventType, error) {
 	if len(ts) == 0 {
 		return nil, order.BadInput(field, order.ConstraintRequired, "name at least one event type")
 	}
-	seen := map[model.OrderEventType]bool{}
+	seen := map[order.EventType]bool{}
 	out := make([]order.EventType, 0, len(ts))
 	for i, t := range ts {
 		if seen[t] {
 			return nil, order.BadInput(field+"["+strconv.Itoa(i)+"]", order.ConstraintDuplicate, "event type "+string(t)+" is listed twice")
 		}
 		seen[t] = true
-		out = append(out, order.EventType(t))
+		out = append(out, t)
 	}
 	return out, nil
 }
@@ -311,10 +311,7 @@ func statusOf(state string) model.WebhookDeliveryStatus {
 func Endpoint(e *postgres.WebhookEndpoint) *model.WebhookEndpoint {
 	m := &model.WebhookEndpoint{ID: e.ID, URL: e.URL, Description: e.Description, Enabled: e.Enabled,
 		DisabledReason: e.DisabledReason, FailingSince: e.FailingSince, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
-		EventTypes: make([]model.OrderEventType, len(e.EventTypes))}
-	for i, t := range e.EventTypes {
-		m.EventTypes[i] = model.OrderEventType(t)
-	}
+		EventTypes: append([]order.EventType{}, e.EventTypes...)}
 	if e.PreviousSecret != nil && e.PreviousExpiresAt != nil && time.Now().Before(*e.PreviousExpiresAt) {
 		m.PreviousSecretExpiresAt = e.PreviousExpiresAt
 	}
@@ -324,7 +321,7 @@ func Endpoint(e *postgres.WebhookEndpoint) *model.WebhookEndpoint {
 // Delivery is the GraphQL form of a delivery.
 func Delivery(d *postgres.WebhookDelivery) *model.WebhookDelivery {
 	m := &model.WebhookDelivery{ID: strconv.FormatInt(d.ID, 10), EndpointID: d.EndpointID, WebhookID: d.EventID,
-		EventType: model.OrderEventType(d.EventType), OrderID: d.OrderID, Status: statusOf(d.State), Attempts: d.Attempts,
+		EventType: d.EventType, OrderID: d.OrderID, Status: statusOf(d.State), Attempts: d.Attempts,
 		LastResponseCode: d.LastStatus, LastError: d.LastError, NextAttemptAt: d.NextAttemptAt, CreatedAt: d.CreatedAt,
 		DeliveredAt: d.DeliveredAt, AttemptLog: make([]*model.WebhookAttempt, len(d.Log))}
 	for i, a := range d.Log {
