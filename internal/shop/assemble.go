@@ -42,7 +42,7 @@ func orderModel(o *loaders.Order) *model.Order {
 		Version: o.Version, Total: money(o.Total), TrackingNumber: o.TrackingNumber,
 		CreatedAt: o.CreatedAt.UTC(), UpdatedAt: o.UpdatedAt.UTC(),
 		ShippingAddress: &o.Address,
-		Lines: make([]*model.OrderLine, 0, len(o.Lines)),
+		Lines:           make([]*model.OrderLine, 0, len(o.Lines)),
 	}
 	for _, ln := range o.Lines {
 		m.Lines = append(m.Lines, &model.OrderLine{Product: product(ln.Product),
