@@ -64,16 +64,16 @@ type Options struct {
 
 // Server is one BFF instance.
 type Server struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	store   *postgres.Store
-	rdb     redis.UniversalClient
-	cache   *cache.Cache
-	shop    *shop.Shop
-	keeper  *idempotency.Keeper
-	broker  *stream.Broker
-	worker  *payments.Worker
-	hooks   *webhooks.Worker
+	cfg    *config.Config
+	log    *slog.Logger
+	store  *postgres.Store
+	rdb    redis.UniversalClient
+	cache  *cache.Cache
+	shop   *shop.Shop
+	keeper *idempotency.Keeper
+	broker *stream.Broker
+	worker *payments.Worker
+	hooks  *webhooks.Worker
 	// hooksAdmin serves the staff's webhook operations.
 	hooksAdmin *webhooks.Admin
 	metrics    *telemetry.Metrics
