@@ -5,7 +5,7 @@ HTTP_PORT ?= 8080
 PAYSIM_PORT ?= 8090
 FUZZTIME ?= 10s
 
-.PHONY: run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
+.PHONY: manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
 
 # TOOL_MODULES are the modules of their own beside the service's (the load
 # tool's plotting libraries are not requirements of the service).
@@ -51,6 +51,10 @@ check-generated:
 	  diff -r "$$tmp/graph" graph | head -40; rm -rf graph; cp -r "$$tmp/graph" graph; rm -rf "$$tmp"; \
 	  echo "generated code is stale: run 'make generate' and commit graph/"; exit 1; fi; \
 	rm -rf "$$tmp"; echo "generated code is up to date"
+
+## manifest: write the web app's persisted-operation manifest (internal/persisted/manifests/web/1.json) from web/static/js/queries.js
+manifest:
+	node web/testdata/manifest.mjs > internal/persisted/manifests/web/1.json
 
 ## schema: write the SDL the BFF serves to docs/schema.graphql (TestSchemaPublished checks it is current)
 schema:

@@ -72,6 +72,13 @@ type Config struct {
 	StreamHeartbeat time.Duration
 	// StreamRetry is the reconnect hint sent as `retry:`.
 	StreamRetry time.Duration
+	// PersistedOperations is "allow" (any document, and manifest ids) or
+	// "require" (manifest operations only); empty means require in
+	// production, allow in development.
+	PersistedOperations string
+	// PersistedOperationsDir holds manifests <client>/<version>.json of
+	// {id: document}, in addition to the built-in web app manifest.
+	PersistedOperationsDir string
 	// CompressMinBytes is the smallest response body compressed by
 	// Accept-Encoding (gzip, zstd); 0 turns compression off.
 	CompressMinBytes int
@@ -297,6 +304,14 @@ var table = []variable{
 	{"STREAM_PRUNE_INTERVAL", "1m", "how often events older than the replay window are deleted (in batches of 1000)", duration(time.Second, func(c *Config) *time.Duration { return &c.StreamPruneInterval })},
 	{"STREAM_HEARTBEAT", "15s", "interval of the `: ping` heartbeat on event streams", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamHeartbeat })},
 	{"STREAM_RETRY", "3s", "reconnect delay sent to EventSource clients as `retry:`", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamRetry })},
+	{"PERSISTED_OPERATIONS", "", "allow (any document, and persisted-operation ids) or require (only the operations of the manifests run); empty: require in production, allow in development", func(c *Config, v string) error {
+		if v != "" && v != "allow" && v != "require" {
+			return fmt.Errorf("want allow or require (or empty for the environment's default)")
+		}
+		c.PersistedOperations = v
+		return nil
+	}},
+	{"PERSISTED_OPERATIONS_DIR", "", "directory of persisted-operation manifests, <client name>/<version>.json of {\"<sha256>\": \"<document>\"}, loaded at start besides the built-in web app manifest", str(func(c *Config) *string { return &c.PersistedOperationsDir })},
 	{"COMPRESS_MIN_BYTES", "1024", "smallest JSON (or web app) response compressed with gzip or zstd as Accept-Encoding allows (0: never compress)", integer(0, 64<<20, func(c *Config) *int { return &c.CompressMinBytes })},
 	{"MAX_BODY_BYTES", "1048576", "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
@@ -343,6 +358,12 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 		if err := v.set(c, val); err != nil {
 			return nil, fmt.Errorf("invalid %s=%q: %v", v.name, val, err)
+		}
+	}
+	if c.PersistedOperations == "" {
+		c.PersistedOperations = "allow"
+		if !c.Development() {
+			c.PersistedOperations = "require"
 		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {

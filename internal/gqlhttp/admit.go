@@ -182,6 +182,11 @@ func (h *Handler) Admit(w http.ResponseWriter, r *http.Request, door Door) (*Adm
 		return nil, false
 	}
 
+	if h.cfg.Operations != nil {
+		if gerr := h.cfg.Operations.Resolve(ctx, r.Header, params); gerr != nil {
+			return gqlErrs(gqlerror.List{gerr}, nil)
+		}
+	}
 	apqHash, perr := a.persisted(ctx, params)
 	if perr != nil {
 		return gqlErrs(gqlerror.List{perr}, nil)

@@ -56,9 +56,23 @@ type Config struct {
 	Limit Limiter
 	// Responses, optional, serves whole screen queries from a cache.
 	Responses ResponseCache
+	// Operations, optional, resolves persisted operations (documentId or a
+	// manifest hash) and refuses documents outside the manifests when
+	// only those may run.
+	Operations Operations
 	// Heartbeat is the interval of heartbeats on idle subscription streams
 	// (STREAM_HEARTBEAT; default DefaultHeartbeat).
 	Heartbeat time.Duration
+}
+
+// DocumentIDKey is where readParams puts a request's documentId in the
+// raw params' extensions for Operations.
+const DocumentIDKey = "documentId"
+
+// Operations resolves persisted operations before admission reads the
+// query (see package persisted).
+type Operations interface {
+	Resolve(ctx context.Context, h http.Header, p *graphql.RawParams) *gqlerror.Error
 }
 
 // ResponseCache answers cacheable queries from stored responses; ok is
@@ -86,6 +100,8 @@ type body struct {
 	OperationName *string        `json:"operationName"`
 	Variables     map[string]any `json:"variables"`
 	Extensions    map[string]any `json:"extensions"`
+	// DocumentID names a persisted operation (trusted documents).
+	DocumentID *string `json:"documentId"`
 }
 
 // ServeHTTP implements http.Handler.
@@ -396,6 +412,9 @@ func readParams(r *http.Request) (*graphql.RawParams, error) {
 		if v := q.Get("operationName"); v != "" {
 			b.OperationName = &v
 		}
+		if v, ok := q["documentId"]; ok {
+			b.DocumentID = &v[0]
+		}
 		for name, dst := range map[string]*map[string]any{"variables": &b.Variables, "extensions": &b.Extensions} {
 			if v := q.Get(name); v != "" {
 				dec := json.NewDecoder(strings.NewReader(v))
@@ -430,7 +449,13 @@ func readParams(r *http.Request) (*graphql.RawParams, error) {
 	if b.OperationName != nil {
 		p.OperationName = *b.OperationName
 	}
-	if p.Query == "" && b.Extensions["persistedQuery"] == nil {
+	if b.DocumentID != nil {
+		if p.Extensions == nil {
+			p.Extensions = map[string]any{}
+		}
+		p.Extensions[DocumentIDKey] = *b.DocumentID
+	}
+	if p.Query == "" && b.Extensions["persistedQuery"] == nil && b.DocumentID == nil {
 		return nil, order.Errorf(order.CodeBadRequest, "the request has no query")
 	}
 	return p, nil

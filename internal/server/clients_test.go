@@ -7,13 +7,18 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/persisted"
 )
 
 // TestSchemaFixesForGenerators: Time names its specification, ErrorCode is
@@ -155,4 +160,118 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
+}
+
+// TestPersistedOperationsOnly: with PERSISTED_OPERATIONS=require only the
+// manifests' operations run: the web app's (built in) and a mobile app's
+// (from PERSISTED_OPERATIONS_DIR) by documentId over GET and POST or by
+// Apollo's persistedQuery hash, and the web app's documents as text; an
+// unknown id is PERSISTED_QUERY_NOT_FOUND, any other document BAD_REQUEST.
+// Requests are counted per client name and version.
+func TestPersistedOperationsOnly(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	const mobile = "query MobileViewer { viewer { email } }"
+	if err := os.MkdirAll(filepath.Join(dir, "ios"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	manifest, _ := json.Marshal(map[string]string{persisted.ID(mobile): mobile})
+	if err := os.WriteFile(filepath.Join(dir, "ios", "2.3.0.json"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.PersistedOperations = "require"
+	cfg.PersistedOperationsDir = dir
+	in := e.start(cfg, Options{})
+	tok := in.token("alice@example.com")
+	ios := []string{"apollographql-client-name: ios", "apollographql-client-version: 2.3.0"}
+	get := func(params string, headers ...string) *gqlResponse {
+		req, _ := http.NewRequest(http.MethodGet, in.URL+"/graphql?"+params, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for _, h := range headers {
+			k, v, _ := strings.Cut(h, ":")
+			req.Header.Set(k, strings.TrimSpace(v))
+		}
+		return in.do(req)
+	}
+	post := func(body map[string]any, headers ...string) *gqlResponse {
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(http.MethodPost, in.URL+"/graphql", strings.NewReader(string(b)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for _, h := range headers {
+			k, v, _ := strings.Cut(h, ":")
+			req.Header.Set(k, strings.TrimSpace(v))
+		}
+		return in.do(req)
+	}
+	web := persisted.BuiltinFS()
+	raw, err := fs.ReadFile(web, "web/1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var webDocs map[string]string
+	_ = json.Unmarshal(raw, &webDocs)
+	var homeID, home string
+	for id, doc := range webDocs {
+		if strings.HasPrefix(doc, "query HomeScreen") {
+			homeID, home = id, doc
+		}
+	}
+
+	if r := get("documentId=sha256:" + homeID); field(r.Data, "homeScreen", "viewer", "email") != "alice@example.com" {
+		t.Errorf("web documentId over GET: %d %s", r.Status, r.Raw)
+	}
+	if r := post(map[string]any{"documentId": persisted.ID(mobile)}, ios...); field(r.Data, "viewer", "email") != "alice@example.com" {
+		t.Errorf("ios documentId over POST: %d %s", r.Status, r.Raw)
+	}
+	apq := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": persisted.ID(mobile)}}
+	if r := get("extensions="+urlEscape(mustJSON(apq)), ios...); field(r.Data, "viewer", "email") != "alice@example.com" {
+		t.Errorf("ios persistedQuery hash over GET: %d %s", r.Status, r.Raw)
+	}
+	if r := post(map[string]any{"query": home}); field(r.Data, "homeScreen", "viewer", "email") != "alice@example.com" {
+		t.Errorf("the web app's document as text: %d %s", r.Status, r.Raw)
+	}
+	if r := post(map[string]any{"documentId": homeID}, ios...); r.code() != "PERSISTED_QUERY_NOT_FOUND" {
+		t.Errorf("the web app's id from ios 2.3.0 (not in its manifest): %d %s", r.Status, r.Raw)
+	}
+	if r := get("documentId=" + persisted.ID("query Unknown { viewer { id } }")); r.code() != "PERSISTED_QUERY_NOT_FOUND" {
+		t.Errorf("unknown id: %d %s", r.Status, r.Raw)
+	}
+	if r := post(map[string]any{"query": "{ viewer { email } }"}); r.code() != "BAD_REQUEST" {
+		t.Errorf("arbitrary document: %d %s", r.Status, r.Raw)
+	}
+	if r := post(map[string]any{"query": "{ viewer { email } }"}, "graphql-client-name: made-up", "graphql-client-version: 1"); r.code() != "BAD_REQUEST" {
+		t.Errorf("arbitrary document from an unknown client: %d %s", r.Status, r.Raw)
+	}
+
+	resp, err := http.Get(in.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`bff_graphql_client_requests_total{client_name="ios",client_version="2.3.0",kind="persisted"} 2`,
+		`bff_graphql_client_requests_total{client_name="other",client_version="other",kind="persisted"} 1`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(string(b), "made-up") {
+		t.Errorf("an unknown client name became a label")
+	}
+
+	// development: any document runs, ids too
+	cfg = e.config()
+	in2 := e.start(cfg, Options{})
+	if r := in2.post(tok, "{ viewer { email } }", nil); field(r.Data, "viewer", "email") != "alice@example.com" {
+		t.Errorf("development, arbitrary document: %s", r.Raw)
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

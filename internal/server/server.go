@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/shop/bff/graph"
 	"github.com/shop/bff/internal/auth"
@@ -36,6 +38,7 @@ import (
 	"github.com/shop/bff/internal/idempotency"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/payments"
+	"github.com/shop/bff/internal/persisted"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/ratelimit"
 	"github.com/shop/bff/internal/shop"
@@ -278,8 +281,31 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	if s.cache != nil {
 		gcfg.Responses = gqlhttp.NewResponses(s.cache, shop.ScreenDeps)
 	}
+	ops, err := s.persistedOperations(es.Schema())
+	if err != nil {
+		return err
+	}
+	gcfg.Operations = ops
 	s.gql = gqlhttp.New(gcfg)
 	return nil
+}
+
+// persistedOperations loads the persisted-operation manifests (the built-in
+// web app's and PERSISTED_OPERATIONS_DIR's), validated against schema.
+func (s *Server) persistedOperations(schema *ast.Schema) (*persisted.Store, error) {
+	dirs, err := persisted.OpenDir(s.cfg.PersistedOperationsDir)
+	if err != nil {
+		return nil, fmt.Errorf("invalid PERSISTED_OPERATIONS_DIR: %w", err)
+	}
+	ops, err := persisted.Load(persisted.Config{Mode: persisted.Mode(s.cfg.PersistedOperations),
+		Dirs: append([]fs.FS{persisted.BuiltinFS()}, dirs...), Schema: schema})
+	if err != nil {
+		return nil, fmt.Errorf("persisted operations: %w", err)
+	}
+	if err := s.metrics.Register(ops.Collector()); err != nil {
+		return nil, err
+	}
+	return ops, nil
 }
 
 // assemblePayments builds the provider's webhook handler and, when

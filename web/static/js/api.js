@@ -113,6 +113,10 @@ const HEADERS = {
   'Content-Type': 'application/json',
   Accept: 'application/json',
   'X-Requested-With': 'bff-web',
+  // The persisted-operation manifest of this app (internal/persisted/manifests/web/1.json,
+  // `make manifest`): in production only its documents run.
+  'apollographql-client-name': 'web',
+  'apollographql-client-version': '1',
 };
 
 /** Runs a GraphQL query and returns its data (throws ApiError on any error). */
