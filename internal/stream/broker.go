@@ -39,6 +39,11 @@ type Config struct {
 	// buffer overflows is disconnected (it resumes with Last-Event-ID).
 	// Default 64.
 	Buffer int
+	// SendBuffer is the kernel send buffer of a hijacked SSE connection
+	// (SO_SNDBUF): with Buffer, it bounds what a client that stopped
+	// reading holds before its stream overflows and is disconnected, and
+	// the kernel memory of every stream. Default 32 KiB.
+	SendBuffer int
 	// Channel is the Redis pub/sub channel of the fan-out. Default
 	// "bff:events".
 	Channel string
@@ -83,6 +88,9 @@ func (c *Config) defaults() {
 	}
 	if c.Buffer <= 0 {
 		c.Buffer = 64
+	}
+	if c.SendBuffer <= 0 {
+		c.SendBuffer = 32 << 10
 	}
 	if c.Channel == "" {
 		c.Channel = "bff:events"

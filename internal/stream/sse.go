@@ -163,6 +163,9 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			// buffers and the request are freed when this handler returns,
 			// and one goroutine with no buffers of its own serves the
 			// stream (see BenchmarkIdleStreamMemory).
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetWriteBuffer(b.cfg.SendBuffer)
+			}
 			s := newConnSink(conn, h, r.ProtoMinor >= 1, b.cfg.WriteTimeout)
 			c.s.setKick(s.setDeadline)
 			// Only the request's span context goes along (delivery spans

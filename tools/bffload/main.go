@@ -60,7 +60,9 @@ func main() {
 
 type options struct {
 	target, ceilingAddr, redisURL, databaseURL, out, profileDir, bffBin, command, scenarios string
-	users, conc, requests, streams, pid                                                     int
+	users, conc, requests, streams, pid, idleStreams, fanStreams                            int
+	fanRates                                                                                []float64
+	fanPhase                                                                                time.Duration
 	duration, sweepDur, sseDur, profileDur                                                  time.Duration
 	rate                                                                                    float64
 	sweep                                                                                   []int
@@ -86,7 +88,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile-dir", "bin/bench-profiles", "where the profiles are written")
 	fs.StringVar(&o.bffBin, "bff", "bin/bff", "the BFF binary the profile scenario starts (`bff serve`, on free loopback ports)")
 	fs.StringVar(&o.command, "command", "bffload", "the command recorded in the report")
-	fs.StringVar(&o.scenarios, "scenarios", "e,sweep,wsweep,a,b,c,d,f,profile", "scenarios to run (they run in this order: e first, on a server that has not yet been loaded, for the memory reading)")
+	fs.StringVar(&o.scenarios, "scenarios", "i,e,g,sweep,wsweep,a,b,c,d,f,profile", "scenarios to run (they run in this order: i and e first, on a server that has not yet been loaded, for the memory readings)")
 	fs.IntVar(&o.users, "users", 100, "number of seeded customers to use (customer0001@example.com…)")
 	fs.IntVar(&o.conc, "concurrency", 32, "closed-loop clients per scenario")
 	fs.IntVar(&o.requests, "requests", 0, "at most this many requests per scenario (0: no bound)")
@@ -97,6 +99,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.sseDur, "sse-duration", 20*time.Second, "how long scenario e makes changes")
 	fs.DurationVar(&o.profileDur, "profile-duration", 6*time.Second, "duration of each profiled scenario")
 	fs.Float64Var(&o.rate, "rate", 10, "order changes per second in scenario e")
+	fs.IntVar(&o.idleStreams, "idle-streams", 10000, "idle streams of scenario i (memory per stream)")
+	fs.IntVar(&o.fanStreams, "fanout-streams", 1000, "staff streams of every order in scenario g (fan-out)")
+	fanRates := fs.String("fanout-rates", "10,100", "order changes per second of each phase of scenario g")
+	fs.DurationVar(&o.fanPhase, "fanout-phase", 10*time.Second, "duration of each phase of scenario g")
 	sweep := fs.String("sweep", "1,4,16,64,128", "concurrencies of the sweep")
 	fs.BoolVar(&o.short, "short", false, "smoke check: a few seconds per scenario, 100 streams, no profile")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +111,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	if o.short {
 		o.duration, o.sweepDur, o.sseDur = 1500*time.Millisecond, time.Second, 2*time.Second
 		o.streams = min(o.streams, 100)
+		o.idleStreams, o.fanStreams, o.fanPhase = min(o.idleStreams, 200), min(o.fanStreams, 50), 2*time.Second
+		*fanRates = "10,50"
 		*sweep = "4"
 		o.scenarios = strings.ReplaceAll(o.scenarios, "profile", "")
 	}
@@ -115,6 +123,15 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 				return nil, fmt.Errorf("-sweep: bad concurrency %q", s)
 			}
 			o.sweep = append(o.sweep, n)
+		}
+	}
+	for _, s := range strings.Split(*fanRates, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil || v <= 0 {
+				return nil, fmt.Errorf("-fanout-rates: bad rate %q", s)
+			}
+			o.fanRates = append(o.fanRates, v)
 		}
 	}
 	if o.users < 1 || o.conc < 1 || o.streams < 1 || o.rate <= 0 {
@@ -289,6 +306,20 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		return 2, err
 	}
 
+	if has(o.scenarios, "i") {
+		settle := 3 * time.Second
+		if o.short {
+			settle = time.Second
+		}
+		res, err := r.Idle(ctx, o.idleStreams, settle)
+		if err != nil {
+			return check(err)
+		}
+		rep.Idle = res
+		logf("idle: %d streams (%d failed): %.1f KiB RSS, %.1f KiB heap + stacks, %.2f goroutines per stream",
+			res.Streams, res.OpenFailed, res.BytesPerStream/1024, res.HeapPerStream/1024, res.GoroutinesPerStream)
+		fail += res.OpenFailed
+	}
 	if has(o.scenarios, "e") {
 		logf("sse: opening %d streams", o.streams)
 		settle := 2 * time.Second
@@ -305,6 +336,29 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		fail += s.Writes.Errors
 		logf("sse: delivered %d, lost %d, duplicated %d; idle stream: %.1f KiB RSS, %.1f KiB heap, %.2f goroutines",
 			s.Latency.Delivered, s.Latency.Lost, s.Latency.Duplicates, s.IdleBytesPerStream/1024, s.HeapPerStream/1024, s.GoroutinesPerStream)
+	}
+	if has(o.scenarios, "g") {
+		res, err := r.Fanout(ctx, loadtest.FanoutConfig{Streams: o.fanStreams, Rates: o.fanRates, Phase: o.fanPhase, StaffEmail: "staff@example.com"})
+		if err != nil {
+			return check(err)
+		}
+		rep.Fanout = res
+		fail += res.OpenFailed
+		if !res.StalledDisconnected {
+			// The short run sends too little to fill the kernel's buffers:
+			// only the full run judges the stalled reader.
+			if !o.short {
+				fail++
+			}
+			logf("fanout: the stalled reader was not disconnected (after %d KiB)", res.StalledBytes/1024)
+		}
+		for _, ph := range res.Phases {
+			l := ph.Latency
+			add(l, fmt.Sprintf("g-fanout-%.0f", ph.Rate), fmt.Sprintf("fan-out: %d staff streams of every order, %.0f changes/s (commit-to-client, receive − event `at`)", res.Streams, ph.Rate))
+			fail += ph.Writes.Errors
+			logf("fanout %.0f/s: %.0f deliveries/s, lost %d, duplicated %d, p99 %s ms; writes p50 %s p99 %s ms",
+				ph.Rate, ph.DeliveriesPerSecond, l.Lost, l.Duplicates, loadtest.Ms(l.P99), loadtest.Ms(ph.Writes.P50), loadtest.Ms(ph.Writes.P99))
+		}
 	}
 	if has(o.scenarios, "sweep") {
 		for _, c := range o.sweep {
@@ -420,6 +474,7 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 	}
 
 	rep.Goals = goals(homeHot, orderHot, mixedReads, rep.SSE, o.streams)
+	rep.Goals = append(rep.Goals, fanoutGoals(rep.Fanout, rep.Idle)...)
 	if len(rep.Sweep) > 0 && rep.Sweep[0].Ceiling.P99 > 0 {
 		s := rep.Sweep[0]
 		q := float64(s.BFF.P99) / float64(s.Ceiling.P99)
@@ -465,6 +520,31 @@ func goals(home, order, mixed *loadtest.Result, sse *loadtest.SSEResult, streams
 				Met: l.P99 < 100*time.Millisecond && streams >= 1000},
 			loadtest.Goal{Goal: "< 20 KiB per idle stream", Measured: fmt.Sprintf("%.1f KiB RSS, %.1f KiB Go heap + stacks (the larger counts)", sse.IdleBytesPerStream/1024, sse.HeapPerStream/1024),
 				Met: max(sse.IdleBytesPerStream, sse.HeapPerStream) < 20*1024 && sse.IdleBytesPerStream > 0})
+	}
+	return gs
+}
+
+// fanoutGoals are the goals of the fan-out and idle-stream scenarios.
+func fanoutGoals(f *loadtest.FanoutResult, idle *loadtest.IdleResult) []loadtest.Goal {
+	var gs []loadtest.Goal
+	if f != nil {
+		for _, ph := range f.Phases {
+			l := ph.Latency
+			gs = append(gs,
+				loadtest.Goal{Goal: fmt.Sprintf("fan-out commit-to-client p99 ≤ 30 ms, %d staff streams, %.0f changes/s", f.Streams, ph.Rate),
+					Measured: fmt.Sprintf("%s ms (upper bound) at %.0f deliveries/s", loadtest.Ms(l.P99), ph.DeliveriesPerSecond),
+					Met:      l.P99 <= 30*time.Millisecond && l.Delivered > 0 && f.Streams >= 1000},
+				loadtest.Goal{Goal: fmt.Sprintf("fan-out: 0 lost on the healthy streams (%.0f changes/s)", ph.Rate),
+					Measured: fmt.Sprintf("%d lost, %d duplicated or out of order of %d deliveries", l.Lost, l.Duplicates, l.Delivered+l.Lost),
+					Met:      l.Lost == 0 && l.Duplicates == 0 && l.Delivered > 0})
+		}
+		gs = append(gs, loadtest.Goal{Goal: "fan-out: the stalled reader is disconnected",
+			Measured: fmt.Sprintf("disconnected: %v (after %d KiB)", f.StalledDisconnected, f.StalledBytes/1024), Met: f.StalledDisconnected})
+	}
+	if idle != nil {
+		gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("≤ 10 KiB RSS per idle stream at %d streams", idle.Streams),
+			Measured: fmt.Sprintf("%.1f KiB RSS, %.1f KiB Go heap + stacks, %.2f goroutines", idle.BytesPerStream/1024, idle.HeapPerStream/1024, idle.GoroutinesPerStream),
+			Met:      idle.BytesPerStream <= 10*1024 && idle.BytesPerStream > 0 && idle.Streams >= 10000})
 	}
 	return gs
 }

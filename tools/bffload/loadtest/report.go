@@ -38,6 +38,8 @@ type Report struct {
 	// (BFF only).
 	WriteSweep []SweepPoint
 	SSE        *SSEResult
+	Fanout     *FanoutResult
+	Idle       *IdleResult
 	Streams    int
 	Profiles   []*Profile
 	Goals      []Goal
@@ -176,6 +178,36 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 			"The commit happens before the mutation's response is written, so receive − response is a lower bound. " +
 			"When the upper bound's tail matches the tail of the mutations themselves (their p99 above), the time went inside the transaction, before the commit, not into delivery. " +
 			"The goal is judged on the upper bound. Client and server share one clock.")
+	}
+	if f := rep.Fanout; f != nil {
+		p("")
+		p("## Fan-out")
+		p("")
+		p("%d STAFF streams of every order (`GET /events?stream=orders`), each of which receives every event, and one more that stops reading after its first frame "+
+			"(a 4 KiB receive buffer). Orders change at each rate for its phase (keyed `updateShippingAddress`, round robin over the users). "+
+			"Every healthy stream must receive every change once, in position order; the stalled one must be disconnected by the server, never holding the others back.", f.Streams)
+		p("")
+		p("| changes/s | deliveries/s | deliveries expected / received | lost | duplicated or out of order | commit-to-client p50 / p90 / p99 / max ms | mutation p50 / p99 ms | mutation errors |")
+		p("|--:|--:|--:|--:|--:|--:|--:|--:|")
+		for _, ph := range f.Phases {
+			l := ph.Latency
+			p("| %.0f | %.0f | %d / %d | %d | %d | %s / %s / %s / %s | %s / %s | %d |", ph.Rate, ph.DeliveriesPerSecond, l.Delivered+l.Lost, l.Delivered, l.Lost, l.Duplicates,
+				Ms(l.P50), Ms(l.P90), Ms(l.P99), Ms(l.Max), Ms(ph.Writes.P50), Ms(ph.Writes.P99), ph.Writes.Errors)
+		}
+		p("")
+		p("Stalled reader disconnected by the server: %v (it had been sent %d KiB). Streams that failed to open: %d. Server RSS peak: %.0f MiB. "+
+			"Commit-to-client is receive − event `at`, where `at` is taken by the event's insert, the last statement before the commit: an upper bound that includes the commit itself.",
+			f.StalledDisconnected, f.StalledBytes/1024, f.OpenFailed, float64(f.RSSKiB)/1024)
+	}
+	if s := rep.Idle; s != nil {
+		p("")
+		p("## Idle streams")
+		p("")
+		p("| idle streams (`stream=order:<id>`) | failed to open | server RSS per stream | Go heap + stacks per stream | goroutines per stream |")
+		p("|--:|--:|--:|--:|--:|")
+		p("| %d | %d | %.1f KiB | %.1f KiB | %.2f |", s.Streams, s.OpenFailed, s.BytesPerStream/1024, s.HeapPerStream/1024, s.GoroutinesPerStream)
+		p("")
+		p("Measured first, on a server that has not been loaded yet: RSS and /metrics before opening the streams and after holding them idle for a few seconds.")
 	}
 	if len(rep.Sweep) > 0 {
 		p("")
