@@ -356,8 +356,9 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 			l := ph.Latency
 			add(l, fmt.Sprintf("g-fanout-%.0f", ph.Rate), fmt.Sprintf("fan-out: %d staff streams of every order, %.0f changes/s (commit-to-client, receive − event `at`)", res.Streams, ph.Rate))
 			fail += ph.Writes.Errors
-			logf("fanout %.0f/s: %.0f deliveries/s, lost %d, duplicated %d, p99 %s ms; writes p50 %s p99 %s ms",
-				ph.Rate, ph.DeliveriesPerSecond, l.Lost, l.Duplicates, loadtest.Ms(l.P99), loadtest.Ms(ph.Writes.P50), loadtest.Ms(ph.Writes.P99))
+			logf("fanout %.0f/s: %.0f deliveries/s, lost %d, duplicated %d, p50 %s p99 %s ms (after the response: p50 %s p99 %s ms); writes p50 %s p99 %s ms",
+				ph.Rate, ph.DeliveriesPerSecond, l.Lost, l.Duplicates, loadtest.Ms(l.P50), loadtest.Ms(l.P99), loadtest.Ms(ph.AfterResponse.P50), loadtest.Ms(ph.AfterResponse.P99),
+				loadtest.Ms(ph.Writes.P50), loadtest.Ms(ph.Writes.P99))
 		}
 	}
 	if has(o.scenarios, "sweep") {

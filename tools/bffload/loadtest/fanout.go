@@ -39,6 +39,9 @@ type FanoutPhase struct {
 	Latency *Result
 	// DeliveriesPerSecond is deliveries over the phase's duration.
 	DeliveriesPerSecond float64
+	// AfterResponse is receive − the mutation's response (0 when the event
+	// came first): a lower bound of commit-to-client.
+	AfterResponse *Result
 }
 
 // FanoutResult is the outcome of the fan-out scenario.
@@ -130,6 +133,7 @@ type delivery struct {
 	key int64 // target order index × 1e6 + version
 	pos int64
 	lat time.Duration
+	at  time.Time // when it was received
 }
 
 // fanStream reads one healthy staff stream.
@@ -194,7 +198,7 @@ func (f *fanStream) run(targets map[string]int64) {
 				f.unordered++
 			}
 			last = pos
-			f.got = append(f.got, delivery{key: t*1_000_000 + v, pos: pos, lat: now.Sub(at)})
+			f.got = append(f.got, delivery{key: t*1_000_000 + v, pos: pos, lat: now.Sub(at), at: now})
 		}
 	}
 }
@@ -257,6 +261,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 	type write struct {
 		key   int64
 		phase int
+		resp  time.Time
 	}
 	var writes []write
 	var wmu sync.Mutex
@@ -293,7 +298,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 					return
 				}
 				u.Version = v
-				writes = append(writes, write{key: int64(i)*1_000_000 + int64(v), phase: pi})
+				writes = append(writes, write{key: int64(i)*1_000_000 + int64(v), phase: pi, resp: at})
 			}()
 		}
 		tick.Stop()
@@ -306,8 +311,10 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 
 	// Wait until every healthy stream has every change (or 10 s).
 	phaseOf := map[int64]int{}
+	respOf := map[int64]time.Time{}
 	for _, w := range writes {
 		phaseOf[w.key] = w.phase
+		respOf[w.key] = w.resp
 	}
 	complete := func() bool {
 		for _, f := range streams {
@@ -344,6 +351,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 	readers.Wait()
 
 	lat := make([][]time.Duration, len(cfg.Rates))
+	after := make([][]time.Duration, len(cfg.Rates))
 	delivered := make([]int, len(cfg.Rates))
 	lost := make([]int, len(cfg.Rates))
 	dup := make([]int, len(cfg.Rates))
@@ -366,6 +374,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 			if seen[d.key] == 1 {
 				delivered[p]++
 				lat[p] = append(lat[p], d.lat)
+				after[p] = append(after[p], max(0, d.at.Sub(respOf[d.key])))
 			} else {
 				dup[p]++
 			}
@@ -382,6 +391,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 		ph.Latency = &Result{Concurrency: len(streams), Summary: Summarize(lat[i], streamErrs, ph.Writes.Elapsed), Latencies: lat[i],
 			Delivered: delivered[i], Lost: lost[i], Duplicates: dup[i], ErrorSamples: errSamples, RSSKiB: out.RSSKiB}
 		ph.DeliveriesPerSecond = float64(delivered[i]) / ph.Writes.Elapsed.Seconds()
+		ph.AfterResponse = &Result{Summary: Summarize(after[i], 0, ph.Writes.Elapsed), Latencies: after[i]}
 	}
 	return out, nil
 }

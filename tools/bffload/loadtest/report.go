@@ -102,7 +102,8 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		"`RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn`, raises `ulimit -n` where it may, " +
 		"and runs `bin/bffload` against it; everything it started is stopped at the end. `bffload` refuses any target other than 127.0.0.1, localhost or ::1.")
 	p("")
-	p("Scenarios, in the order they run: **e-sse** (first, on a server not yet loaded, for the memory reading) opens the streams, holds them idle, then changes orders at a fixed rate; " +
+	p("Scenarios, in the order they run: **i** (idle streams, first, on a server not yet loaded, for the memory reading); **e-sse** opens the streams, holds them idle, then changes orders at a fixed rate; " +
+		"**g-fanout** (STAFF streams of every order, each receiving every event, at two change rates, with one stalled reader); " +
 		"**sweep** is hot homeScreen at several concurrencies against the BFF and the ceiling; **wsweep** is keyed updateShippingAddress at several concurrencies; " +
 		"**ceiling**, **a-home-hot** (homeScreen, 100 users, cache warmed first), **b-order-hot** (orderScreen of every order of every user), " +
 		"**c-home-nocache** (`Cache-Control: no-cache`: every request assembles the screen from Postgres and refreshes the cache), " +
@@ -187,12 +188,12 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 			"(a 4 KiB receive buffer). Orders change at each rate for its phase (keyed `updateShippingAddress`, round robin over the users). "+
 			"Every healthy stream must receive every change once, in position order; the stalled one must be disconnected by the server, never holding the others back.", f.Streams)
 		p("")
-		p("| changes/s | deliveries/s | deliveries expected / received | lost | duplicated or out of order | commit-to-client p50 / p90 / p99 / max ms | mutation p50 / p99 ms | mutation errors |")
-		p("|--:|--:|--:|--:|--:|--:|--:|--:|")
+		p("| changes/s | deliveries/s | deliveries expected / received | lost | duplicated or out of order | commit-to-client p50 / p90 / p99 / max ms | after the response p50 / p99 ms | mutation p50 / p99 ms | mutation errors |")
+		p("|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 		for _, ph := range f.Phases {
 			l := ph.Latency
-			p("| %.0f | %.0f | %d / %d | %d | %d | %s / %s / %s / %s | %s / %s | %d |", ph.Rate, ph.DeliveriesPerSecond, l.Delivered+l.Lost, l.Delivered, l.Lost, l.Duplicates,
-				Ms(l.P50), Ms(l.P90), Ms(l.P99), Ms(l.Max), Ms(ph.Writes.P50), Ms(ph.Writes.P99), ph.Writes.Errors)
+			p("| %.0f | %.0f | %d / %d | %d | %d | %s / %s / %s / %s | %s / %s | %s / %s | %d |", ph.Rate, ph.DeliveriesPerSecond, l.Delivered+l.Lost, l.Delivered, l.Lost, l.Duplicates,
+				Ms(l.P50), Ms(l.P90), Ms(l.P99), Ms(l.Max), Ms(ph.AfterResponse.P50), Ms(ph.AfterResponse.P99), Ms(ph.Writes.P50), Ms(ph.Writes.P99), ph.Writes.Errors)
 		}
 		p("")
 		p("Stalled reader disconnected by the server: %v (it had been sent %d KiB). Streams that failed to open: %d. Server RSS peak: %.0f MiB. "+
