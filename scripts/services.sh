@@ -50,6 +50,13 @@ if ! redis_up; then
   for _ in $(seq 1 40); do redis_up && break; sleep 0.25; done
 fi
 redis_up || { echo "services: Redis is not answering on 127.0.0.1:$REDIS_PORT (try: redis-server --daemonize yes)" >&2; exit 1; }
+# PgBouncer and HAProxy: the scale-out tests start their own pgbouncer,
+# and `make cluster` runs the local cluster behind HAProxy (Debian's
+# packages; their system services are not used).
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] || ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  apt_install pgbouncer haproxy
+fi
+
 # Node.js runs the graphql-http audit suite in the tests.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt_install nodejs npm

@@ -89,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 func withStore(ctx context.Context, cfg *config.Config, fn func(*postgres.Store) error) error {
-	s, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: 4, QueryTimeout: time.Minute})
+	s, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MigrateURL: cfg.DatabaseMigrateURL, MaxConns: 4, QueryTimeout: time.Minute})
 	if err != nil {
 		return err
 	}

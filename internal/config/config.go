@@ -35,6 +35,10 @@ type Config struct {
 	MetricsAddr string
 	// DatabaseURL is the Postgres connection string.
 	DatabaseURL string
+	// DatabaseMigrateURL, when set, is the connection string of
+	// migrations (direct or session-pooled, when DatabaseURL goes through
+	// a pooler in transaction mode).
+	DatabaseMigrateURL string
 	// PGMaxConns bounds the Postgres pool.
 	PGMaxConns int
 	// RedisURL is a redis:// URL, or a comma-separated list of host:port
@@ -283,7 +287,8 @@ var table = []variable{
 	{"APP_ENV", "development", "development (demo sign-in, development secrets) or production", oneOf([]string{"development", "production"}, func(c *Config) *string { return &c.Env })},
 	{"HTTP_ADDR", ":8080", "listen address of the API, the event streams and the web app", str(func(c *Config) *string { return &c.HTTPAddr })},
 	{"METRICS_ADDR", "", "admin address serving /metrics and /debug/pprof instead of /metrics on HTTP_ADDR (empty: /metrics on HTTP_ADDR, no pprof)", str(func(c *Config) *string { return &c.MetricsAddr })},
-	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable", "Postgres connection string", urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseURL })},
+	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable", "Postgres connection string; through PgBouncer in transaction mode add default_query_exec_mode=cache_describe (no named prepared statements)", urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseURL })},
+	{"DATABASE_MIGRATE_URL", "", "connection string for migrations, direct to Postgres or session-pooled, when DATABASE_URL goes through PgBouncer in transaction mode (empty: DATABASE_URL)", optional(urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseMigrateURL }))},
 	{"PG_MAX_CONNS", "20", "size of the Postgres pool", integer(1, 1000, func(c *Config) *int { return &c.PGMaxConns })},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "redis:// URL, or host:port,host:port for a Redis Cluster (or Sentinel with REDIS_MASTER_NAME)", str(func(c *Config) *string { return &c.RedisURL })},
 	{"REDIS_MASTER_NAME", "", "Sentinel master name (REDIS_URL then lists the sentinels)", str(func(c *Config) *string { return &c.RedisMasterName })},

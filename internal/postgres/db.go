@@ -35,12 +35,20 @@ type Config struct {
 	// Tracer, when set, observes every query (tests count queries with it;
 	// tracing wraps it in spans).
 	Tracer pgx.QueryTracer
+	// MigrateURL, when set, is the connection string migrations use
+	// (DATABASE_MIGRATE_URL): a direct or session-pooled connection.
+	// Migrations hold a session-level advisory lock across several
+	// transactions, which a pooler in transaction mode (PgBouncer
+	// pool_mode=transaction) cannot give; every other query of the BFF
+	// works through such a pooler.
+	MigrateURL string
 }
 
 // Store is the Postgres store of the BFF.
 type Store struct {
-	pool    *pgxpool.Pool
-	timeout time.Duration
+	pool       *pgxpool.Pool
+	timeout    time.Duration
+	migrateURL string
 }
 
 // Open connects a bounded pool and checks that Postgres answers.
@@ -61,7 +69,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{pool: pool, timeout: cfg.QueryTimeout}
+	s := &Store{pool: pool, timeout: cfg.QueryTimeout, migrateURL: cfg.MigrateURL}
 	if s.timeout <= 0 {
 		s.timeout = 5 * time.Second
 	}
@@ -83,8 +91,8 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // migrationProvider returns a goose provider over the embedded migrations
 // (a provider holds no global state, so stores may migrate concurrently).
-func (s *Store) migrationProvider() (*goose.Provider, func(), error) {
-	db := stdlib.OpenDBFromPool(s.pool)
+func (s *Store) migrationProvider(pool *pgxpool.Pool) (*goose.Provider, func(), error) {
+	db := stdlib.OpenDBFromPool(pool)
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		db.Close()
@@ -99,14 +107,28 @@ func (s *Store) migrationProvider() (*goose.Provider, func(), error) {
 }
 
 // Migrate applies pending migrations. Two instances starting at once do
-// not both migrate: a session advisory lock serializes them.
+// not both migrate: a session advisory lock serializes them. With a
+// MigrateURL, migrations run on a connection of their own to it.
 func (s *Store) Migrate(ctx context.Context) error {
-	p, closeDB, err := s.migrationProvider()
+	pool := s.pool
+	if s.migrateURL != "" {
+		pc, err := pgxpool.ParseConfig(s.migrateURL)
+		if err != nil {
+			return fmt.Errorf("DATABASE_MIGRATE_URL: %w", err)
+		}
+		pc.MaxConns = 2
+		pc.ConnConfig.ConnectTimeout = 3 * time.Second
+		if pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+			return interpretError(err)
+		}
+		defer pool.Close()
+	}
+	p, closeDB, err := s.migrationProvider(pool)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return interpretError(err)
 	}
@@ -121,7 +143,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // MigrationsPending reports whether migrations remain to be applied.
 func (s *Store) MigrationsPending(ctx context.Context) (bool, error) {
-	p, closeDB, err := s.migrationProvider()
+	p, closeDB, err := s.migrationProvider(s.pool)
 	if err != nil {
 		return true, err
 	}

@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) 
 	s.tracing = tracing
 	// Every query gets a span (under the request's or job's span); the
 	// test hook, when given, sees every query too.
-	store, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MaxConns: int32(cfg.PGMaxConns),
+	store, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, MigrateURL: cfg.DatabaseMigrateURL, MaxConns: int32(cfg.PGMaxConns),
 		QueryTimeout: cfg.RequestTimeout, Tracer: telemetry.NewPgxTracer(opt.PGTracer, tracing.Options()...)})
 	if err != nil {
 		_ = tracing.Shutdown(ctx)
@@ -145,7 +145,8 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) 
 }
 
 // NewRedis returns the Redis client of cfg: a single node for a redis://
-// URL, a Cluster for a list of addresses, Sentinel with a master name.
+// URL, a Cluster for a list of addresses (one seed address is enough),
+// Sentinel with a master name.
 // Every call honours its context's deadline.
 func NewRedis(cfg *config.Config) (redis.UniversalClient, error) {
 	u := cfg.RedisURL
@@ -168,8 +169,12 @@ func NewRedis(cfg *config.Config) (redis.UniversalClient, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("invalid REDIS_URL: empty")
 	}
+	// A list without a master name is a Redis Cluster, even with one seed
+	// address. Commands go to the masters only (a replica may lag behind
+	// an invalidation); a MOVED after a failover is followed, and the slot
+	// map is reloaded.
 	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MasterName: cfg.RedisMasterName,
-		ContextTimeoutEnabled: true, MaxRetries: 1, DialTimeout: time.Second}), nil
+		IsClusterMode: cfg.RedisMasterName == "", ContextTimeoutEnabled: true, MaxRetries: 1, DialTimeout: time.Second}), nil
 }
 
 // NewLogger returns the JSON logger at level.

@@ -59,7 +59,20 @@ func (b *Broker) publishRedis(ctx context.Context, events []order.Event) error {
 	if err != nil {
 		return err
 	}
+	if b.sharded() {
+		return b.rdb.SPublish(ctx, b.cfg.Channel, payload).Err()
+	}
 	return b.rdb.Publish(ctx, b.cfg.Channel, payload).Err()
+}
+
+// sharded reports whether the fan-out uses sharded pub/sub (SPUBLISH and
+// SSUBSCRIBE, Redis 7): on a Redis Cluster a message then travels only to
+// the shard that owns the channel's slot instead of being broadcast over
+// the cluster bus to every node, and the subscription follows that
+// shard's master through a failover.
+func (b *Broker) sharded() bool {
+	_, ok := b.rdb.(*redis.ClusterClient)
+	return ok
 }
 
 // redisLoop keeps one subscription to the channel, resubscribing with
@@ -91,11 +104,25 @@ func (b *Broker) redisLoop(ctx context.Context) {
 // the subscription fails. It reports whether the subscription was
 // confirmed.
 func (b *Broker) redisSession(ctx context.Context) (bool, error) {
-	ps := b.rdb.Subscribe(ctx)
+	// On a Redis Cluster the subscription is sharded; a lost one may mean
+	// a failover, so the slot map is asked for again and the next
+	// subscription goes to the new master.
+	var ps *redis.PubSub
+	confirm, lost := "subscribe", "unsubscribe"
+	if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+		defer cc.ReloadState(ctx)
+		ps, confirm, lost = cc.SSubscribe(ctx), "ssubscribe", "sunsubscribe"
+	} else {
+		ps = b.rdb.Subscribe(ctx)
+	}
 	defer ps.Close()
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
-	if err := ps.Subscribe(ctx, b.cfg.Channel); err != nil {
+	subscribe := ps.Subscribe
+	if confirm == "ssubscribe" {
+		subscribe = ps.SSubscribe
+	}
+	if err := subscribe(ctx, b.cfg.Channel); err != nil {
 		return false, err
 	}
 	subscribed := false
@@ -118,9 +145,14 @@ func (b *Broker) redisSession(ctx context.Context) (bool, error) {
 		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == b.cfg.Channel {
+			switch {
+			case m.Kind == confirm && m.Channel == b.cfg.Channel:
 				subscribed = true
 				b.wakeSequencer()
+			case m.Kind == lost:
+				// The shard gave the channel's slot away (a failover or
+				// a resharding): subscribe again where it lives now.
+				return subscribed, fmt.Errorf("redis ended the subscription to %s", m.Channel)
 			}
 		case *redis.Message:
 			evs, err := decodeMessage(m.Payload)

@@ -160,6 +160,8 @@ type RedisProcess struct {
 	Port int
 	dir  string
 	cmd  *exec.Cmd
+	// extra are further redis-server arguments (cluster mode).
+	extra []string
 }
 
 // StartRedis starts a private redis-server that keeps nothing on disk.
@@ -186,8 +188,8 @@ func (p *RedisProcess) Addr() string { return fmt.Sprintf("127.0.0.1:%d", p.Port
 // until it answers PING.
 func (p *RedisProcess) Start() {
 	p.tb.Helper()
-	p.cmd = exec.Command("redis-server", "--port", strconv.Itoa(p.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", p.dir)
+	p.cmd = exec.Command("redis-server", append([]string{"--port", strconv.Itoa(p.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", p.dir}, p.extra...)...)
 	if err := p.cmd.Start(); err != nil {
 		p.tb.Fatalf("start redis-server: %v", err)
 	}
