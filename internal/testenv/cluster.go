@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	mathrand "math/rand/v2"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -39,7 +41,7 @@ func StartRedisCluster(tb testing.TB, masters, replicas int) *RedisCluster {
 	rc := &RedisCluster{tb: tb}
 	args := []string{"--cluster", "create"}
 	for range masters * (1 + replicas) {
-		p := &RedisProcess{tb: tb, Port: FreePort(tb), dir: tb.TempDir(), extra: []string{
+		p := &RedisProcess{tb: tb, Port: clusterPort(tb), dir: tb.TempDir(), extra: []string{
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
 		}}
@@ -54,6 +56,28 @@ func StartRedisCluster(tb testing.TB, masters, replicas int) *RedisCluster {
 	}
 	rc.WaitHealthy(30 * time.Second)
 	return rc
+}
+
+// clusterPort returns a free port whose cluster bus port (10000 higher)
+// is free too; Redis Cluster refuses ports above 55535.
+func clusterPort(tb testing.TB) int {
+	tb.Helper()
+	for range 1000 {
+		p := 20000 + mathrand.IntN(35000)
+		a, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+10000))
+		_ = a.Close()
+		if err != nil {
+			continue
+		}
+		_ = b.Close()
+		return p
+	}
+	tb.Fatal("no free port pair for a Redis Cluster node")
+	return 0
 }
 
 // Addrs is the comma-separated list of the nodes' host:port (REDIS_URL).
