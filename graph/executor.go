@@ -63,7 +63,7 @@ func (cfg ExecConfig) withDefaults() ExecConfig {
 
 // Schema returns the executable schema served by r.
 func Schema(r *Resolver) graphql.ExecutableSchema {
-	c := Config{Resolvers: r}
+	c := Config{Resolvers: r, Schema: servedSchema()}
 	setComplexity(&c)
 	return NewExecutableSchema(c)
 }

@@ -275,3 +275,23 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestDeferIsNotAdvertised: the BFF answers in one response, so
+// introspection does not list @defer and a document using it is refused
+// as invalid rather than answered inline.
+func TestDeferIsNotAdvertised(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	r := in.post("", `{ __schema { directives { name } } }`, nil)
+	var names []string
+	for _, d := range field(r.Data, "__schema", "directives").([]any) {
+		names = append(names, field(d, "name").(string))
+	}
+	if slices.Contains(names, "defer") || !slices.Contains(names, "skip") {
+		t.Errorf("directives %v: want skip and no defer", names)
+	}
+	r = in.post(in.token("alice@example.com"), `{ viewer { id ... @defer { email } } }`, nil)
+	if r.code() != "GRAPHQL_VALIDATION_FAILED" || r.Data != nil {
+		t.Errorf("@defer: %d %s", r.Status, r.Raw)
+	}
+}
