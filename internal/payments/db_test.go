@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
 )
 
@@ -38,6 +39,17 @@ func (db *testDB) pool(t *testing.T, maxConns int32) *pgxpool.Pool {
 	}
 	t.Cleanup(p.Close)
 	return p
+}
+
+// storeOf opens a store on the database of p (a pool of its own, as large).
+func storeOf(t *testing.T, p *pgxpool.Pool) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), postgres.Config{URL: p.Config().ConnString(), MaxConns: p.Config().MaxConns})
+	if err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
 
 // seedJobs creates a customer, n orders in PROCESSING and one due charge

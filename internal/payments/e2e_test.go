@@ -105,7 +105,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		t.Fatal(err)
 	}
 	wc := opt.worker
-	wc.Pool, wc.Provider, wc.Store, wc.Metrics, wc.Logger = store.Pool(), e.provider, results, m, e.logger
+	wc.Jobs, wc.Provider, wc.Store, wc.Metrics, wc.Logger = store, e.provider, results, m, e.logger
 	if wc.PollInterval == 0 {
 		wc.PollInterval = 5 * time.Millisecond
 	}

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -19,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/telemetry"
 )
 
@@ -33,8 +32,8 @@ const (
 
 // WorkerConfig configures a [Worker].
 type WorkerConfig struct {
-	// Pool is the Postgres pool holding charge_jobs. Required.
-	Pool *pgxpool.Pool
+	// Jobs holds the charge jobs (the Postgres store). Required.
+	Jobs JobQueue
 	// Provider sends charges. Required.
 	Provider Provider
 	// Store marks payments failed. Required.
@@ -82,8 +81,8 @@ type Worker struct {
 
 // NewWorker validates cfg and returns a worker; start it with [Worker.Run].
 func NewWorker(cfg WorkerConfig) (*Worker, error) {
-	if cfg.Pool == nil || cfg.Provider == nil || cfg.Store == nil {
-		return nil, errors.New("payments: WorkerConfig needs Pool, Provider and Store")
+	if cfg.Jobs == nil || cfg.Provider == nil || cfg.Store == nil {
+		return nil, errors.New("payments: WorkerConfig needs Jobs, Provider and Store")
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
@@ -157,60 +156,46 @@ func (w *Worker) loop(ctx context.Context) {
 }
 
 // job is a claimed charge_jobs row.
-type job struct {
-	id          int64
-	orderID     string
-	attempt     int
-	amountCents int64
-	currency    string
-	tries       int    // including this claim
-	traceparent string // of the request that queued it
+// JobQueue holds the charge jobs: the worker claims one at a time under a
+// lease and records what became of it.
+type JobQueue interface {
+	// ClaimChargeJob leases the oldest due job (nil when none is due).
+	ClaimChargeJob(ctx context.Context, lease time.Duration) (*postgres.ChargeJob, error)
+	// UpdateChargeJob records the outcome of a claim; held is false when
+	// the job is no longer that claim's.
+	UpdateChargeJob(ctx context.Context, id int64, tries int, out postgres.ChargeJobOutcome) (held bool, err error)
 }
 
-// claimSQL takes the oldest due job, skipping rows other workers hold, and
-// leases it by pushing run_at past the lease; tries counts claims and
-// fences the later update.
-const claimSQL = `
-UPDATE charge_jobs SET tries = tries + 1, run_at = now() + make_interval(secs => $1), updated_at = now()
-WHERE id = (
-    SELECT id FROM charge_jobs
-    WHERE state = 'pending' AND run_at <= now()
-    ORDER BY run_at, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING id, order_id::text, attempt, amount_cents, currency, tries, coalesce(traceparent, '')`
+var _ JobQueue = (*postgres.Store)(nil)
+
+type job = postgres.ChargeJob
 
 // RunOnce claims and processes at most one due job. worked is false when
 // no job was due. Once a job is claimed it is processed to the end even if
 // ctx is cancelled.
 func (w *Worker) RunOnce(ctx context.Context) (worked bool, err error) {
-	var j job
-	err = w.cfg.Pool.QueryRow(ctx, claimSQL, w.cfg.Lease.Seconds()).
-		Scan(&j.id, &j.orderID, &j.attempt, &j.amountCents, &j.currency, &j.tries, &j.traceparent)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+	j, err := w.cfg.Jobs.ClaimChargeJob(ctx, w.cfg.Lease)
+	if err != nil || j == nil {
+		return false, err
 	}
-	if err != nil {
-		return false, order.Unavailable("postgres", err)
-	}
-	w.process(context.WithoutCancel(ctx), j)
+	w.process(context.WithoutCancel(ctx), *j)
 	return true, nil
 }
 
 func (w *Worker) process(ctx context.Context, j job) {
-	ctx, span := w.cfg.Tracer.Start(telemetry.ContextWithTraceParent(ctx, j.traceparent), "payments.charge",
+	ctx, span := w.cfg.Tracer.Start(telemetry.ContextWithTraceParent(ctx, j.TraceParent), "payments.charge",
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-			attribute.String("bff.order_id", j.orderID), attribute.Int("bff.payment_attempt", j.attempt),
-			attribute.Int64("bff.charge_job_id", j.id), attribute.Int("bff.charge_job_try", j.tries)))
+			attribute.String("bff.order_id", j.OrderID), attribute.Int("bff.payment_attempt", j.Attempt),
+			attribute.Int64("bff.charge_job_id", j.ID), attribute.Int("bff.charge_job_try", j.Tries)))
 	defer span.End()
-	log := w.cfg.Logger.With("orderId", j.orderID, "attempt", j.attempt, "jobId", j.id, "try", j.tries)
-	if j.tries > w.cfg.MaxAttempts {
+	log := w.cfg.Logger.With("orderId", j.OrderID, "attempt", j.Attempt, "jobId", j.ID, "try", j.Tries)
+	if j.Tries > w.cfg.MaxAttempts {
 		w.fail(ctx, log, j, FailureUnavailable, "attempts exhausted")
 		return
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, w.cfg.Lease/2)
-	res, err := w.cfg.Provider.Charge(sendCtx, ChargeRequest{OrderID: j.orderID, Attempt: j.attempt,
-		AmountCents: j.amountCents, Currency: j.currency, IdempotencyKey: IdempotencyKey(j.orderID, j.attempt)})
+	res, err := w.cfg.Provider.Charge(sendCtx, ChargeRequest{OrderID: j.OrderID, Attempt: j.Attempt,
+		AmountCents: j.AmountCents, Currency: j.Currency, IdempotencyKey: IdempotencyKey(j.OrderID, j.Attempt)})
 	cancel()
 	if err != nil {
 		span.RecordError(err)
@@ -218,7 +203,7 @@ func (w *Worker) process(ctx context.Context, j job) {
 	}
 	switch {
 	case err == nil:
-		w.update(ctx, log, j, `state = 'done', last_error = NULL`)
+		w.update(ctx, log, j, postgres.ChargeJobOutcome{State: "done"})
 		w.cfg.Metrics.chargeJob("done")
 		log.Info("charge accepted by the provider", "chargeId", res.ChargeID)
 	case IsPermanent(err):
@@ -229,14 +214,14 @@ func (w *Worker) process(ctx context.Context, j job) {
 		// after up to the largest backoff, which keeps the polling of an
 		// open breaker cheap.
 		d := w.backoff(w.cfg.MaxAttempts)
-		w.update(ctx, log, j, `tries = tries - 1, run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(), err.Error())
+		w.update(ctx, log, j, retry(d, err.Error(), true))
 		w.cfg.Metrics.chargeJob("deferred")
 		log.Debug("charge not sent: the provider's circuit breaker is open, will retry", "in", d)
-	case j.tries >= w.cfg.MaxAttempts:
+	case j.Tries >= w.cfg.MaxAttempts:
 		w.fail(ctx, log, j, FailureUnavailable, err.Error())
 	default:
-		d := w.backoff(j.tries)
-		w.update(ctx, log, j, `run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(), err.Error())
+		d := w.backoff(j.Tries)
+		w.update(ctx, log, j, retry(d, err.Error(), false))
 		w.cfg.Metrics.chargeJob("retry")
 		log.Warn("charge failed, will retry", "error", err.Error(), "in", d)
 	}
@@ -246,16 +231,15 @@ func (w *Worker) process(ctx context.Context, j job) {
 // payment, the job stays pending and runs again later.
 func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason string) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	ev, err := w.cfg.Store.MarkPaymentFailed(sctx, j.orderID, j.attempt, code)
+	ev, err := w.cfg.Store.MarkPaymentFailed(sctx, j.OrderID, j.Attempt, code)
 	cancel()
 	if err != nil {
-		d := w.backoff(min(j.tries, w.cfg.MaxAttempts))
-		w.update(ctx, log, j, `run_at = now() + make_interval(secs => $3), last_error = $4`, d.Seconds(),
-			fmt.Sprintf("%s; marking the payment failed: %v", reason, err))
+		d := w.backoff(min(j.Tries, w.cfg.MaxAttempts))
+		w.update(ctx, log, j, retry(d, fmt.Sprintf("%s; marking the payment failed: %v", reason, err), false))
 		log.Error("charge failed but the payment could not be marked failed; will retry", "error", err.Error())
 		return
 	}
-	w.update(ctx, log, j, `state = 'failed', last_error = $3`, reason)
+	w.update(ctx, log, j, postgres.ChargeJobOutcome{State: "failed", LastError: &reason})
 	w.cfg.Metrics.chargeJob("failed")
 	log.Warn("charge failed for good", "failureCode", code, "reason", reason)
 	if ev != nil && w.cfg.Notifier != nil {
@@ -263,17 +247,22 @@ func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason
 	}
 }
 
-// update sets fields of a job this worker still holds (same tries).
-func (w *Worker) update(ctx context.Context, log *slog.Logger, j job, set string, args ...any) {
+// retry is the outcome of a job that runs again after d; unclaim when
+// nothing was sent.
+func retry(d time.Duration, lastErr string, unclaim bool) postgres.ChargeJobOutcome {
+	return postgres.ChargeJobOutcome{State: "pending", RetryIn: d, Unclaim: unclaim, LastError: &lastErr}
+}
+
+// update records the outcome of a job this worker still holds (same tries).
+func (w *Worker) update(ctx context.Context, log *slog.Logger, j job, out postgres.ChargeJobOutcome) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	tag, err := w.cfg.Pool.Exec(ctx, `UPDATE charge_jobs SET `+set+`, updated_at = now()
-		WHERE id = $1 AND tries = $2 AND state = 'pending'`, append([]any{j.id, j.tries}, args...)...)
+	held, err := w.cfg.Jobs.UpdateChargeJob(ctx, j.ID, j.Tries, out)
 	switch {
 	case err != nil:
 		// The lease expires and the job runs again with the same key.
 		log.Error("charge worker: updating the job failed", "error", err.Error())
-	case tag.RowsAffected() == 0:
+	case !held:
 		log.Warn("charge worker: job was taken over after its lease expired")
 	}
 }

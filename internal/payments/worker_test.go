@@ -16,6 +16,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
 )
 
 // fakeProvider is a real HTTP server standing in for the provider; it
@@ -135,7 +136,7 @@ func newTestWorker(t *testing.T, pool *pgxpool.Pool, url string, store ResultSto
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := WorkerConfig{Pool: pool, Provider: p, Store: store, PollInterval: 5 * time.Millisecond,
+	cfg := WorkerConfig{Jobs: storeOf(t, pool), Provider: p, Store: store, PollInterval: 5 * time.Millisecond,
 		InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)
@@ -400,7 +401,7 @@ func TestWorkerWake(t *testing.T) {
 }
 
 func TestBackoffIsFullJitterUnderTheExponentialCap(t *testing.T) {
-	w, err := NewWorker(WorkerConfig{Pool: &pgxpool.Pool{}, Provider: &HTTPProvider{}, Store: &recordingStore{},
+	w, err := NewWorker(WorkerConfig{Jobs: &postgres.Store{}, Provider: &HTTPProvider{}, Store: &recordingStore{},
 		InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +434,7 @@ func TestWorkerBreakerRejectionDoesNotUseAnAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &recordingStore{}
-	w, err := NewWorker(WorkerConfig{Pool: pool, Provider: p, Store: store, MaxAttempts: 2,
+	w, err := NewWorker(WorkerConfig{Jobs: storeOf(t, pool), Provider: p, Store: store, MaxAttempts: 2,
 		InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -190,15 +190,12 @@ type Summary struct {
 	LifetimeSpend map[string]int64
 }
 
-// EventColumns are the columns ScanEvent reads, in its order, for
-// packages that read order_events with SQL of their own (the broker).
-const EventColumns = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
+// eventCols are the columns scanEventRow reads, in its order.
+const eventCols = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
 	version, at, actor, status, payment_status`
 
-const eventCols = EventColumns
-
-// ScanEvent reads one row of EventColumns, then the extra destinations.
-func ScanEvent(row pgx.Row, extra ...any) (order.Event, error) {
+// scanEventRow reads one row of eventCols, then the extra destinations.
+func scanEventRow(row pgx.Row, extra ...any) (order.Event, error) {
 	var e order.Event
 	var from *string
 	var typ, to, st, ps string
@@ -218,7 +215,7 @@ func ScanEvent(row pgx.Row, extra ...any) (order.Event, error) {
 }
 
 func scanEvent(row pgx.Row) (*order.Event, error) {
-	e, err := ScanEvent(row)
+	e, err := scanEventRow(row)
 	if err != nil {
 		return nil, err
 	}

@@ -333,7 +333,7 @@ func (s *Server) assemblePayments() (webhook http.Handler, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s.worker, err = payments.NewWorker(payments.WorkerConfig{Pool: s.store.Pool(), Provider: prov, Store: results,
+		s.worker, err = payments.NewWorker(payments.WorkerConfig{Jobs: s.store, Provider: prov, Store: results,
 			Notifier: s, Concurrency: cfg.PaymentWorkers, Metrics: pm, Logger: s.log,
 			Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/payments")})
 		if err != nil {
@@ -478,9 +478,8 @@ func (s *Server) Committed(ctx context.Context, events []order.Event) {
 
 // outboxStats reports the events committed but not yet published.
 func (s *Server) outboxStats(ctx context.Context) (telemetry.OutboxStats, error) {
-	var st telemetry.OutboxStats
-	var oldest *time.Time
-	err := s.store.Pool().QueryRow(ctx, `SELECT count(*), min(at) FROM order_events WHERE published_at IS NULL`).Scan(&st.Pending, &oldest)
+	pending, oldest, err := s.store.OutboxStats(ctx)
+	st := telemetry.OutboxStats{Pending: pending}
 	if err == nil && oldest != nil {
 		st.OldestAge = time.Since(*oldest)
 	}

@@ -55,7 +55,7 @@ func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume s
 		}
 		m, err := b.store.OrdersByIDs(ctx, []string{orderID})
 		if err != nil {
-			return nil, dbErr(err)
+			return nil, err
 		}
 		o, ok := m[orderID]
 		if !ok || (viewer.Role != order.RoleStaff && o.CustomerID != viewer.ID) {

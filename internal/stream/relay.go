@@ -41,45 +41,17 @@ func (b *Broker) relayLoop(ctx context.Context) {
 func (b *Broker) relayOnce(ctx context.Context) (int, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	tx, err := b.store.Pool().Begin(ctx)
-	if err != nil {
-		return 0, dbErr(err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := tx.Query(ctx, `SELECT `+eventCols+` FROM order_events
-		WHERE published_at IS NULL AND at < now() - $1::interval
-		ORDER BY position LIMIT $2 FOR UPDATE SKIP LOCKED`, b.cfg.relayGrace(), relayBatch)
-	if err != nil {
-		return 0, dbErr(err)
-	}
-	var evs []order.Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			rows.Close()
-			return 0, dbErr(err)
+	evs, err := b.store.RelayUnpublished(ctx, b.cfg.relayGrace(), relayBatch, func(ctx context.Context, evs []order.Event) {
+		b.log.Info("stream: relaying unpublished events", "count", len(evs), "first", evs[0].Position)
+		b.beforePublish(ctx, evs)
+		if err := b.publishRedis(ctx, evs); err != nil {
+			// Marked anyway: the screens are invalidated, and every instance
+			// reads these events from Postgres when Redis does not bring them.
+			b.log.Warn("stream: relay could not publish on redis", "err", err)
 		}
-		evs = append(evs, e)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, dbErr(err)
-	}
-	if len(evs) == 0 {
-		return 0, nil
-	}
-	b.log.Info("stream: relaying unpublished events", "count", len(evs), "first", evs[0].Position)
-	b.beforePublish(ctx, evs)
-	if err := b.publishRedis(ctx, evs); err != nil {
-		// Marked anyway: the screens are invalidated, and every instance
-		// reads these events from Postgres when Redis does not bring them.
-		b.log.Warn("stream: relay could not publish on redis", "err", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE order_events SET published_at = now() WHERE position = ANY($1::bigint[])`, positions(evs)); err != nil {
-		return 0, dbErr(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, dbErr(err)
+	})
+	if err != nil || len(evs) == 0 {
+		return 0, err
 	}
 	select {
 	case b.in <- evs: // the sequencer's from now on

@@ -2,55 +2,28 @@ package stream
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
 
-// The broker's own queries on the tables of internal/postgres (through
-// Store.Pool): the outbox flag published_at is not part of the store's API.
+// The broker's reads and writes of the event record, through the store
+// (the SQL lives in internal/postgres), each bounded by queryTimeout.
 
 // queryTimeout bounds one query of the broker.
 const queryTimeout = 5 * time.Second
-
-// eventCols and scanEvent read events as the store does.
-const eventCols = postgres.EventColumns
-
-var scanEvent = postgres.ScanEvent
-
-// dbErr maps a database error to the domain's UNAVAILABLE (the only thing
-// a caller of the broker can act on).
-func dbErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	var oe *order.Error
-	if errors.As(err, &oe) {
-		return err
-	}
-	return order.Unavailable("postgres", err)
-}
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, queryTimeout)
 }
 
-// issuedSQL is the last position the database issued (drawn by a
-// writer; committed, in flight, or a hole).
-const issuedSQL = `SELECT coalesce(pg_sequence_last_value('order_events_position_seq'), 0)`
-
 // dbHead is the last position the database issued.
 func (b *Broker) dbHead(ctx context.Context) (int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	var h int64
-	err := b.store.Pool().QueryRow(ctx, issuedSQL).Scan(&h)
-	return h, dbErr(err)
+	return b.store.IssuedPosition(ctx)
 }
 
 // checkResult is what one check of the sequencer learnt.
@@ -68,38 +41,18 @@ type checkResult struct {
 	more   bool
 }
 
-// check reads, in one round trip and in this order, the issued head, a
-// transaction id of its own with the oldest running one (every position
-// up to issued was drawn by a transaction below that id, since writers
-// take their id before they draw), and up to limit committed events with
-// after < position <= to (none when to <= after). The id costs no write:
-// the batch's transaction commits without touching the WAL's flush.
+// check reads, in one round trip, the issued head, a transaction id with
+// the oldest running one, and up to limit committed events with after <
+// position <= to (see postgres.Store.CheckSequence).
 func (b *Broker) check(ctx context.Context, after, to int64, limit int) (checkResult, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	r := checkResult{readTo: max(after, to)}
-	batch := &pgx.Batch{}
-	batch.Queue(issuedSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&r.issued) })
-	batch.Queue(`SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&r.xid, &r.xmin) })
-	if to > after {
-		batch.Queue(`SELECT `+eventCols+`, published_at IS NOT NULL FROM order_events
-			WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, to, limit).
-			Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var p bool
-					e, err := scanEvent(rows, &p)
-					if err != nil {
-						return err
-					}
-					r.events, r.published = append(r.events, e), append(r.published, p)
-				}
-				return rows.Err()
-			})
+	sc, err := b.store.CheckSequence(ctx, after, to, limit)
+	if err != nil {
+		return checkResult{}, err
 	}
-	if err := b.store.Pool().SendBatch(ctx, batch).Close(); err != nil {
-		return checkResult{}, dbErr(err)
-	}
+	r := checkResult{issued: sc.Issued, xmin: sc.Xmin, xid: sc.Xid, events: sc.Events, published: sc.Published,
+		readTo: max(after, to)}
 	if limit > 0 && len(r.events) == limit {
 		r.readTo, r.more = r.events[len(r.events)-1].Position, true
 	}
@@ -112,74 +65,28 @@ func (b *Broker) check(ctx context.Context, after, to int64, limit int) (checkRe
 func (b *Broker) recordHead(ctx context.Context, pos int64) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	_, err := b.store.Pool().Exec(ctx, `UPDATE stream_head SET position = $1 WHERE position < $1`, pos)
-	return dbErr(err)
+	return b.store.RecordStreamHead(ctx, pos)
 }
 
 // storedHead is the stream head a broker recorded.
 func (b *Broker) storedHead(ctx context.Context) (int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	var h int64
-	err := b.store.Pool().QueryRow(ctx, `SELECT position FROM stream_head`).Scan(&h)
-	return h, dbErr(err)
+	return b.store.StreamHead(ctx)
 }
 
 // unpublishedUpTo returns the events up to position h not marked published.
 func (b *Broker) unpublishedUpTo(ctx context.Context, h int64) ([]order.Event, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, err := b.store.Pool().Query(ctx, `SELECT `+eventCols+` FROM order_events
-		WHERE published_at IS NULL AND position <= $1 ORDER BY position`, h)
-	if err != nil {
-		return nil, dbErr(err)
-	}
-	defer rows.Close()
-	var out []order.Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, dbErr(err)
-		}
-		out = append(out, e)
-	}
-	return out, dbErr(rows.Err())
-}
-
-// eventsBetween returns up to limit events with after < position <= to, in
-// position order, and for each whether it is marked published.
-func (b *Broker) eventsBetween(ctx context.Context, after, to int64, limit int) ([]order.Event, []bool, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	rows, err := b.store.Pool().Query(ctx, `SELECT `+eventCols+`, published_at IS NOT NULL FROM order_events
-		WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3`, after, to, limit)
-	if err != nil {
-		return nil, nil, dbErr(err)
-	}
-	defer rows.Close()
-	var evs []order.Event
-	var pub []bool
-	for rows.Next() {
-		var p bool
-		e, err := scanEvent(rows, &p)
-		if err != nil {
-			return nil, nil, dbErr(err)
-		}
-		evs, pub = append(evs, e), append(pub, p)
-	}
-	return evs, pub, dbErr(rows.Err())
+	return b.store.UnpublishedUpTo(ctx, h)
 }
 
 // markPublished sets published_at of the events at positions.
 func (b *Broker) markPublished(ctx context.Context, pos []int64) error {
-	if len(pos) == 0 {
-		return nil
-	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	_, err := b.store.Pool().Exec(ctx, `UPDATE order_events SET published_at = now()
-		WHERE position = ANY($1::bigint[]) AND published_at IS NULL`, pos)
-	return dbErr(err)
+	return b.store.MarkPublished(ctx, pos)
 }
 
 // Reasons of an `event: reset`.
@@ -206,24 +113,11 @@ func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	var cust, oid *string
-	if sc.CustomerID != "" {
-		cust = &sc.CustomerID
-	}
-	if orderID != "" {
-		oid = &orderID
-	}
-	var head, pruned int64
-	var issued bool
-	var nextFresh *bool
-	err = b.store.Pool().QueryRow(ctx, `SELECT (`+issuedSQL+`), `+postgres.PrunedThroughSQL+`,
-		$1::bigint = 0 OR EXISTS (SELECT 1 FROM order_events WHERE position = $1::bigint),
-		(SELECT at > now() - $4::interval FROM order_events
-			WHERE position > $1::bigint AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
-			ORDER BY position LIMIT 1)`, pos, cust, oid, b.cfg.ReplayWindow).Scan(&head, &pruned, &issued, &nextFresh)
+	st, err := b.store.ResumeStateOf(ctx, sc, orderID, pos, b.cfg.ReplayWindow)
 	if err != nil {
-		return 0, "", dbErr(err)
+		return 0, "", err
 	}
+	head, pruned, issued, nextFresh := st.Issued, st.PrunedThrough, st.Kept, st.NextFresh
 	switch {
 	case pos > head:
 		return 0, resetUnknown, nil // never issued
