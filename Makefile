@@ -107,3 +107,17 @@ bench: services build
 	for _ in $$(seq 1 100); do curl -sf http://127.0.0.1:$(BENCH_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
 	if [ -n "$(BENCH_SHORT)" ]; then short="-short -out bin/benchmarks-short.md"; cmd="make bench BENCH_SHORT=1"; else short=""; cmd="make bench"; fi; \
 	bin/bffload -target http://127.0.0.1:$(BENCH_PORT) -pid $$spid -bff bin/bff -command "$$cmd" $$short $(BENCH_FLAGS)
+
+## cluster: 3 instances behind HAProxy, a Redis Cluster (3 masters + 3 replicas), PgBouncer (transaction mode) on a
+## private database, and the payment simulator, all on free loopback ports; prints the one URL (see scripts/cluster.sh)
+cluster: services
+	@bash scripts/cluster.sh up
+
+## cluster-down: stop what `make cluster` started, by PID
+cluster-down:
+	@bash scripts/cluster.sh down
+
+## cluster-test: test the running cluster (read-your-writes across instances, rolling restart under 200 streams and a
+## keyed write load, a Redis master SIGKILLed, PgBouncer restarted); `make cluster` first
+cluster-test:
+	$(GO) test -count=1 -tags cluster -timeout 15m -v -run . ./internal/clustertest/

@@ -1,0 +1,661 @@
+//go:build cluster
+
+package clustertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/config"
+	"github.com/shop/bff/internal/postgres"
+)
+
+// cluster is the running cluster of `make cluster`.
+type cluster struct {
+	t     *testing.T
+	root  string
+	env   map[string]string
+	url   string // HAProxy
+	bffs  []string
+	db    *pgxpool.Pool // direct, for the record
+	store *postgres.Store
+	iss   *auth.Issuer
+}
+
+func open(t *testing.T) *cluster {
+	t.Helper()
+	root, _ := filepath.Abs("../..")
+	raw, err := os.ReadFile(filepath.Join(root, "bin/cluster/env"))
+	if err != nil {
+		t.Fatalf("no running cluster (%v): start it with `make cluster`", err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if ok {
+			env[k] = strings.Trim(v, `'"`)
+		}
+	}
+	c := &cluster{t: t, root: root, env: env, url: env["CLUSTER_URL"]}
+	for i := 1; i <= 3; i++ {
+		c.bffs = append(c.bffs, "http://"+env[fmt.Sprintf("BFF%d_ADDR", i)])
+	}
+	cfg, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if c.db, err = pgxpool.New(ctx, env["DATABASE_MIGRATE_URL"]); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.db.Close)
+	if c.store, err = postgres.Open(ctx, postgres.Config{URL: env["DATABASE_MIGRATE_URL"], MaxConns: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.store.Close)
+	secrets := [][]byte{}
+	for _, s := range cfg.JWTSecrets {
+		secrets = append(secrets, []byte(s))
+	}
+	if c.iss, err = auth.NewIssuer(auth.Config{Secrets: secrets}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := http.Get(c.url + "/readyz"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("cluster at %s not ready (%v): `make cluster`", c.url, err)
+	}
+	return c
+}
+
+func (c *cluster) token(email string) string {
+	u, err := c.store.UserByEmail(context.Background(), email)
+	if err != nil {
+		c.t.Fatalf("user %s: %v", email, err)
+	}
+	tok, _, err := c.iss.Issue(u)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tok
+}
+
+// script runs scripts/cluster.sh with args.
+func (c *cluster) script(args ...string) {
+	c.t.Helper()
+	cmd := exec.Command("bash", append([]string{filepath.Join(c.root, "scripts/cluster.sh")}, args...)...)
+	cmd.Dir = c.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("cluster.sh %v: %v\n%s", args, err, out)
+	}
+}
+
+// reply is a GraphQL response, or the transport error that replaced it.
+type reply struct {
+	status int
+	err    error
+	body   []byte
+	data   map[string]any
+	code   string
+	retry  bool
+}
+
+var client = &http.Client{Timeout: 15 * time.Second}
+
+func post(base, tok, query string, vars map[string]any, key string) reply {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, _ := http.NewRequest(http.MethodPost, base+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return reply{err: err, retry: true}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{status: resp.StatusCode, err: err, retry: true}
+	}
+	r := reply{status: resp.StatusCode, body: raw}
+	var parsed struct {
+		Data   map[string]any `json:"data"`
+		Errors []struct {
+			Extensions map[string]any `json:"extensions"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(raw, &parsed); err != nil {
+		// Not the BFF's answer (e.g. HAProxy's 503 while no instance is up).
+		return reply{status: resp.StatusCode, err: fmt.Errorf("%d %s", resp.StatusCode, raw), retry: resp.StatusCode >= 500, body: raw}
+	}
+	r.data = parsed.Data
+	if len(parsed.Errors) > 0 {
+		r.code, _ = parsed.Errors[0].Extensions["code"].(string)
+		r.retry, _ = parsed.Errors[0].Extensions["retryable"].(bool)
+		r.err = fmt.Errorf("%s: %s", r.code, raw)
+	}
+	return r
+}
+
+func dig(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
+
+const (
+	screenQuery = `query($id: ID!) { orderScreen(id: $id) { order { id version } lastEventId } }`
+	writeQuery  = `mutation($id: ID!, $v: Int!, $city: String!) { updateShippingAddress(id: $id, expectedVersion: $v,
+		address: {name: "Load", line1: "1 Load St", city: $city, postalCode: "10115", country: "DE"}) { order { id version } } }`
+	placeQuery = `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id } } }`
+)
+
+// target is an order under load: its customer's token, and the version
+// and last event id read before the streams opened.
+type target struct {
+	id, email, tok, lastEvent string
+	v0                        int
+	version                   atomic.Int64 // last written
+}
+
+func (c *cluster) targets(n int) []*target {
+	rows, err := c.db.Query(context.Background(), `SELECT DISTINCT ON (u.id) o.id::text, u.email FROM orders o JOIN users u ON u.id = o.customer_id
+		WHERE o.status = 'PENDING_PAYMENT' AND u.role = 'CUSTOMER' ORDER BY u.id, o.created_at LIMIT $1`, n)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []*target
+	for rows.Next() {
+		tg := &target{}
+		if err := rows.Scan(&tg.id, &tg.email); err != nil {
+			c.t.Fatal(err)
+		}
+		out = append(out, tg)
+	}
+	if len(out) < n {
+		c.t.Fatalf("%d customers with a pending order, want %d (make cluster seeds 60)", len(out), n)
+	}
+	for _, tg := range out {
+		tg.tok = c.token(tg.email)
+		r := post(c.url, tg.tok, screenQuery, map[string]any{"id": tg.id}, "")
+		if r.err != nil {
+			c.t.Fatalf("screen: %v", r.err)
+		}
+		tg.v0 = int(dig(r.data, "orderScreen", "order", "version").(float64))
+		tg.lastEvent = dig(r.data, "orderScreen", "lastEventId").(string)
+		tg.version.Store(int64(tg.v0))
+	}
+	return out
+}
+
+// streamClient follows one order through one door, reconnecting with the
+// last event id it saw, and records every version it received.
+type streamClient struct {
+	tg       *target
+	door     string // "events" or "graphql-sse"
+	mu       sync.Mutex
+	versions []int
+	last     string
+	connects int
+}
+
+func (s *streamClient) run(ctx context.Context, base string) {
+	s.last = s.tg.lastEvent
+	for ctx.Err() == nil {
+		s.once(ctx, base)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *streamClient) once(ctx context.Context, base string) {
+	var req *http.Request
+	if s.door == "events" {
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+"/events?stream=order:"+s.tg.id, nil)
+	} else {
+		body, _ := json.Marshal(map[string]any{"query": `subscription($id: ID, $after: String) { orderEvents(orderId: $id, after: $after) { id version } }`,
+			"variables": map[string]any{"id": s.tg.id, "after": s.last}})
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/graphql", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+s.tg.tok)
+	req.Header.Set("Last-Event-ID", s.last)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return
+	}
+	s.mu.Lock()
+	s.connects++
+	s.mu.Unlock()
+	sc := bufio.NewScanner(resp.Body)
+	var data string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "data:"):
+			data += strings.TrimSpace(line[5:])
+		case line == "":
+			s.take(data)
+			data = ""
+		}
+	}
+}
+
+func (s *streamClient) take(data string) {
+	var ev struct {
+		ID      string `json:"id"`
+		Version int    `json:"version"`
+		Data    struct {
+			OrderEvents struct {
+				ID      string `json:"id"`
+				Version int    `json:"version"`
+			} `json:"orderEvents"`
+		} `json:"data"`
+	}
+	if data == "" || json.Unmarshal([]byte(data), &ev) != nil {
+		return
+	}
+	if ev.Data.OrderEvents.ID != "" {
+		ev.ID, ev.Version = ev.Data.OrderEvents.ID, ev.Data.OrderEvents.Version
+	}
+	if ev.ID == "" || ev.Version == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.versions = append(s.versions, ev.Version)
+	s.last = ev.ID
+	s.mu.Unlock()
+}
+
+// load is the keyed write load: one writer per order, each write retried
+// with its key while the failure is retryable; after each write a read
+// through HAProxy must show it.
+type load struct {
+	writes, retries, stale, unsafe atomic.Int64
+	mu                             sync.Mutex
+	failures                       []string
+}
+
+func (l *load) fail(format string, args ...any) {
+	l.unsafe.Add(1)
+	l.mu.Lock()
+	if len(l.failures) < 10 {
+		l.failures = append(l.failures, fmt.Sprintf(format, args...))
+	}
+	l.mu.Unlock()
+}
+
+func backoff(ctx context.Context, r reply) {
+	d := 200 * time.Millisecond
+	if r.code == "RATE_LIMITED" || r.status == http.StatusTooManyRequests {
+		d = time.Second
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (l *load) writer(ctx context.Context, base string, tg *target) {
+	for n := 0; ctx.Err() == nil; n++ {
+		v := int(tg.version.Load())
+		key := fmt.Sprintf("cluster-%s-%d", tg.id, v)
+		var r reply
+		for attempt := 0; ; attempt++ {
+			r = post(base, tg.tok, writeQuery, map[string]any{"id": tg.id, "v": v, "city": fmt.Sprintf("C%d", n)}, key)
+			if r.err == nil || !r.retry || attempt > 100 {
+				break
+			}
+			l.retries.Add(1)
+			backoff(context.Background(), r)
+		}
+		if r.err != nil {
+			l.fail("write %s v%d: %v", tg.id, v, r.err)
+			return
+		}
+		nv := int(dig(r.data, "updateShippingAddress", "order", "version").(float64))
+		if nv != v+1 {
+			l.fail("write %s v%d answered version %d", tg.id, v, nv)
+			return
+		}
+		tg.version.Store(int64(nv))
+		l.writes.Add(1)
+		for attempt := 0; ; attempt++ {
+			r = post(base, tg.tok, screenQuery, map[string]any{"id": tg.id}, "")
+			if r.err == nil || !r.retry || attempt > 100 {
+				break
+			}
+			l.retries.Add(1)
+			backoff(context.Background(), r)
+		}
+		if r.err != nil {
+			l.fail("read %s: %v", tg.id, r.err)
+		} else if got := int(dig(r.data, "orderScreen", "order", "version").(float64)); got < nv {
+			l.stale.Add(1)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func TestReadYourWritesAcrossInstances(t *testing.T) {
+	c := open(t)
+	tg := c.targets(1)[0]
+	v := tg.v0
+	for i := range 20 {
+		r := post(c.url, tg.tok, writeQuery, map[string]any{"id": tg.id, "v": v, "city": fmt.Sprintf("RYW %d", i)}, fmt.Sprintf("ryw-%s-%d", tg.id, v))
+		if r.err != nil {
+			t.Fatalf("write through HAProxy: %v", r.err)
+		}
+		v++
+		for _, b := range c.bffs {
+			r := post(b, tg.tok, screenQuery, map[string]any{"id": tg.id}, "")
+			if r.err != nil {
+				t.Fatalf("read on %s: %v", b, r.err)
+			}
+			if got := int(dig(r.data, "orderScreen", "order", "version").(float64)); got != v {
+				t.Fatalf("stale read on %s after a write through HAProxy: version %d, want %d", b, got, v)
+			}
+		}
+	}
+}
+
+// TestRollingRestartAndRedisFailover runs 200 streams (50 orders × 2
+// clients × 2 doors) and a keyed write load through HAProxy while the
+// three instances restart one at a time, then while the master of the
+// screen cache's slot is killed with SIGKILL; then checks that every
+// client received every event of its order exactly once.
+func TestRollingRestartAndRedisFailover(t *testing.T) {
+	c := open(t)
+	tgs := c.targets(50)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var clients []*streamClient
+	var wg sync.WaitGroup
+	for _, tg := range tgs {
+		for _, door := range []string{"events", "graphql-sse", "events", "graphql-sse"} {
+			s := &streamClient{tg: tg, door: door}
+			clients = append(clients, s)
+			wg.Add(1)
+			go func() { defer wg.Done(); s.run(ctx, c.url) }()
+		}
+	}
+	wctx, stopWriters := context.WithCancel(ctx)
+	l := &load{}
+	var writers sync.WaitGroup
+	for _, tg := range tgs {
+		writers.Add(1)
+		go func() { defer writers.Done(); l.writer(wctx, c.url, tg) }()
+	}
+	pause := func(d time.Duration) { time.Sleep(d) } // load keeps running meanwhile
+
+	pause(3 * time.Second)
+	for n := 1; n <= 3; n++ {
+		c.script("stop-bff", strconv.Itoa(n))
+		c.script("start-bff", strconv.Itoa(n))
+		t.Logf("instance %d restarted; %d writes so far", n, l.writes.Load())
+		pause(2 * time.Second)
+	}
+	restartWrites := l.writes.Load()
+
+	// A Redis master killed with SIGKILL: the one serving the screen
+	// cache's slot.
+	port := c.masterPort("{cache}")
+	pid, err := os.ReadFile(filepath.Join(c.root, "bin/cluster", "redis-"+port+".pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+	if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill redis master %s: %v", port, err)
+	}
+	killedAt := time.Now()
+	double := c.doubleEffect(tgs[0])
+	c.waitClusterOK(port)
+	t.Logf("redis master :%s killed; cluster ok again after %s", port, time.Since(killedAt).Round(100*time.Millisecond))
+	pause(3 * time.Second)
+	c.script("start-redis", port) // it rejoins as a replica
+	stopWriters()
+	writers.Wait()
+
+	// Every client: every version after v0 up to the last written, once.
+	deadline := time.Now().Add(60 * time.Second)
+	var dups, lost, events, connects int
+	for _, s := range clients {
+		want := int(s.tg.version.Load())
+		for {
+			s.mu.Lock()
+			n := len(s.versions)
+			done := n > 0 && s.versions[n-1] >= want || want == s.tg.v0
+			s.mu.Unlock()
+			if done || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		s.mu.Lock()
+		seen := map[int]int{}
+		for _, v := range s.versions {
+			seen[v]++
+		}
+		events += len(s.versions)
+		connects += s.connects
+		for v := s.tg.v0 + 1; v <= want; v++ {
+			switch seen[v] {
+			case 0:
+				lost++
+			case 1:
+			default:
+				dups += seen[v] - 1
+			}
+		}
+		s.mu.Unlock()
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("RESULT clients=%d connects=%d events=%d duplicates=%d lost=%d writes=%d (during rolling restart %d) retries=%d stale_reads=%d unsafe_failures=%d double_effects=%d",
+		len(clients), connects, events, dups, lost, l.writes.Load(), restartWrites, l.retries.Load(), l.stale.Load(), l.unsafe.Load(), double)
+	if dups != 0 || lost != 0 || l.stale.Load() != 0 || l.unsafe.Load() != 0 || double != 0 {
+		t.Errorf("failures: %v", l.failures)
+	}
+	if l.writes.Load() < 100 || connects <= len(clients) {
+		t.Errorf("too little exercised: %d writes, %d connects for %d clients", l.writes.Load(), connects, len(clients))
+	}
+}
+
+// doubleEffect sends 20 concurrent placeOrder requests with one key
+// (retrying retryable failures with the same key) and returns how many
+// orders beyond one the key produced.
+func (c *cluster) doubleEffect(tg *target) int {
+	c.t.Helper()
+	var pid string
+	if err := c.db.QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&pid); err != nil {
+		c.t.Fatal(err)
+	}
+	count := func() int {
+		var n int
+		_ = c.db.QueryRow(context.Background(), `SELECT count(*) FROM orders o JOIN users u ON u.id = o.customer_id WHERE u.email = $1`, tg.email).Scan(&n)
+		return n
+	}
+	before := count()
+	in := map[string]any{"lines": []any{map[string]any{"productId": pid, "quantity": 1}},
+		"shippingAddress": map[string]any{"name": "Once", "line1": "1 Once St", "city": "Berlin", "postalCode": "10115", "country": "DE"}}
+	key := fmt.Sprintf("once-%d", time.Now().UnixNano())
+	var wg sync.WaitGroup
+	ids := make([]string, 20)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for attempt := 0; attempt < 100; attempt++ {
+				r := post(c.url, tg.tok, placeQuery, map[string]any{"in": in}, key)
+				if r.err == nil {
+					ids[i], _ = dig(r.data, "placeOrder", "order", "id").(string)
+					return
+				}
+				if !r.retry {
+					c.t.Errorf("placeOrder: %v", r.err)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			c.t.Errorf("one key answered two orders: %v", ids)
+			break
+		}
+	}
+	return count() - before - 1
+}
+
+// masterPort is the port of the Redis master serving key's slot.
+func (c *cluster) masterPort(key string) string {
+	c.t.Helper()
+	p, err := c.findMaster(key, "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+// findMaster asks a node other than skip which live master serves key's
+// slot.
+func (c *cluster) findMaster(key, skip string) (string, error) {
+	var ask string
+	for _, p := range strings.Fields(c.env["REDIS_PORTS"]) {
+		if p != skip {
+			ask = p
+			break
+		}
+	}
+	out, err := exec.Command("redis-cli", "-p", ask, "cluster", "keyslot", key).Output()
+	if err != nil {
+		return "", err
+	}
+	slot, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	nodes, err := exec.Command("redis-cli", "-p", ask, "cluster", "nodes").Output()
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(nodes), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, _ := strings.Cut(r, "-")
+			a, _ := strconv.Atoi(lo)
+			b, err := strconv.Atoi(hi)
+			if err != nil {
+				b = a
+			}
+			if a <= slot && slot <= b {
+				addr, _, _ := strings.Cut(f[1], "@")
+				_, port, _ := strings.Cut(addr, ":")
+				return port, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no live master for slot %d", slot)
+}
+
+// waitClusterOK waits until a surviving node reports cluster_state:ok.
+func (c *cluster) waitClusterOK(dead string) {
+	c.t.Helper()
+	var alive string
+	for _, p := range strings.Fields(c.env["REDIS_PORTS"]) {
+		if p != dead {
+			alive = p
+			break
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, _ := exec.Command("redis-cli", "-p", alive, "cluster", "info").Output()
+		if bytes.Contains(out, []byte("cluster_state:ok")) {
+			if p, err := c.findMaster("{cache}", dead); err == nil && p != dead {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("redis cluster did not fail over within 60 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestPgBouncerRestart stops PgBouncer: requests get UNAVAILABLE
+// (retryable) while it is down, then succeed again once it is back.
+func TestPgBouncerRestart(t *testing.T) {
+	c := open(t)
+	tg := c.targets(1)[0]
+	c.script("stop-pgbouncer")
+	restarted := false
+	defer func() {
+		if !restarted {
+			c.script("start-pgbouncer")
+		}
+	}()
+	v := int(tg.version.Load())
+	key := fmt.Sprintf("pgb-%s-%d", tg.id, v)
+	r := post(c.url, tg.tok, writeQuery, map[string]any{"id": tg.id, "v": v, "city": "Down"}, key)
+	if r.code != "UNAVAILABLE" || !r.retry {
+		t.Fatalf("with PgBouncer down: %d %s %v", r.status, r.body, r.err)
+	}
+	c.script("start-pgbouncer")
+	restarted = true
+	start := time.Now()
+	var tries int
+	for {
+		tries++
+		r = post(c.url, tg.tok, writeQuery, map[string]any{"id": tg.id, "v": v, "city": "Back"}, key)
+		if r.err == nil {
+			break
+		}
+		if !r.retry || time.Since(start) > 30*time.Second {
+			t.Fatalf("after PgBouncer came back: %v", r.err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := int(dig(r.data, "updateShippingAddress", "order", "version").(float64)); got != v+1 {
+		t.Fatalf("version %d after recovery, want %d", got, v+1)
+	}
+	t.Logf("RESULT pgbouncer: UNAVAILABLE (retryable) while down; recovered after %d tries in %s", tries, time.Since(start).Round(10*time.Millisecond))
+}
+
