@@ -658,4 +658,3 @@ func TestPgBouncerRestart(t *testing.T) {
 	}
 	t.Logf("RESULT pgbouncer: UNAVAILABLE (retryable) while down; recovered after %d tries in %s", tries, time.Since(start).Round(10*time.Millisecond))
 }
-
