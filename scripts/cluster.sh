@@ -33,14 +33,14 @@ die() { echo "cluster: $*" >&2; exit 1; }
 # port_free PORT: nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port: a free port in 20000-55000 not handed out before in this run;
-# redis_port: one whose cluster bus port (+10000) is free too (Redis
-# Cluster needs both, below 65536).
+# free_port: a free port in 10000-22699, below the kernel's ephemeral range
+# (so no outgoing connection holds it) and not handed out before in this
+# run; redis_port: one whose cluster bus port (+10000) is free too.
 # Both set PORT (not printed: a subshell would forget what was taken).
 TAKEN=" "
 free_port() {
   while :; do
-    PORT=$((20000 + RANDOM % 35000))
+    PORT=$((10000 + RANDOM % 12700))
     [[ $TAKEN == *" $PORT "* || $TAKEN == *" $((PORT - 10000)) "* ]] && continue
     port_free "$PORT" && { TAKEN+="$PORT $((PORT + 10000)) "; return; }
   done
