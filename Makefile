@@ -8,8 +8,9 @@ FUZZTIME ?= 10s
 .PHONY: manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
 
 # TOOL_MODULES are the modules of their own beside the service's (the load
-# tool's plotting libraries are not requirements of the service).
-TOOL_MODULES := tools/bffload
+# tool's plotting libraries and the deployment test's Kubernetes API types
+# are not requirements of the service).
+TOOL_MODULES := tools/bffload deploy
 
 ## run: start Postgres and Redis (installing them if needed), migrate, seed, and run the BFF and the payment simulator
 run: services db build
