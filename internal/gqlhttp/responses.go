@@ -69,6 +69,9 @@ func (r *Responses) Serve(ctx context.Context, rc *graphql.OperationContext, exe
 	}
 	key := cache.Key{Screen: f.Name, ViewerID: v.ID, Role: string(v.Role), Deps: deps,
 		Args: "response=" + hex.EncodeToString(idempotency.Fingerprint(rc.OperationName, rc.Doc, rc.Variables))}
+	if slot, ok := ctx.Value(learnKey{}).(*learnSlot); ok {
+		slot.key, slot.alias, slot.set = key, f.Alias, true
+	}
 	var fresh *graphql.Response
 	data, res, err := cache.Load(ctx, r.c, key, func(ctx context.Context) ([]byte, error) {
 		resp := execute(ctx)

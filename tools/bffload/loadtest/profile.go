@@ -115,10 +115,13 @@ func (r *Runner) ProfileProcess(ctx context.Context, bin string, getenv func(str
 		run  func() (*Result, error)
 	}{
 		{"homeScreen, hot cache", func() (*Result, error) { return in.Home(ctx, conc, d, false, false) }},
+		{"homeScreen miss (Cache-Control: no-cache)", func() (*Result, error) { return in.Home(ctx, conc, d, true, false) }},
 		{"updateShippingAddress, keyed", func() (*Result, error) { _, w, err := in.Mixed(ctx, conc, d, 100); return w, err }},
 	} {
-		slug := strings.Fields(sc.name)[0]
-		slug = strings.Trim(slug, ",")
+		slug := strings.Trim(strings.Fields(sc.name)[0], ",")
+		if strings.Contains(sc.name, "miss") {
+			slug += "-miss"
+		}
 		cpuFile, base, after := filepath.Join(dir, slug+".cpu.pprof"), filepath.Join(dir, slug+".allocs0.pprof"), filepath.Join(dir, slug+".allocs.pprof")
 		if err := fetch(ctx, admin+"/debug/pprof/allocs?gc=1", base); err != nil {
 			return nil, err

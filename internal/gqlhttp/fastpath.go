@@ -1,0 +1,181 @@
+package gqlhttp
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/99designs/gqlgen/graphql"
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/cache"
+	"github.com/shop/bff/internal/httpx"
+)
+
+// The fast path answers a repeated screen query from the response cache
+// before anything is parsed. A request that went the whole way (parsed,
+// validated, variables coerced, persisted operation resolved, a cacheable
+// screen with no errors) teaches it its raw form: the method, the raw body
+// (POST) or query string (GET), the viewer, the role and the headers that
+// persisted operations are resolved by. The same raw request by the same
+// viewer in the same role is the same operation with the same variables,
+// so the fast path charges the query budget, reads the generations and the
+// entry in the one Redis round trip of the cache, and on a hit writes the
+// stored bytes in the same envelope (Cache-Status, extensions.cache) as
+// the whole path. Anything else (a miss, Redis unavailable, a bypass, a
+// request never seen) continues on the whole path, already charged.
+
+// fastMemoSize bounds the raw requests the fast path remembers.
+const fastMemoSize = 10000
+
+// persistedHeaders are the request headers persisted operations are
+// resolved by (client name and version of a manifest), part of a raw key.
+var persistedHeaders = []string{"Apollographql-Client-Name", "Graphql-Client-Name", "Apollographql-Client-Version", "Graphql-Client-Version"}
+
+// fastEntry is what answering a raw request again needs.
+type fastEntry struct {
+	key   cache.Prepared
+	alias string // the screen field's response key
+	op    string // the operation's name, for the access log
+}
+
+type fastPath struct {
+	c    *cache.Cache
+	memo *lru.Cache[string, *fastEntry]
+	hits atomic.Int64
+}
+
+func newFastPath(c *cache.Cache) *fastPath {
+	memo, _ := lru.New[string, *fastEntry](fastMemoSize) // size > 0: cannot fail
+	return &fastPath{c: c, memo: memo}
+}
+
+// learnSlot is filled by Responses.Serve with the screen it served.
+type learnSlot struct {
+	key   cache.Key
+	alias string
+	set   bool
+}
+
+type learnKey struct{}
+
+type chargedKey struct{}
+
+// charged reports whether the fast path already charged the request.
+func charged(ctx context.Context) bool {
+	v, _ := ctx.Value(chargedKey{}).(bool)
+	return v
+}
+
+// errBodyReader returns the rest of a body that failed to read, then its
+// error, so the whole path sees what the fast path saw.
+type errBodyReader struct {
+	io.Reader
+	err error
+}
+
+func (e *errBodyReader) Read(p []byte) (int, error) {
+	n, err := e.Reader.Read(p)
+	if err == io.EOF {
+		return n, e.err
+	}
+	return n, err
+}
+
+func (e *errBodyReader) Close() error { return nil }
+
+// rawKey returns the raw form of r for viewer v (GET: the query string;
+// POST with a JSON body: the body, read here and put back), "" for a
+// request the fast path does not take.
+func rawKey(r *http.Request, v string) (string, *http.Request) {
+	var raw string
+	switch r.Method {
+	case http.MethodGet:
+		raw = r.URL.RawQuery
+	case http.MethodPost:
+		if ct := r.Header.Get("Content-Type"); ct != ctJSON && !strings.HasPrefix(ct, ctJSON+";") {
+			return "", r
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			r.Body = &errBodyReader{Reader: bytes.NewReader(b), err: err}
+			return "", r
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		raw = string(b)
+	default:
+		return "", r
+	}
+	var sb strings.Builder
+	sb.Grow(len(raw) + len(v) + 16)
+	sb.WriteString(r.Method)
+	sb.WriteByte(0)
+	sb.WriteString(v)
+	for _, h := range persistedHeaders {
+		sb.WriteByte(0)
+		if vs := r.Header[h]; len(vs) > 0 {
+			sb.WriteString(strings.Join(vs, ","))
+		}
+	}
+	sb.WriteByte(0)
+	sb.WriteString(raw)
+	return sb.String(), r
+}
+
+// serve answers r from the cache when its raw form is known and the
+// entry is current. It returns true when it wrote the response (a hit, or
+// the rate limit's rejection); otherwise the request to continue with
+// (its body put back) and its raw key for learning ("" for none).
+func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct string) (bool, *http.Request, string) {
+	v, ok := auth.UserFrom(r.Context())
+	if !ok || v == nil || cache.BypassRequested(r.Header) {
+		return false, r, ""
+	}
+	key, r := rawKey(r, v.ID+"\x00"+string(v.Role))
+	if key == "" {
+		return false, r, ""
+	}
+	e, ok := f.memo.Get(key)
+	if !ok {
+		return false, r, key
+	}
+	if !h.allow(w, r, false, 1) {
+		return true, r, ""
+	}
+	ctx := context.WithValue(r.Context(), chargedKey{}, true)
+	r = r.WithContext(ctx)
+	data, res, hit, _ := f.c.Peek(ctx, e.key)
+	if !hit {
+		return false, r, key
+	}
+	if info := httpx.Info(ctx); info != nil && e.op != "" {
+		info.SetOperation(e.op)
+	}
+	ctx, report := cache.WithReport(ctx)
+	cache.Record(ctx, e.alias, res)
+	h.write(w, r, ct, http.StatusOK, &graphql.Response{Data: data}, report)
+	f.hits.Add(1)
+	return true, r, ""
+}
+
+// learn remembers the raw form key of a request the whole path served
+// from the screen in slot.
+func (f *fastPath) learn(key string, slot *learnSlot, op string) {
+	if key == "" || slot == nil || !slot.set {
+		return
+	}
+	f.memo.Add(key, &fastEntry{key: f.c.Prepare(slot.key), alias: slot.alias, op: op})
+}
+
+// FastHits is the number of requests the fast path answered from the
+// cache (before parsing).
+func (h *Handler) FastHits() int64 {
+	if h.fast == nil {
+		return 0
+	}
+	return h.fast.hits.Load()
+}
