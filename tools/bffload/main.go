@@ -45,6 +45,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shop/bff/tools/bffload/loadtest"
@@ -88,7 +89,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile-dir", "bin/bench-profiles", "where the profiles are written")
 	fs.StringVar(&o.bffBin, "bff", "bin/bff", "the BFF binary the profile scenario starts (`bff serve`, on free loopback ports)")
 	fs.StringVar(&o.command, "command", "bffload", "the command recorded in the report")
-	fs.StringVar(&o.scenarios, "scenarios", "i,e,g,sweep,wsweep,a,b,c,d,f,profile", "scenarios to run (they run in this order: i and e first, on a server that has not yet been loaded, for the memory readings)")
+	fs.StringVar(&o.scenarios, "scenarios", "i,e,g,sweep,wsweep,psweep,msweep,a,b,c,d,f,profile", "scenarios to run (they run in this order: i and e first, on a server that has not yet been loaded, for the memory readings)")
 	fs.IntVar(&o.users, "users", 100, "number of seeded customers to use (customer0001@example.com…)")
 	fs.IntVar(&o.conc, "concurrency", 32, "closed-loop clients per scenario")
 	fs.IntVar(&o.requests, "requests", 0, "at most this many requests per scenario (0: no bound)")
@@ -103,7 +104,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.fanStreams, "fanout-streams", 1000, "staff streams of every order in scenario g (fan-out)")
 	fanRates := fs.String("fanout-rates", "10,100", "order changes per second of each phase of scenario g")
 	fs.DurationVar(&o.fanPhase, "fanout-phase", 10*time.Second, "duration of each phase of scenario g")
-	sweep := fs.String("sweep", "1,4,16,64,128", "concurrencies of the sweep")
+	sweep := fs.String("sweep", "1,8,32,128", "concurrencies of the sweeps")
 	fs.BoolVar(&o.short, "short", false, "smoke check: a few seconds per scenario, 100 streams, no profile")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -178,8 +179,14 @@ func serveCeiling(ctx context.Context, o *options) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	db, err := pgxpool.New(ctx, o.databaseURL)
+	if err != nil {
+		return 2, fmt.Errorf("-database-url: %w", err)
+	}
+	defer db.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/ceiling", loadtest.CeilingHandler(rdb))
+	mux.Handle("/ceiling-miss", loadtest.CeilingMissHandler(db, rdb))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -201,7 +208,7 @@ func startCeiling(o *options) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command(exe, "-ceiling-addr", addr, "-redis-url", o.redisURL)
+	cmd := exec.Command(exe, "-ceiling-addr", addr, "-redis-url", o.redisURL, "-database-url", o.databaseURL)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
@@ -391,6 +398,41 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 			logf("wsweep c=%-4d %7.0f req/s p50 %s ms p99 %s ms errors %d", c, w.RPS, loadtest.Ms(w.P50), loadtest.Ms(w.P99), w.Errors)
 		}
 	}
+	if has(o.scenarios, "psweep") {
+		for _, c := range o.sweep {
+			pl, rp, err := r.Place(ctx, c, o.sweepDur)
+			if err != nil {
+				return check(err)
+			}
+			fail += pl.Failed() + rp.Failed()
+			rep.PlaceSweep = append(rep.PlaceSweep, loadtest.SweepPoint{Concurrency: c, BFF: pl.Summary})
+			logf("psweep c=%-4d %7.0f req/s p50 %s ms p99 %s ms errors %d", c, pl.RPS, loadtest.Ms(pl.P50), loadtest.Ms(pl.P99), pl.Errors)
+		}
+	}
+	if has(o.scenarios, "msweep") {
+		if err := r.Warm(ctx); err != nil {
+			return check(err)
+		}
+		for _, c := range o.sweep {
+			rd, wr, err := r.Mixed(ctx, c, o.sweepDur, 5)
+			if err != nil {
+				return check(err)
+			}
+			fail += rd.Failed() + wr.Failed()
+			rep.MixedSweep = append(rep.MixedSweep, loadtest.MixedPoint{Concurrency: rd.Concurrency, Reads: rd.Summary, Writes: wr.Summary})
+			logf("msweep c=%-4d reads %7.0f req/s p99 %s ms | writes %5.0f req/s p50 %s p99 %s ms | stale %d", c, rd.RPS, loadtest.Ms(rd.P99),
+				wr.RPS, loadtest.Ms(wr.P50), loadtest.Ms(wr.P99), rd.Stale)
+		}
+		r.ReadHeaders = []string{"Cache-Control", "no-cache"}
+		rd, wr, err := r.Mixed(ctx, o.conc, o.sweepDur, 5)
+		r.ReadHeaders = nil
+		if err != nil {
+			return check(err)
+		}
+		fail += rd.Failed() + wr.Failed()
+		rep.MixedNoCache = &loadtest.MixedPoint{Concurrency: rd.Concurrency, Reads: rd.Summary, Writes: wr.Summary}
+		logf("mixed, cache off, c=%d: reads %7.0f req/s p99 %s ms | writes %5.0f req/s p99 %s ms", o.conc, rd.RPS, loadtest.Ms(rd.P99), wr.RPS, loadtest.Ms(wr.P99))
+	}
 	var ceil *loadtest.Result
 	ratio := func(res *loadtest.Result) {
 		if ceil != nil && ceil.P99 > 0 {
@@ -429,8 +471,16 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		if err != nil {
 			return check(err)
 		}
-		ratio(res)
-		add(res, "c-home-nocache", "homeScreen, Cache-Control: no-cache (every request loads from Postgres and refreshes)")
+		cm, err := r.Home(ctx, o.conc, o.duration, true, true)
+		if err != nil {
+			return check(err)
+		}
+		add(cm, "ceiling-miss", "net/http + one SQL query (the viewer and newest orders as JSON) + one Redis SET")
+		if cm.P99 > 0 {
+			res.CeilingRatio = float64(res.P99) / float64(cm.P99)
+		}
+		rep.Miss = &loadtest.MissPoint{BFF: res.Summary, Ceiling: cm.Summary}
+		add(res, "c-home-nocache", "homeScreen, Cache-Control: no-cache (every request loads from Postgres and refreshes); p99 vs the miss ceiling")
 	}
 	if has(o.scenarios, "d") {
 		reads, writes, err := r.Mixed(ctx, o.conc, o.duration, 5)
@@ -476,6 +526,7 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 
 	rep.Goals = goals(homeHot, orderHot, mixedReads, rep.SSE, o.streams)
 	rep.Goals = append(rep.Goals, fanoutGoals(rep.Fanout, rep.Idle)...)
+	rep.Goals = append(issueGoals(rep, o.conc), rep.Goals...)
 	if len(rep.Sweep) > 0 && rep.Sweep[0].Ceiling.P99 > 0 {
 		s := rep.Sweep[0]
 		q := float64(s.BFF.P99) / float64(s.Ceiling.P99)
@@ -521,6 +572,68 @@ func goals(home, order, mixed *loadtest.Result, sse *loadtest.SSEResult, streams
 				Met: l.P99 < 100*time.Millisecond && streams >= 1000},
 			loadtest.Goal{Goal: "< 20 KiB per idle stream", Measured: fmt.Sprintf("%.1f KiB RSS, %.1f KiB Go heap + stacks (the larger counts)", sse.IdleBytesPerStream/1024, sse.HeapPerStream/1024),
 				Met: max(sse.IdleBytesPerStream, sse.HeapPerStream) < 20*1024 && sse.IdleBytesPerStream > 0})
+	}
+	return gs
+}
+
+// issueGoals are the ratio goals of the hot screen (sweep against the
+// ceiling at 1 and 32 clients, CPU per request from the profile) and of
+// the writes (mixed against the same scenario with the cache off).
+func issueGoals(rep *loadtest.Report, conc int) []loadtest.Goal {
+	var gs []loadtest.Goal
+	for _, s := range rep.Sweep {
+		if (s.Concurrency != 1 && s.Concurrency != 32) || s.Ceiling.RPS == 0 || s.Ceiling.P99 == 0 {
+			continue
+		}
+		tr, pr := s.BFF.RPS/s.Ceiling.RPS, float64(s.BFF.P99)/float64(s.Ceiling.P99)
+		gs = append(gs,
+			loadtest.Goal{Goal: fmt.Sprintf("hot homeScreen ≥ 0.8× the ceiling's requests/s at %d client(s)", s.Concurrency),
+				Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", tr, s.BFF.RPS, s.Ceiling.RPS), Met: tr >= 0.8},
+			loadtest.Goal{Goal: fmt.Sprintf("hot homeScreen p99 ≤ 1.5× the ceiling's at %d client(s)", s.Concurrency),
+				Measured: fmt.Sprintf("%.2f× (%s vs %s ms)", pr, loadtest.Ms(s.BFF.P99), loadtest.Ms(s.Ceiling.P99)), Met: pr <= 1.5})
+	}
+	if m := rep.Miss; m != nil && m.Ceiling.RPS > 0 {
+		q := m.BFF.RPS / m.Ceiling.RPS
+		gs = append(gs, loadtest.Goal{Goal: "origin (homeScreen miss) ≥ 0.8× the miss ceiling's requests/s (one SQL query and a Redis SET)",
+			Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s; p99 %s vs %s ms)", q, m.BFF.RPS, m.Ceiling.RPS, loadtest.Ms(m.BFF.P99), loadtest.Ms(m.Ceiling.P99)), Met: q >= 0.8})
+	}
+	for _, p := range rep.Profiles {
+		if p.Name == "homeScreen, hot cache" && p.Requests > 0 {
+			gs = append(gs, loadtest.Goal{Goal: "hot homeScreen ≤ 80 µs server CPU per request (profiled process)",
+				Measured: fmt.Sprintf("%d µs", p.CPUPerRequest.Microseconds()), Met: p.CPUPerRequest <= 80*time.Microsecond})
+		}
+	}
+	var at, single *loadtest.MixedPoint
+	for i := range rep.MixedSweep {
+		m := &rep.MixedSweep[i]
+		if m.Concurrency == conc {
+			at = m
+		}
+		if m.Concurrency == 1 {
+			single = m
+		}
+	}
+	var hot *loadtest.Summary
+	for i := range rep.Sweep {
+		if rep.Sweep[i].Concurrency == conc {
+			hot = &rep.Sweep[i].BFF
+		}
+	}
+	if at != nil && rep.MixedNoCache != nil {
+		off := rep.MixedNoCache.Reads.RPS + rep.MixedNoCache.Writes.RPS
+		on := at.Reads.RPS + at.Writes.RPS
+		gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("mixed throughput ≥ 2× the same scenario with the cache off (%d clients)", conc),
+			Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", on/max(off, 1), on, off), Met: on >= 2*off})
+	}
+	if at != nil && hot != nil && hot.P99 > 0 {
+		q := float64(at.Reads.P99) / float64(hot.P99)
+		gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("mixed read p99 ≤ 3× the hot homeScreen p99 (%d clients)", conc),
+			Measured: fmt.Sprintf("%.2f× (%s vs %s ms)", q, loadtest.Ms(at.Reads.P99), loadtest.Ms(hot.P99)), Met: q <= 3})
+	}
+	if at != nil && single != nil && single.Writes.P99 > 0 {
+		q := float64(at.Writes.P99) / float64(single.Writes.P99)
+		gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("mixed mutation p99 ≤ 4× a single client's (%d clients)", conc),
+			Measured: fmt.Sprintf("%.2f× (%s vs %s ms)", q, loadtest.Ms(at.Writes.P99), loadtest.Ms(single.Writes.P99)), Met: q <= 4})
 	}
 	return gs
 }
@@ -582,6 +695,9 @@ func writeReport(rep *loadtest.Report, o *options, started time.Time, stderr io.
 		}
 	}
 	rep.Elapsed = time.Since(started)
+	if old, err := os.ReadFile(o.out); err == nil && len(rep.Profiles) > 0 {
+		rep.Previous, rep.PreviousFrom = loadtest.PreviousProfiles(old)
+	}
 	f, err := os.Create(o.out)
 	if err != nil {
 		return err

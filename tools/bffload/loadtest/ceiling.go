@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -42,4 +43,35 @@ func (r *Runner) StoreCeiling(ctx context.Context, rdb redis.UniversalClient) er
 		}
 	}
 	return nil
+}
+
+// ceilingMissSQL is the miss ceiling's one query: the viewer and their
+// five newest orders with their line counts, as one JSON document.
+const ceilingMissSQL = `SELECT json_build_object('data', json_build_object('homeScreen', json_build_object(
+	'viewer', json_build_object('id', u.id, 'email', u.email, 'name', u.name, 'role', u.role),
+	'recentOrders', coalesce((SELECT json_agg(json_build_object('id', o.id, 'number', o.number, 'status', o.status,
+		'paymentStatus', o.payment_status, 'version', o.version, 'total', json_build_object('cents', o.total_cents, 'currency', o.currency),
+		'createdAt', o.created_at, 'lines', (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id)))
+		FROM (SELECT * FROM orders WHERE customer_id = u.id ORDER BY created_at DESC, id DESC LIMIT 5) o), '[]'::json))))
+	FROM users u WHERE u.email = $1`
+
+// CeilingMissHandler is the ceiling of a cache miss: a bare net/http
+// handler that runs one SQL query (the viewer of the e query parameter
+// and their newest orders, as JSON built by Postgres), stores the bytes
+// with one Redis SET and writes them.
+func CeilingMissHandler(db *pgxpool.Pool, rdb redis.UniversalClient) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var b []byte
+		if err := db.QueryRow(r.Context(), ceilingMissSQL, q.Get("e")).Scan(&b); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		if err := rdb.Set(r.Context(), CeilingPrefix+"miss:"+q.Get("u"), b, time.Minute).Err(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +69,9 @@ type Runner struct {
 	MaxRequests int
 	// PID is the server's process id for RSS sampling (0: none).
 	PID int
+	// ReadHeaders are extra headers of the checked screen reads of Mixed
+	// (Cache-Control: no-cache runs it with the cache off).
+	ReadHeaders []string
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -237,7 +241,8 @@ func (w *worker) cacheStatus(resp *Response) bool {
 // every request sends Cache-Control: no-cache (skip and refresh the
 // cached screen: every request goes to Postgres). With ceiling the
 // requests go to the ceiling server instead, which answers the same
-// bytes from one Redis GET.
+// bytes from one Redis GET (with noCache: the miss ceiling, one SQL query
+// and a Redis SET).
 func (r *Runner) Home(ctx context.Context, conc int, d time.Duration, noCache, ceiling bool) (*Result, error) {
 	var hdr []string
 	if noCache {
@@ -248,6 +253,9 @@ func (r *Runner) Home(ctx context.Context, conc int, d time.Duration, noCache, c
 		urls[i] = r.graphql()
 		if ceiling {
 			urls[i] = fmt.Sprintf("%s/ceiling?u=%d", r.Ceiling, i)
+			if noCache { // the miss ceiling: one SQL query and a Redis SET
+				urls[i] = fmt.Sprintf("%s/ceiling-miss?u=%d&e=%s", r.Ceiling, i, url.QueryEscape(r.Users[i].Email))
+			}
 		}
 	}
 	res, err := r.closedLoop(ctx, conc, 1, d, func(ctx context.Context, w *worker) {
@@ -324,7 +332,7 @@ func (r *Runner) readVersion(ctx context.Context, u *User, home bool) (v int, fo
 	if !home {
 		body = GraphQLBody(QueryOrder, map[string]any{"id": u.Target})
 	}
-	resp, err := Post(ctx, r.Client, r.graphql(), u.Token, body, true)
+	resp, err := Post(ctx, r.Client, r.graphql(), u.Token, body, true, r.ReadHeaders...)
 	if err != nil {
 		return 0, false, err
 	}
