@@ -694,6 +694,30 @@ func writeReport(rep *loadtest.Report, o *options, started time.Time, stderr io.
 			rep.Plots = append(rep.Plots, f)
 		}
 	}
+	var writeLines []loadtest.Line
+	if len(rep.WriteSweep) > 0 {
+		writeLines = append(writeLines, loadtest.Line{Name: "keyed updateShippingAddress", Points: rep.WriteSweep})
+	}
+	if len(rep.PlaceSweep) > 0 {
+		writeLines = append(writeLines, loadtest.Line{Name: "keyed placeOrder", Points: rep.PlaceSweep})
+	}
+	if len(rep.MixedSweep) > 0 {
+		var reads, writes []loadtest.SweepPoint
+		for _, m := range rep.MixedSweep {
+			reads = append(reads, loadtest.SweepPoint{Concurrency: m.Concurrency, BFF: m.Reads})
+			writes = append(writes, loadtest.SweepPoint{Concurrency: m.Concurrency, BFF: m.Writes})
+		}
+		writeLines = append(writeLines, loadtest.Line{Name: "mixed: its mutations", Points: writes}, loadtest.Line{Name: "mixed: its screen reads", Points: reads})
+	}
+	if len(writeLines) > 0 {
+		for i, f := range []string{prefix + "-writes-throughput.svg", prefix + "-writes-p99.svg"} {
+			what := map[bool]string{true: "throughput", false: "p99 latency"}[i == 0]
+			if err := loadtest.PlotLines(filepath.Join(dir, f), "Writes and mixed: "+what+" against concurrency", i == 0, writeLines); err != nil {
+				return err
+			}
+			rep.Plots = append(rep.Plots, f)
+		}
+	}
 	rep.Elapsed = time.Since(started)
 	if old, err := os.ReadFile(o.out); err == nil && len(rep.Profiles) > 0 {
 		rep.Previous, rep.PreviousFrom = loadtest.PreviousProfiles(old)

@@ -151,3 +151,71 @@ func PlotSweep(file string, sweep []SweepPoint, rps bool) error {
 	}
 	return p.Save(8*vg.Inch, 4.5*vg.Inch, file)
 }
+
+// Line is one series of PlotLines: a summary per concurrency.
+type Line struct {
+	Name   string
+	Points []SweepPoint // BFF only
+}
+
+// PlotLines writes an SVG of throughput (rps) or p99 latency against
+// concurrency, one line per series (the write sweeps).
+func PlotLines(file, title string, rps bool, lines []Line) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "concurrent clients (log scale)"
+	p.X.Scale = plot.LogScale{}
+	var ticks []plot.Tick
+	seen := map[int]bool{}
+	top := 0.0
+	for _, l := range lines {
+		for _, s := range l.Points {
+			if !seen[s.Concurrency] {
+				seen[s.Concurrency] = true
+				ticks = append(ticks, plot.Tick{Value: float64(s.Concurrency), Label: strconv.Itoa(s.Concurrency)})
+			}
+			if rps {
+				top = math.Max(top, s.BFF.RPS)
+			} else {
+				top = math.Max(top, float64(s.BFF.P99)/1e6)
+			}
+		}
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	if rps {
+		p.Y.Label.Text = "requests per second"
+		p.Y.Min, p.Y.Max = 0, top*1.3
+	} else {
+		p.Y.Label.Text = "p99 latency (ms, log scale)"
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Max = math.Max(top, 0.1) * 10
+	}
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Add(plotter.NewGrid())
+	for i, l := range lines {
+		var pts plotter.XYs
+		for _, s := range l.Points {
+			if s.BFF.Requests == 0 {
+				continue
+			}
+			y := s.BFF.RPS
+			if !rps {
+				y = math.Max(float64(s.BFF.P99)/1e6, 0.01)
+			}
+			pts = append(pts, plotter.XY{X: float64(s.Concurrency), Y: y})
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		ln, sc, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return fmt.Errorf("plot %s: %w", file, err)
+		}
+		ln.Color, sc.Color = colour(i), colour(i)
+		ln.Width = vg.Points(1.5)
+		p.Add(ln, sc)
+		p.Legend.Add(l.Name, ln, sc)
+	}
+	return p.Save(8*vg.Inch, 4.5*vg.Inch, file)
+}
