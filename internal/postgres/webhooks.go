@@ -413,6 +413,7 @@ type WebhookClaim struct {
 	InFlight    map[string]int
 	// Lease is how long a claimed delivery stays invisible to other
 	// senders (a sender that dies leaves it to another after the lease).
+	// A delivery given back (AttemptDeferred) is due again after its Delay.
 	Lease time.Duration
 }
 
@@ -433,8 +434,8 @@ func (s *Store) ClaimWebhookDeliveries(ctx context.Context, c WebhookClaim) ([]C
 		CROSS JOIN LATERAL (
 			SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
 			WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()
-				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id
-					AND p.order_id = d.order_id AND p.order_version < d.order_version AND p.state = 'pending')
+				AND d.order_version = (SELECT min(p.order_version) FROM webhook_deliveries p
+					WHERE p.endpoint_id = d.endpoint_id AND p.order_id = d.order_id AND p.state = 'pending')
 			ORDER BY d.next_attempt_at, d.id
 			LIMIT greatest($2::int - coalesce((SELECT b.n FROM unnest($3::uuid[], $4::int[]) AS b(id, n) WHERE b.id = e.id), 0), 0)
 			FOR UPDATE OF d SKIP LOCKED) x

@@ -23,14 +23,14 @@ const waitTimeout = 60 * time.Second
 // world is a seeded database with a customer and products, on which
 // workers (instances) run.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	store    *postgres.Store
 	url      string
 	customer *order.User
 	products []*order.Product
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	store, url := testenv.Store(t, true, postgres.Config{MaxConns: 8})
 	ctx := context.Background()

@@ -179,7 +179,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 		log:      cfg.Logger.With("component", "webhooks"),
 		tracer:   cfg.Tracer,
 		wake:     make(chan struct{}, 1),
-		done:     make(chan string, cfg.Workers),
+		done:     make(chan string, 2*cfg.Workers),
 		breakers: map[string]*gobreaker.CircuitBreaker[attemptResult]{},
 	}, nil
 }
@@ -194,10 +194,20 @@ func (w *Worker) Wake() {
 }
 
 // Run claims and sends deliveries until ctx ends, then waits for the sends
-// in flight (each bounded by Timeout) and returns.
+// in flight (each bounded by Timeout), gives back the claimed deliveries
+// not yet sent, and returns.
+//
+// One dispatcher claims and Workers senders send. The dispatcher holds at
+// most twice Workers deliveries (in flight or queued for a sender), and
+// once it holds some it claims again only when it can take a batch of
+// Workers/2, so a backlog is claimed in batches rather than one query per
+// send. At most PerEndpoint of the held deliveries belong to one endpoint.
 func (w *Worker) Run(ctx context.Context) {
-	inFlight := map[string]int{}
+	capacity := 2 * w.cfg.Workers
+	batch := max(1, w.cfg.Workers/2)
+	held := map[string]int{} // endpoint → deliveries held
 	total := 0
+	var queue []postgres.ClaimedDelivery
 	jobs := make(chan postgres.ClaimedDelivery)
 	var wg sync.WaitGroup
 	for range w.cfg.Workers {
@@ -216,56 +226,66 @@ func (w *Worker) Run(ctx context.Context) {
 		}()
 		wg.Wait()
 		close(w.done)
+		w.giveBack(ctx, queue)
 	}()
 	finished := func(ep string) {
 		total--
-		if inFlight[ep]--; inFlight[ep] <= 0 {
-			delete(inFlight, ep)
+		if held[ep]--; held[ep] <= 0 {
+			delete(held, ep)
 		}
 	}
-	timer := time.NewTimer(0)
-	defer timer.Stop()
+	tick := time.NewTicker(w.cfg.PollInterval)
+	defer tick.Stop()
+	claim := true
 	for ctx.Err() == nil {
-		claimed := 0
-		if free := w.cfg.Workers - total; free > 0 {
-			busy := w.busy(inFlight)
-			ds, err := w.store.ClaimWebhookDeliveries(ctx, postgres.WebhookClaim{Limit: free, PerEndpoint: w.cfg.PerEndpoint,
-				InFlight: busy, Lease: w.lease()})
+		if claim && (total == 0 || capacity-total >= batch) {
+			limit := capacity - total
+			ds, err := w.store.ClaimWebhookDeliveries(ctx, postgres.WebhookClaim{Limit: limit, PerEndpoint: w.cfg.PerEndpoint,
+				InFlight: w.busy(held), Lease: w.lease()})
 			if err != nil && ctx.Err() == nil {
 				w.log.Warn("webhooks: claiming deliveries failed", "err", err)
 			}
 			for _, d := range ds {
 				total++
-				inFlight[d.EndpointID]++
-				jobs <- d // a sender is free: total < Workers
+				held[d.EndpointID]++
 			}
-			claimed = len(ds)
-		}
-		if claimed > 0 && total < w.cfg.Workers {
-			// More may be due right away; take finished sends first.
-			for more := true; more; {
-				select {
-				case ep := <-w.done:
-					finished(ep)
-				default:
-					more = false
-				}
-			}
+			queue = append(queue, ds...)
+			claim = len(ds) == limit // more may be due
 			continue
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
+		var send chan postgres.ClaimedDelivery
+		var next postgres.ClaimedDelivery
+		if len(queue) > 0 {
+			send, next = jobs, queue[0]
 		}
-		timer.Reset(w.cfg.PollInterval)
 		select {
 		case <-ctx.Done():
-		case <-w.wake:
-		case <-timer.C:
+		case send <- next:
+			queue = queue[1:]
 		case ep := <-w.done:
 			finished(ep)
+			claim = true
+		case <-w.wake:
+			claim = true
+		case <-tick.C:
+			claim = true
+		}
+	}
+}
+
+// giveBack returns claimed deliveries that were never sent to the queue
+// at once (not after their lease), their claim not counted as an attempt.
+func (w *Worker) giveBack(ctx context.Context, ds []postgres.ClaimedDelivery) {
+	if len(ds) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, d := range ds {
+		if _, err := w.store.RecordWebhookResult(ctx, postgres.WebhookResult{DeliveryID: d.ID, Attempt: d.Attempt,
+			Outcome: postgres.AttemptDeferred, Error: "not sent: the worker stopped"}); err != nil {
+			w.log.Warn("webhooks: giving back a delivery failed; it is retried after its lease", "deliveryId", d.ID, "err", err)
+			return
 		}
 	}
 }
@@ -291,9 +311,10 @@ func (w *Worker) busy(inFlight map[string]int) map[string]int {
 	return out
 }
 
-// lease is how long a claimed delivery is held: the attempt's timeout and
-// time to record its result.
-func (w *Worker) lease() time.Duration { return w.cfg.Timeout + 30*time.Second }
+// lease is how long a claimed delivery is held: a wait in the queue (at
+// most one attempt of every sender ahead of it), its own attempt, and time
+// to record the result.
+func (w *Worker) lease() time.Duration { return 2*w.cfg.Timeout + 30*time.Second }
 
 // breaker returns the circuit breaker of an endpoint.
 func (w *Worker) breaker(ep string) *gobreaker.CircuitBreaker[attemptResult] {
