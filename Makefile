@@ -34,6 +34,7 @@ build:
 	@mkdir -p bin
 	$(GO) build -o bin/bff ./cmd/bff
 	@if [ -d cmd/paysim ]; then $(GO) build -o bin/paysim ./cmd/paysim; fi
+	@if [ -d cmd/hooksim ]; then $(GO) build -o bin/hooksim ./cmd/hooksim; fi
 
 vet: check-tidy
 	$(GO) vet ./...

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/shop/bff/internal/order"
@@ -263,4 +266,75 @@ func (w *azWorld) hookDelivery() string {
 		w.t.Fatalf("deliveries: %v %d", err, len(ds))
 	}
 	return strconv.FormatInt(ds[0].ID, 10)
+}
+
+// The staff page of the web app lists the endpoints and their recent
+// deliveries; its Redeliver button sends a refused delivery again.
+func TestBrowserStaffWebhooksPage(t *testing.T) {
+	chromiumPath(t) // fail first, before any setup, without a browser
+	st := newBrowserStack(t, 0)
+	// A second instance on the stack's database runs the webhook worker.
+	cfg := st.e.config()
+	cfg.WebhookWorkers = 1
+	recorded := make(chan webhooks.Attempt, 16)
+	st.e.start(cfg, Options{WebhookObserve: func(a webhooks.Attempt) { recorded <- a }})
+	var refuse atomic.Bool
+	refuse.Store(true)
+	rcv, err := hooksim.New(hooksim.Config{Respond: func(hooksim.Received) (int, http.Header) {
+		if refuse.Load() {
+			return http.StatusGone, nil
+		}
+		return 0, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	ep, err := st.in.srv.Store().CreateWebhookEndpoint(context.Background(), postgres.NewWebhookEndpoint{URL: srv.URL + "/warehouse",
+		Description: "warehouse", EventTypes: []order.EventType{order.EventOrderPlaced}, Secret: webhooks.NewSecret()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeOrderAs(t, st.in, st.in.token("alice@example.com"))
+	waitAttempt := func(what string) webhooks.Attempt {
+		select {
+		case a := <-recorded:
+			return a
+		case <-time.After(time.Minute):
+			t.Fatalf("no attempt recorded: %s", what)
+		}
+		return webhooks.Attempt{}
+	}
+	if a := waitAttempt("the refusal"); a.Status != http.StatusGone || a.State != "failed" {
+		t.Fatalf("first attempt %+v, want a final 410", a)
+	}
+
+	b := newBrowser(t)
+	staff := b.tab("staff", screenshotDir(t))
+	staff.signIn(st.base, "staff")
+	staff.click(`[data-testid="nav-webhooks"]`)
+	row := fmt.Sprintf(`[data-testid="endpoint-%s"] [data-testid="deliveries-table"] tbody tr`, ep.ID)
+	staff.waitFor("the endpoint's deliveries", fmt.Sprintf(`document.querySelector(%q) !== null`, row), 20*time.Second)
+	if got := staff.text(row + ` [data-testid="delivery-status"]`); got != "FAILED" {
+		staff.fail("delivery status %q, want FAILED", got)
+	}
+	refuse.Store(false)
+	staff.click(row + ` [data-testid="redeliver"]`)
+	if a := waitAttempt("the redelivery"); a.Status != http.StatusNoContent || a.State != "delivered" {
+		t.Fatalf("redelivery %+v", a)
+	}
+	got := rcv.Received()
+	if len(got) != 2 || got[0].ID != got[1].ID {
+		t.Fatalf("received %+v, want the same webhook-id twice", got)
+	}
+	staff.do("show delivered", chromedp.Evaluate[chromedp.Void](`location.hash = '#/webhooks?status=DELIVERED'`))
+	staff.waitFor("the delivered row", fmt.Sprintf(`document.querySelector(%q)?.textContent === 'DELIVERED'`, row+` [data-testid="delivery-status"]`), 20*time.Second)
+	staff.screenshot("01-staff-webhooks")
+
+	alice := b.tab("alice", screenshotDir(t))
+	alice.signIn(st.base, "alice")
+	if jsEval[bool](alice, `!document.querySelector('[data-testid="nav-webhooks"]').hidden`) {
+		alice.fail("a customer sees the webhooks link")
+	}
 }

@@ -488,6 +488,72 @@ async function shopPage(gen) {
   await load();
 }
 
+// ------------------------------------------------------------ webhooks (staff)
+
+const DELIVERY_STATUSES = ['PENDING', 'DELIVERED', 'FAILED', 'DEAD'];
+
+/** webhooksPage lists the outbound webhook endpoints and each one's recent deliveries, with a redeliver button per delivery. */
+async function webhooksPage(gen, params) {
+  const status = DELIVERY_STATUSES.includes(params.get('status')) ? params.get('status') : null;
+  const root = h('div', { testid: 'webhooks-page' }, h('h1', {}, 'Webhooks'));
+  view.replaceChildren(root);
+  let endpoints;
+  try {
+    endpoints = (await api.query(Q.WEBHOOK_ENDPOINTS)).webhookEndpoints;
+  } catch (err) { handleError(err); return; }
+  if (gen !== generation) return;
+  const filter = h('p', { class: 'chips', testid: 'delivery-filter' }, h('a', { href: '#/webhooks' }, 'all'),
+    DELIVERY_STATUSES.map((st) => h('a', { href: `#/webhooks?status=${st}`, testid: `filter-${st}` }, st.toLowerCase())));
+  root.append(filter);
+  if (endpoints.length === 0) {
+    root.append(h('p', { class: 'muted', testid: 'no-endpoints' }, 'No endpoint is registered (createWebhookEndpoint).'));
+    return;
+  }
+  for (const ep of endpoints) {
+    const card = h('section', { class: 'card', testid: `endpoint-${ep.id}` },
+      h('h2', {}, ep.url, ' ', statusChip(ep.enabled ? 'ENABLED' : 'DISABLED', 'endpoint-state')),
+      ep.description ? h('p', { class: 'muted' }, ep.description) : null,
+      h('p', { class: 'muted' }, `Events: ${ep.eventTypes.join(', ')}`),
+      ep.disabledReason ? h('p', { class: 'status-FAILED', testid: 'disabled-reason' }, `Disabled: ${ep.disabledReason}`) : null,
+      ep.failingSince ? h('p', { class: 'status-PENDING_PAYMENT', testid: 'failing-since' }, `Failing since ${fmtTime(ep.failingSince)}`) : null);
+    root.append(card);
+    const table = h('div', {}, h('p', { class: 'muted' }, 'Loading deliveries…'));
+    card.append(table);
+    const load = async () => {
+      try {
+        const conn = (await api.query(Q.WEBHOOK_DELIVERIES, { endpointId: ep.id, status, first: 20 })).webhookDeliveries;
+        if (gen !== generation) return;
+        table.replaceChildren(deliveriesTable(conn.edges.map((e) => e.node), load));
+      } catch (err) { handleError(err); }
+    };
+    await load();
+    if (gen !== generation) return;
+  }
+}
+
+function deliveriesTable(deliveries, reload) {
+  if (deliveries.length === 0) return h('p', { class: 'muted', testid: 'no-deliveries' }, 'No deliveries.');
+  return h('table', { testid: 'deliveries-table' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Event'), h('th', {}, 'Type'), h('th', {}, 'Status'), h('th', { class: 'num' }, 'Attempts'),
+      h('th', {}, 'Last answer'), h('th', {}, 'Next attempt'), h('th', {}, ''))),
+    h('tbody', {}, deliveries.map((d) => h('tr', { testid: `delivery-${d.id}` },
+      h('td', {}, h('code', {}, d.webhookId || '—')), h('td', {}, d.eventType),
+      h('td', {}, statusChip(d.status, 'delivery-status')), h('td', { class: 'num' }, String(d.attempts)),
+      h('td', {}, d.lastResponseCode != null ? String(d.lastResponseCode) : (d.lastError || '—')),
+      h('td', {}, d.nextAttemptAt ? fmtTime(d.nextAttemptAt) : '—'),
+      h('td', {}, h('button', {
+        type: 'button', class: 'secondary', testid: 'redeliver',
+        onclick: async (e) => {
+          e.target.disabled = true;
+          try {
+            await api.mutate(Q.REDELIVER_WEBHOOK, { deliveryId: d.id }, { onRetry: onRetry('Redeliver') });
+            notice(`Delivery ${d.id} queued again.`);
+            await reload();
+          } catch (err) { handleError(err); e.target.disabled = false; }
+        },
+      }, 'Redeliver'))))));
+}
+
 // ------------------------------------------------------------ routing
 
 async function route() {
@@ -503,6 +569,7 @@ async function route() {
     if (gen !== generation) return;
   }
   $('nav').hidden = !viewer;
+  document.querySelector('[data-testid="nav-webhooks"]').hidden = !(viewer && viewer.role === 'STAFF');
   $('signout').hidden = !viewer;
   $('viewer').textContent = viewer ? `${viewer.name} · ${viewer.role}` : '';
   if (!viewer || path === '/signin') { signInPage(); return; }
@@ -510,6 +577,7 @@ async function route() {
   if (m) await orderPage(gen, decodeURIComponent(m[1]));
   else if (path === '/orders') await ordersPage(gen, new URLSearchParams(qs || ''));
   else if (path === '/shop') await shopPage(gen);
+  else if (path === '/webhooks') await webhooksPage(gen, new URLSearchParams(qs || ''));
   else await homePage(gen);
 }
 

@@ -77,3 +77,18 @@ export const SHIP_ORDER = `mutation ShipOrder($id: ID!, $expectedVersion: Int!, 
 export const DELIVER_ORDER = `mutation DeliverOrder($id: ID!, $expectedVersion: Int!) {
   deliverOrder(id: $id, expectedVersion: $expectedVersion) ${PAYLOAD}
 }`;
+
+// Outbound webhooks (staff only; schema/webhooks.graphqls).
+export const WEBHOOK_ENDPOINTS = `query WebhookEndpoints {
+  webhookEndpoints { id url description eventTypes enabled disabledReason failingSince }
+}`;
+
+export const WEBHOOK_DELIVERIES = `query WebhookDeliveries($endpointId: ID!, $status: WebhookDeliveryStatus, $first: Int) {
+  webhookDeliveries(endpointId: $endpointId, status: $status, first: $first) {
+    edges { node { id webhookId eventType orderId status attempts lastResponseCode lastError nextAttemptAt createdAt deliveredAt } }
+  }
+}`;
+
+export const REDELIVER_WEBHOOK = `mutation RedeliverWebhook($deliveryId: ID!) {
+  redeliverWebhook(deliveryId: $deliveryId) { delivery { id status attempts nextAttemptAt } }
+}`;
