@@ -384,6 +384,10 @@ async function orderPage(gen, id) {
 function renderOrder(root, s, act, busy) {
   // Keep what the user is typing in action forms across live re-renders.
   const typed = new Map([...root.querySelectorAll('input[data-dirty]')].map((i) => [i.dataset.testid, i.value]));
+  // ... and the focus and caret, so typing goes on in the new input.
+  const focused = root.contains(document.activeElement) && document.activeElement.tagName === 'INPUT'
+    ? { testid: document.activeElement.dataset.testid, start: document.activeElement.selectionStart, end: document.activeElement.selectionEnd }
+    : null;
   const o = s.order;
   const a = o.shippingAddress;
   const can = new Set(s.availableActions);
@@ -438,6 +442,10 @@ function renderOrder(root, s, act, busy) {
   for (const input of root.querySelectorAll('form input')) {
     if (typed.has(input.dataset.testid)) { input.value = typed.get(input.dataset.testid); input.dataset.dirty = '1'; }
     input.addEventListener('input', () => { input.dataset.dirty = '1'; });
+    if (focused && input.dataset.testid === focused.testid) {
+      input.focus();
+      if (focused.start != null) input.setSelectionRange(focused.start, focused.end);
+    }
   }
 }
 
