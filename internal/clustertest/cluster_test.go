@@ -486,7 +486,7 @@ func TestRollingRestartAndRedisFailover(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	t.Logf("RESULT clients=%d connects=%d events=%d duplicates=%d lost=%d writes=%d (during rolling restart %d) retries=%d stale_reads=%d unsafe_failures=%d double_effects=%d",
+	t.Logf("RESULT clients=%d connects=%d events=%d duplicates=%d lost=%d writes=%d (%d by the end of the rolling restart) retries=%d stale_reads=%d unsafe_failures=%d double_effects=%d",
 		len(clients), connects, events, dups, lost, l.writes.Load(), restartWrites, l.retries.Load(), l.stale.Load(), l.unsafe.Load(), double)
 	if dups != 0 || lost != 0 || l.stale.Load() != 0 || l.unsafe.Load() != 0 || double != 0 {
 		t.Errorf("failures: %v", l.failures)
