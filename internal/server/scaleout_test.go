@@ -35,17 +35,20 @@ type orderFeed struct {
 
 func followOrder(t *testing.T, in *instance, tok, id string) *orderFeed {
 	t.Helper()
+	// Both doors resume from a screen read, as a client does.
+	screen := in.post(tok, orderScreenQuery, map[string]any{"id": id})
+	last, _ := field(screen.Data, "orderScreen", "lastEventId").(string)
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &orderFeed{t: t, cancel: cancel, seen: make(chan struct{}, 1024)}
 	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL+"/events?stream=order:"+id, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL+"/events?stream=order:"+id+"&lastEventId="+urlEscape(last), nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /events: %v %v", err, resp)
 	}
-	body, _ := json.Marshal(map[string]any{"query": `subscription($id: ID) { orderEvents(orderId: $id) { id version } }`,
-		"variables": map[string]any{"id": id}})
+	body, _ := json.Marshal(map[string]any{"query": `subscription($id: ID, $after: String) { orderEvents(orderId: $id, after: $after) { id version } }`,
+		"variables": map[string]any{"id": id, "after": last}})
 	sreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, in.URL+"/graphql", bytes.NewReader(body))
 	sreq.Header.Set("Authorization", "Bearer "+tok)
 	sreq.Header.Set("Content-Type", "application/json")
