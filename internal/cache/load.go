@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"time"
 )
 
@@ -25,6 +27,7 @@ type flight[T any] struct {
 	stored bool          // the value was stored
 	failed bool          // a Redis call failed
 	ttl    time.Duration // TTL left (hit) or set (stored)
+	gens   string        // the generations the value is found or stored under
 }
 
 // Load returns the cached value of key, or calls load and caches its result.
@@ -57,7 +60,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	if lk.hit {
 		var v T
 		if c.cfg.Codec.Unmarshal(lk.data, &v) == nil {
-			return Result{Status: StatusHit, TTL: lk.pttl}, v, nil
+			return Result{Status: StatusHit, TTL: lk.pttl, Validator: validator(base, lk.gens)}, v, nil
 		}
 		// An entry that does not decode is treated as a miss and replaced.
 	}
@@ -85,11 +88,11 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	}
 	switch {
 	case f.hit:
-		return Result{Status: StatusHit, TTL: f.ttl}, f.val, nil
+		return Result{Status: StatusHit, TTL: f.ttl, Validator: validator(base, f.gens)}, f.val, nil
 	case f.failed:
 		return Result{Status: StatusError}, f.val, nil
 	}
-	return Result{Status: status, TTL: f.ttl, Stored: f.stored}, f.val, nil
+	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: validator(base, f.gens)}, f.val, nil
 }
 
 // fly is the shared part of a miss: re-check (a flight that ended between
@@ -99,13 +102,14 @@ func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, ge
 	if recheck {
 		lk, err := c.read(ctx, base, genKeys, true)
 		if err == nil && lk.hit && c.cfg.Codec.Unmarshal(lk.data, &f.val) == nil {
-			f.hit, f.ttl = true, lk.pttl
+			f.hit, f.ttl, f.gens = true, lk.pttl, lk.gens
 			return f, nil
 		}
 		if err == nil {
 			gens = lk.gens // newer, and still read before the load starts
 		}
 	}
+	f.gens = gens
 	v, err := load(ctx)
 	if err != nil {
 		return f, err
@@ -135,4 +139,24 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithDeadline(d, dl)
 	}
 	return d, func() {}
+}
+
+// Validator returns the validator of key's current value (see
+// Result.Validator) in one Redis round trip, without reading the value:
+// equal to the Validator of a Load result exactly when no dependency of
+// key changed since (and the cache epoch did not). It fails with
+// ErrUnavailable when Redis cannot be used.
+func (c *Cache) Validator(ctx context.Context, key Key) (string, error) {
+	base, genKeys := c.keys(key)
+	lk, err := c.read(ctx, base, genKeys, false)
+	if err != nil {
+		return "", err
+	}
+	return validator(base, lk.gens), nil
+}
+
+// validator names the value of the entry base under gens.
+func validator(base, gens string) string {
+	sum := sha256.Sum256([]byte(base + ":" + gens))
+	return base64.RawURLEncoding.EncodeToString(sum[:18])
 }

@@ -32,7 +32,7 @@ func (c *Cache) Peek(ctx context.Context, p Prepared) (v []byte, res Result, hit
 	if c.cfg.Codec.Unmarshal(lk.data, &v) != nil {
 		return nil, Result{}, false, nil // replaced by the next Load
 	}
-	res = Result{Status: StatusHit, TTL: lk.pttl}
+	res = Result{Status: StatusHit, TTL: lk.pttl, Validator: validator(p.base, lk.gens)}
 	c.metrics.Observe(p.screen, StatusHit)
 	return v, res, true, nil
 }

@@ -31,6 +31,11 @@ type Result struct {
 	TTL time.Duration
 	// Stored reports that a loaded value was written to the cache.
 	Stored bool
+	// Validator identifies the value: the key and the generations it is
+	// found or stored under ("" when Redis was unavailable). Two equal
+	// validators name the same value, so it serves as an HTTP validator
+	// (see Cache.Validator).
+	Validator string
 }
 
 // CacheName is the cache's name in the Cache-Status header.

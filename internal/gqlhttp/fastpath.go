@@ -155,6 +155,11 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	if info := httpx.Info(ctx); info != nil && e.op != "" {
 		info.SetOperation(e.op)
 	}
+	if writeNotModified(w, r, ETag(res.Validator)) {
+		f.hits.Add(1)
+		return true, r, ""
+	}
+	screenHeaders(w.Header(), ETag(res.Validator))
 	ctx, report := cache.WithReport(ctx)
 	cache.Record(ctx, e.alias, res)
 	h.write(w, r, ct, http.StatusOK, &graphql.Response{Data: data}, report)

@@ -81,6 +81,12 @@ type ResponseCache interface {
 	Serve(ctx context.Context, rc *graphql.OperationContext, load func(context.Context) *graphql.Response) (resp *graphql.Response, ok bool)
 }
 
+// revalidator answers a conditional GET of a screen query with 304 (see
+// Responses.NotModified).
+type revalidator interface {
+	NotModified(ctx context.Context, w http.ResponseWriter, r *http.Request, rc *graphql.OperationContext) bool
+}
+
 // Handler serves /graphql.
 type Handler struct {
 	cfg  Config
@@ -141,18 +147,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, rc := adm.Ctx, adm.Op
 	if adm.Mutation {
+		cacheHeaders(w.Header(), rc.Operation, "")
 		h.mutate(ctx, w, r, ct, rc)
 		return
 	}
 	ctx, report := cache.WithReport(ctx)
-	if cache.BypassRequested(r.Header) {
+	bypass := cache.BypassRequested(r.Header)
+	if bypass {
 		ctx = cache.WithBypass(ctx)
+	} else if rv, ok := h.cfg.Responses.(revalidator); ok && rv.NotModified(ctx, w, r, rc) {
+		return
 	}
 	var slot *learnSlot
 	if fastKey != "" {
 		slot = &learnSlot{}
 		ctx = context.WithValue(ctx, learnKey{}, slot)
 	}
+	ctx, validator := withValidator(ctx)
 	var resp *graphql.Response
 	if h.cfg.Responses != nil {
 		resp, _ = h.cfg.Responses.Serve(ctx, rc, func(ctx context.Context) *graphql.Response { return h.dispatch(ctx, rc) })
@@ -163,6 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if slot != nil && len(resp.Errors) == 0 && resp.Data != nil {
 		h.fast.learn(fastKey, slot, rc.Operation.Name)
 	}
+	cacheHeaders(w.Header(), rc.Operation, ETag(*validator))
 	h.write(w, r, ct, http.StatusOK, resp, report)
 }
 

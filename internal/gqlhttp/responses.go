@@ -58,17 +58,10 @@ func soleField(op *ast.OperationDefinition) *ast.Field {
 // false when the operation is not a cacheable screen query: the caller
 // executes it as usual.
 func (r *Responses) Serve(ctx context.Context, rc *graphql.OperationContext, execute func(context.Context) *graphql.Response) (*graphql.Response, bool) {
-	f := soleField(rc.Operation)
-	v, _ := auth.UserFrom(ctx)
-	if f == nil || v == nil {
-		return nil, false
-	}
-	deps, ok := r.deps(f.Name, v, f.ArgumentMap(rc.Variables))
+	key, f, ok := r.key(ctx, rc)
 	if !ok {
 		return nil, false
 	}
-	key := cache.Key{Screen: f.Name, ViewerID: v.ID, Role: string(v.Role), Deps: deps,
-		Args: "response=" + hex.EncodeToString(idempotency.Fingerprint(rc.OperationName, rc.Doc, rc.Variables))}
 	if slot, ok := ctx.Value(learnKey{}).(*learnSlot); ok {
 		slot.key, slot.alias, slot.set = key, f.Alias, true
 	}
@@ -90,8 +83,28 @@ func (r *Responses) Serve(ctx context.Context, rc *graphql.OperationContext, exe
 	if res.Status == cache.StatusHit {
 		cache.Record(ctx, f.Alias, res)
 	}
+	if fresh == nil || len(fresh.Errors) == 0 && fresh.Data != nil {
+		setValidator(ctx, res.Validator)
+	}
 	if fresh != nil {
 		return fresh, true
 	}
 	return &graphql.Response{Data: data}, true
+}
+
+// key is the cache key of a screen query's response and its screen
+// field; ok is false for an operation that is not a cacheable screen
+// query.
+func (r *Responses) key(ctx context.Context, rc *graphql.OperationContext) (key cache.Key, f *ast.Field, ok bool) {
+	f = soleField(rc.Operation)
+	v, _ := auth.UserFrom(ctx)
+	if f == nil || v == nil {
+		return key, nil, false
+	}
+	deps, ok := r.deps(f.Name, v, f.ArgumentMap(rc.Variables))
+	if !ok {
+		return key, nil, false
+	}
+	return cache.Key{Screen: f.Name, ViewerID: v.ID, Role: string(v.Role), Deps: deps,
+		Args: "response=" + hex.EncodeToString(idempotency.Fingerprint(rc.OperationName, rc.Doc, rc.Variables))}, f, true
 }
