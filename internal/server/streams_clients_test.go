@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -397,5 +398,44 @@ func TestSubscriptionDoorsHeartbeatIdsAndLastEventID(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestApolloRetryLinkHonoursRetryAfterWithOneKey: the README's Apollo
+// Client setup places two orders back to back under a limit of one
+// mutation per second: the second is refused 429 RATE_LIMITED, retried
+// after Retry-After with the same Idempotency-Key, and placed once.
+func TestApolloRetryLinkHonoursRetryAfterWithOneKey(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.RateMutationsPerSecond, cfg.RateMutationsBurst = 1, 1
+	in := e.start(cfg, Options{})
+	tok := in.token("bob@example.com")
+	p := mutCatalogue(t, in, 1)[0]
+	input, _ := json.Marshal(mutInput(p.ID, 1))
+	before := mutInt(t, in, `SELECT count(*) FROM orders o JOIN users u ON u.id = o.customer_id WHERE u.email = 'bob@example.com'`)
+	client := clNode(t, "apollo-retry.mjs", in.URL+"/graphql", tok, string(input))
+	client.next("done first")
+	client.next("done second")
+	var statuses, keys []string
+	for _, line := range client.output() {
+		if f := strings.Fields(line); len(f) == 4 && f[0] == "attempt" {
+			statuses, keys = append(statuses, f[2]), append(keys, f[3])
+		}
+	}
+	// the first order: one attempt; the second: 429 then 200, one key
+	if len(statuses) < 3 || statuses[0] != "200" || statuses[1] != "429" || statuses[len(statuses)-1] != "200" {
+		t.Fatalf("attempts %v: want 200, then 429 and a successful retry; output %q", statuses, client.output())
+	}
+	for _, k := range keys[2:] {
+		if k != keys[1] {
+			t.Errorf("the retry used key %s, the first attempt %s", k, keys[1])
+		}
+	}
+	if keys[0] == keys[1] {
+		t.Errorf("two intents shared the key %s", keys[0])
+	}
+	if n := mutInt(t, in, `SELECT count(*) FROM orders o JOIN users u ON u.id = o.customer_id WHERE u.email = 'bob@example.com'`); n != before+2 {
+		t.Errorf("%d orders placed, want 2", n-before)
 	}
 }
