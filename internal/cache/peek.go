@@ -36,3 +36,13 @@ func (c *Cache) Peek(ctx context.Context, p Prepared) (v []byte, res Result, hit
 	c.metrics.Observe(p.screen, StatusHit)
 	return v, res, true, nil
 }
+
+// PeekValidator returns the validator of p's current value (see
+// Cache.Validator) in one Redis round trip, without reading the entry.
+func (c *Cache) PeekValidator(ctx context.Context, p Prepared) (string, error) {
+	lk, err := c.read(ctx, p.base, p.genKeys, false)
+	if err != nil {
+		return "", err
+	}
+	return validator(p.base, lk.gens), nil
+}

@@ -148,16 +148,19 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	}
 	ctx := context.WithValue(r.Context(), chargedKey{}, true)
 	r = r.WithContext(ctx)
+	if r.Header.Get("If-None-Match") != "" {
+		// a revalidation: the generations alone answer it
+		if v, err := f.c.PeekValidator(ctx, e.key); err == nil && writeNotModified(w, r, ETag(v)) {
+			f.hits.Add(1)
+			return true, r, ""
+		}
+	}
 	data, res, hit, _ := f.c.Peek(ctx, e.key)
 	if !hit {
 		return false, r, key
 	}
 	if info := httpx.Info(ctx); info != nil && e.op != "" {
 		info.SetOperation(e.op)
-	}
-	if writeNotModified(w, r, ETag(res.Validator)) {
-		f.hits.Add(1)
-		return true, r, ""
 	}
 	screenHeaders(w.Header(), ETag(res.Validator))
 	ctx, report := cache.WithReport(ctx)
