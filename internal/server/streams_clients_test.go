@@ -439,3 +439,41 @@ func TestApolloRetryLinkHonoursRetryAfterWithOneKey(t *testing.T) {
 		t.Errorf("%d orders placed, want 2", n-before)
 	}
 }
+
+// TestMultipartDoorRules: the multipart door applies the rules of the
+// other doors: subscriptions only (a query is 400 BAD_REQUEST), the
+// order's customer only (another customer gets NOT_FOUND, no credentials
+// UNAUTHENTICATED, as the payload's errors), and the stream ends with the
+// closing boundary.
+func TestMultipartDoorRules(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	alice, bob := in.token("alice@example.com"), in.token("bob@example.com")
+	id, _, _ := clOrder(t, in, alice)
+	send := func(tok, query string) (int, string) {
+		body, _ := json.Marshal(map[string]any{"query": query, "variables": map[string]any{"id": id}})
+		req, _ := http.NewRequest(http.MethodPost, in.URL+"/graphql", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "multipart/mixed;boundary=graphql;subscriptionSpec=1.0,application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body) // the stream ends after an error
+		return resp.StatusCode, string(b)
+	}
+	const sub = `subscription($id: ID) { orderEvents(orderId: $id) { id } }`
+	if status, body := send(alice, `query($id: ID!) { order(id: $id) { id } }`); status != 400 || !strings.Contains(body, "BAD_REQUEST") {
+		t.Errorf("a query on the multipart door: %d %s", status, body)
+	}
+	for _, c := range []struct{ tok, code string }{{bob, "NOT_FOUND"}, {"", "UNAUTHENTICATED"}} {
+		status, body := send(c.tok, sub)
+		if status != 200 || !strings.Contains(body, `{"payload":`) || !strings.Contains(body, c.code) || !strings.HasSuffix(body, "\r\n--graphql--\r\n") {
+			t.Errorf("want %s: %d %q", c.code, status, body)
+		}
+	}
+}
