@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -166,6 +167,26 @@ func TestWebhookDeliveredEndToEnd(t *testing.T) {
 	if r.code() != "" || delivery["status"] != "DELIVERED" || delivery["webhookId"] != got[0].ID || delivery["attempts"] != float64(1) ||
 		delivery["lastResponseCode"] != float64(204) || field(delivery, "attemptLog", 0, "responseCode") != float64(204) {
 		t.Fatalf("deliveries: %s", r.Raw)
+	}
+
+	// The metrics count the attempt and read the backlog.
+	resp, err := http.Get(in.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`bff_webhook_attempts_total{endpoint="` + id + `",outcome="delivered"} 1`,
+		`bff_webhook_queue_depth{endpoint="` + id + `"} 0`,
+		`bff_webhook_oldest_pending_age_seconds{endpoint="` + id + `"} 0`,
+		`bff_webhook_dead_letters{endpoint="` + id + `"} 0`,
+		`bff_webhook_attempt_duration_seconds_count{endpoint="` + id + `"} 1`,
+		`bff_webhook_delivery_latency_seconds_count{endpoint="` + id + `"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	r = in.post(staff, `mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { delivery { status } } }`, map[string]any{"id": delivery["id"]})

@@ -12,9 +12,14 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/telemetry"
 	"github.com/shop/bff/internal/webhooks"
 	"github.com/shop/bff/internal/webhooks/hooksim"
 )
@@ -591,3 +596,111 @@ func TestTwoInstancesDeliverWithoutDuplicates(t *testing.T) {
 		}
 	}
 }
+
+// A sender that overruns its lease (or dies mid-attempt) loses the
+// delivery: it is claimed again (by another instance, or by the same one)
+// and sent again with the same webhook-id; the late sender's result is
+// not recorded.
+func TestLeaseOverrunResendsWithSameWebhookID(t *testing.T) {
+	w := newWorld(t)
+	obs := newAttempts()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	n := 0
+	rcv, url := w.receiver(hooksim.Config{Respond: func(hooksim.Received) (int, http.Header) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			<-release // the first attempt hangs past its lease
+		}
+		return 0, nil
+	}})
+	w.endpoint(url)
+	for _, s := range []*postgres.Store{w.store, w.openStore()} { // two instances
+		cfg := testConfig(s, obs)
+		cfg.Lease = 50 * time.Millisecond
+		run(t, cfg)
+	}
+	ev := w.place()
+	as := obs.wait(t, "the takeover", func(as []webhooks.Attempt) bool {
+		return count(as, func(a webhooks.Attempt) bool { return a.Attempt == 2 }) == 1
+	})
+	if len(as) != 1 || as[0].State != postgres.DeliveryDelivered {
+		t.Fatalf("attempts %+v, want the second one delivered while the first hangs", as)
+	}
+	close(release)
+	as = obs.wait(t, "the late result", func(as []webhooks.Attempt) bool { return len(as) == 2 })
+	if as[1].Attempt != 1 || as[1].State != "" {
+		t.Fatalf("the late sender recorded %+v", as[1])
+	}
+	got := rcv.Received()
+	if len(got) != 2 || got[0].ID != ev.ID || got[1].ID != ev.ID {
+		t.Fatalf("received %+v, want the event twice with webhook-id %s", got, ev.ID)
+	}
+	ds, _, _ := w.store.WebhookDeliveries(context.Background(), as[0].EndpointID, "", 5, 0)
+	if len(ds) != 1 || ds[0].State != postgres.DeliveryDelivered || ds[0].Attempts != 2 {
+		t.Fatalf("delivery %+v", ds)
+	}
+}
+
+// Every attempt is a span with the outbound call's client span under it,
+// and the receiver gets its traceparent.
+func TestAttemptSpans(t *testing.T) {
+	w := newWorld(t)
+	obs := newAttempts()
+	rcv, url := w.receiver(hooksim.Config{})
+	w.endpoint(url)
+	rec := tracetest.NewSpanRecorder()
+	ended := &endSignal{ch: make(chan string, 16)}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSpanProcessor(ended))
+	cfg := testConfig(w.store, obs)
+	cfg.Tracer = tp.Tracer("test")
+	cfg.Transport = telemetry.Transport(webhooks.NewTransport(true, time.Second),
+		telemetry.WithTracerProvider(tp), telemetry.WithPropagator(propagation.TraceContext{}))
+	run(t, cfg)
+	ev := w.place()
+	obs.wait(t, "the delivery", func(as []webhooks.Attempt) bool { return len(as) == 1 })
+	for name := ""; name != "webhook.deliver"; {
+		select {
+		case name = <-ended.ch:
+		case <-time.After(waitTimeout):
+			t.Fatal("the attempt's span did not end")
+		}
+	}
+	var parent, client sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		switch {
+		case s.Name() == "webhook.deliver":
+			parent = s
+		case s.SpanKind() == trace.SpanKindClient:
+			client = s
+		}
+	}
+	if parent == nil || client == nil {
+		t.Fatalf("spans %v, want webhook.deliver and a client span", rec.Ended())
+	}
+	if client.Parent().SpanID() != parent.SpanContext().SpanID() || client.SpanContext().TraceID() != parent.SpanContext().TraceID() {
+		t.Fatal("the client span is not a child of the attempt's span")
+	}
+	attrs := map[string]string{}
+	for _, a := range parent.Attributes() {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	if attrs["webhook.id"] != ev.ID || attrs["webhook.attempt"] != "1" {
+		t.Fatalf("attempt span attributes %v", attrs)
+	}
+	tp2 := rcv.Received()[0].Header.Get("traceparent")
+	if !strings.Contains(tp2, client.SpanContext().TraceID().String()) {
+		t.Fatalf("traceparent %q, want the trace %s", tp2, client.SpanContext().TraceID())
+	}
+}
+
+// endSignal tells the names of ended spans.
+type endSignal struct{ ch chan string }
+
+func (e *endSignal) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (e *endSignal) OnEnd(s sdktrace.ReadOnlySpan)                   { e.ch <- s.Name() }
+func (e *endSignal) Shutdown(context.Context) error                  { return nil }
+func (e *endSignal) ForceFlush(context.Context) error                { return nil }

@@ -63,6 +63,11 @@ type Config struct {
 	// BreakerOpenFor. Defaults 5 and 30s.
 	BreakerFailures uint32
 	BreakerOpenFor  time.Duration
+	// Lease is how long a claimed delivery is held before another worker
+	// may take it over (its sender died or overran it). Default twice
+	// Timeout plus 30s: a wait in the queue of at most one attempt, the
+	// attempt itself and time to record its result.
+	Lease time.Duration
 	// PollInterval is the wait between claims when nothing is due (cut
 	// short by [Worker.Wake]). Default 1s.
 	PollInterval time.Duration
@@ -115,6 +120,9 @@ func (c *Config) defaults() {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 2*c.Timeout + 30*time.Second
 	}
 	if c.Transport == nil {
 		c.Transport = telemetry.Transport(NewTransport(c.AllowPrivate, c.Timeout))
@@ -311,10 +319,8 @@ func (w *Worker) busy(inFlight map[string]int) map[string]int {
 	return out
 }
 
-// lease is how long a claimed delivery is held: a wait in the queue (at
-// most one attempt of every sender ahead of it), its own attempt, and time
-// to record the result.
-func (w *Worker) lease() time.Duration { return 2*w.cfg.Timeout + 30*time.Second }
+// lease is how long a claimed delivery is held (Config.Lease).
+func (w *Worker) lease() time.Duration { return w.cfg.Lease }
 
 // breaker returns the circuit breaker of an endpoint.
 func (w *Worker) breaker(ep string) *gobreaker.CircuitBreaker[attemptResult] {
