@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // FanoutConfig configures the fan-out scenario: STAFF streams of every
@@ -42,6 +44,10 @@ type FanoutPhase struct {
 	// AfterResponse is receive − the mutation's response (0 when the event
 	// came first): a lower bound of commit-to-client.
 	AfterResponse *Result
+	// Disconnected counts the streams the server ended during the phase
+	// (a stream that does not keep up is disconnected, by design); Lost
+	// in Latency counts only the streams still open at the end.
+	Disconnected int
 }
 
 // FanoutResult is the outcome of the fan-out scenario.
@@ -142,6 +148,7 @@ type fanStream struct {
 	got       []delivery
 	unordered int // events whose position was not above the previous one
 	err       error
+	endedAt   time.Time // when the server ended the stream
 	closed    atomic.Bool
 }
 
@@ -175,7 +182,8 @@ func (f *fanStream) run(targets map[string]int64) {
 		line, err := f.s.body.ReadSlice('\n')
 		if err != nil {
 			if !f.closed.Load() {
-				f.err = fmt.Errorf("stream ended: %w", err)
+				f.err = fmt.Errorf("stream ended by the server (too slow, or a failure): %w", err)
+				f.endedAt = time.Now()
 			}
 			return
 		}
@@ -264,6 +272,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 		resp  time.Time
 	}
 	var writes []write
+	var phaseEnds []time.Time
 	var wmu sync.Mutex
 	userMu := make([]sync.Mutex, len(r.Users))
 	for pi, rate := range cfg.Rates {
@@ -304,6 +313,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 		tick.Stop()
 		inflight.Wait()
 		elapsed := time.Since(start)
+		phaseEnds = append(phaseEnds, time.Now())
 		out.Phases = append(out.Phases, FanoutPhase{Rate: rate,
 			Writes: &Result{Summary: Summarize(wlat, werrs, elapsed), Latencies: wlat, ErrorSamples: samples, Concurrency: 1}})
 		r.logf("fanout: phase %.0f changes/s done (%d changes, %d errors)", rate, len(wlat), werrs)
@@ -355,14 +365,22 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 	delivered := make([]int, len(cfg.Rates))
 	lost := make([]int, len(cfg.Rates))
 	dup := make([]int, len(cfg.Rates))
-	streamErrs := 0
 	var errSamples []string
+	disconnected := make([]int, len(cfg.Rates))
 	for _, f := range streams {
 		if f.err != nil {
-			streamErrs++
 			if len(errSamples) < 3 {
 				errSamples = append(errSamples, f.err.Error())
 			}
+			ph := len(cfg.Rates) - 1
+			for i, end := range phaseEnds {
+				if f.endedAt.Before(end) {
+					ph = i
+					break
+				}
+			}
+			disconnected[ph]++
+			continue // not a healthy stream: it resumes with Last-Event-ID
 		}
 		seen := make(map[int64]int, len(f.got))
 		for _, d := range f.got {
@@ -388,7 +406,8 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 	}
 	for i := range out.Phases {
 		ph := &out.Phases[i]
-		ph.Latency = &Result{Concurrency: len(streams), Summary: Summarize(lat[i], streamErrs, ph.Writes.Elapsed), Latencies: lat[i],
+		ph.Disconnected = disconnected[i]
+		ph.Latency = &Result{Concurrency: len(streams), Summary: Summarize(lat[i], 0, ph.Writes.Elapsed), Latencies: lat[i],
 			Delivered: delivered[i], Lost: lost[i], Duplicates: dup[i], ErrorSamples: errSamples, RSSKiB: out.RSSKiB}
 		ph.DeliveriesPerSecond = float64(delivered[i]) / ph.Writes.Elapsed.Seconds()
 		ph.AfterResponse = &Result{Summary: Summarize(after[i], 0, ph.Writes.Elapsed), Latencies: after[i]}
@@ -442,4 +461,17 @@ func (r *Runner) Idle(ctx context.Context, n int, settle time.Duration) (*IdleRe
 		out.GoroutinesPerStream = (m1["go_goroutines"] - m0["go_goroutines"]) / open
 	}
 	return out, nil
+}
+
+// WALCounters reads the bench database's commits and the cluster's WAL
+// syncs (for commits per fsync); ok is false when they cannot be read.
+func WALCounters(ctx context.Context, databaseURL string) (commits, syncs int64, ok bool) {
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, `SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+		(SELECT wal_sync FROM pg_stat_wal)`).Scan(&commits, &syncs)
+	return commits, syncs, err == nil
 }

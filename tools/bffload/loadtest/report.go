@@ -12,6 +12,10 @@ import (
 type SweepPoint struct {
 	Concurrency  int
 	BFF, Ceiling Summary
+	// CommitsPerSync is the bench database's commits per WAL flush of the
+	// cluster during the point (0: not measured): above 1, commits share
+	// an fsync.
+	CommitsPerSync float64
 }
 
 // MissPoint is homeScreen with every request a miss, against the miss
@@ -210,11 +214,11 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 			"(a 4 KiB receive buffer). Orders change at each rate for its phase (keyed `updateShippingAddress`, round robin over the users). "+
 			"Every healthy stream must receive every change once, in position order; the stalled one must be disconnected by the server, never holding the others back.", f.Streams)
 		p("")
-		p("| changes/s | deliveries/s | deliveries expected / received | lost | duplicated or out of order | commit-to-client p50 / p90 / p99 / max ms | after the response p50 / p99 ms | mutation p50 / p99 ms | mutation errors |")
-		p("|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+		p("| changes/s | deliveries/s | deliveries expected / received (streams still open) | lost | duplicated or out of order | streams disconnected as too slow | commit-to-client p50 / p90 / p99 / max ms | after the response p50 / p99 ms | mutation p50 / p99 ms | mutation errors |")
+		p("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 		for _, ph := range f.Phases {
 			l := ph.Latency
-			p("| %.0f | %.0f | %d / %d | %d | %d | %s / %s / %s / %s | %s / %s | %s / %s | %d |", ph.Rate, ph.DeliveriesPerSecond, l.Delivered+l.Lost, l.Delivered, l.Lost, l.Duplicates,
+			p("| %.0f | %.0f | %d / %d | %d | %d | %d | %s / %s / %s / %s | %s / %s | %s / %s | %d |", ph.Rate, ph.DeliveriesPerSecond, l.Delivered+l.Lost, l.Delivered, l.Lost, l.Duplicates, ph.Disconnected,
 				Ms(l.P50), Ms(l.P90), Ms(l.P99), Ms(l.Max), Ms(ph.AfterResponse.P50), Ms(ph.AfterResponse.P99), Ms(ph.Writes.P50), Ms(ph.Writes.P99), ph.Writes.Errors)
 		}
 		p("")
@@ -250,11 +254,15 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		p("")
 		p("## Keyed placeOrder against concurrency")
 		p("")
-		p("| concurrency | req/s | p50 ms | p90 ms | p99 ms | errors |")
-		p("|--:|--:|--:|--:|--:|--:|")
+		p("| concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | commits per WAL fsync |")
+		p("|--:|--:|--:|--:|--:|--:|--:|")
 		for _, s := range rep.PlaceSweep {
-			p("| %d | %.0f | %s | %s | %s | %d |", s.Concurrency, s.BFF.RPS, Ms(s.BFF.P50), Ms(s.BFF.P90), Ms(s.BFF.P99), s.BFF.Errors)
+			p("| %d | %.0f | %s | %s | %s | %d | %.2f |", s.Concurrency, s.BFF.RPS, Ms(s.BFF.P50), Ms(s.BFF.P90), Ms(s.BFF.P99), s.BFF.Errors, s.CommitsPerSync)
 		}
+		p("")
+		p("Commits per WAL fsync: the bench database's committed transactions (pg_stat_database.xact_commit) over the cluster's WAL syncs (pg_stat_wal.wal_sync, " +
+			"which also counts other databases of the shared Postgres) during the point. Above 1, several commits share one fsync: no lock holds one commit's transaction open while another's is flushed. " +
+			"Where req/s stops growing as clients are added while commits per fsync rise, the WAL flush (Postgres' fsync), not the BFF, is the limit.")
 	}
 	if len(rep.MixedSweep) > 0 || rep.MixedNoCache != nil {
 		p("")

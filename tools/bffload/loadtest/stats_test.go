@@ -92,8 +92,8 @@ func TestPlots(t *testing.T) {
 	if err := PlotLatency(filepath.Join(dir, "latency.svg"), "test", series); err != nil {
 		t.Fatal(err)
 	}
-	sweep := []SweepPoint{{1, Summary{Requests: 1, RPS: 800, P99: 6 * time.Millisecond}, Summary{Requests: 1, RPS: 6000, P99: time.Millisecond}},
-		{16, Summary{Requests: 1, RPS: 1100, P99: 45 * time.Millisecond}, Summary{Requests: 1, RPS: 8600, P99: 8 * time.Millisecond}}}
+	sweep := []SweepPoint{{Concurrency: 1, BFF: Summary{Requests: 1, RPS: 800, P99: 6 * time.Millisecond}, Ceiling: Summary{Requests: 1, RPS: 6000, P99: time.Millisecond}},
+		{Concurrency: 16, BFF: Summary{Requests: 1, RPS: 1100, P99: 45 * time.Millisecond}, Ceiling: Summary{Requests: 1, RPS: 8600, P99: 8 * time.Millisecond}}}
 	for _, rps := range []bool{true, false} {
 		if err := PlotSweep(filepath.Join(dir, fmt.Sprintf("sweep-%v.svg", rps)), sweep, rps); err != nil {
 			t.Fatal(err)
