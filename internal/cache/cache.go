@@ -482,3 +482,7 @@ func token() string {
 func flag(b bool) string {
 	return strconv.FormatBool(b)[:1] // "t" or "f"
 }
+
+// BreakerState is the state of the circuit breaker around Redis (for the
+// bff_cache_breaker_state gauge).
+func (c *Cache) BreakerState() gobreaker.State { return c.breaker.State() }

@@ -121,6 +121,9 @@ type Config struct {
 	TracesSampler string
 	// TracesSamplerArg is the ratio of the traceidratio samplers.
 	TracesSamplerArg float64
+	// StaleSentinelInterval is the interval of the stale-read sentinel's
+	// probe (0: off).
+	StaleSentinelInterval time.Duration
 	// TLSCertFile and TLSKeyFile turn on TLS (HTTP/2, TLS 1.2 minimum).
 	TLSCertFile, TLSKeyFile string
 	// CookieSecure marks the session cookie Secure and sends HSTS (also
@@ -334,6 +337,7 @@ var table = []variable{
 	{"OTEL_SERVICE_NAME", "bff", "service.name of the exported traces", str(func(c *Config) *string { return &c.OTelServiceName })},
 	{"OTEL_TRACES_SAMPLER", "parentbased_always_on", "trace sampler: parentbased_always_on, parentbased_always_off, parentbased_traceidratio, always_on, always_off or traceidratio", oneOf([]string{"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio", "always_on", "always_off", "traceidratio"}, func(c *Config) *string { return &c.TracesSampler })},
 	{"OTEL_TRACES_SAMPLER_ARG", "1", "share of new traces the traceidratio samplers keep, from 0 to 1", ratio(func(c *Config) *float64 { return &c.TracesSamplerArg })},
+	{"STALE_SENTINEL_INTERVAL", "1m", "interval of the stale-read sentinel's probe (a marker written and read back through this instance's cache path; 0: off)", duration(0, func(c *Config) *time.Duration { return &c.StaleSentinelInterval })},
 	{"TLS_CERT_FILE", "", "certificate (PEM) to serve HTTPS and HTTP/2 with TLS_KEY_FILE", str(func(c *Config) *string { return &c.TLSCertFile })},
 	{"TLS_KEY_FILE", "", "private key (PEM) of TLS_CERT_FILE", str(func(c *Config) *string { return &c.TLSKeyFile })},
 	{"COOKIE_SECURE", "false", "mark the session cookie Secure and send HSTS (implied by TLS)", boolean(func(c *Config) *bool { return &c.CookieSecure })},

@@ -181,12 +181,3 @@ func (s *Store) RelayUnpublished(ctx context.Context, grace time.Duration, limit
 	}
 	return evs, nil
 }
-
-// OutboxStats is the number of events committed but not yet published,
-// and the time of the oldest of them (nil when none).
-func (s *Store) OutboxStats(ctx context.Context) (pending int64, oldest *time.Time, err error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	err = s.pool.QueryRow(ctx, `SELECT count(*), min(at) FROM order_events WHERE published_at IS NULL`).Scan(&pending, &oldest)
-	return pending, oldest, interpretError(err)
-}

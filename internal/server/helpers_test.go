@@ -117,6 +117,8 @@ func (e *env) config() *config.Config {
 			return "0"
 		case "SHUTDOWN_GRACE":
 			return "3s"
+		case "STALE_SENTINEL_INTERVAL":
+			return "0" // tests probe with Server.ProbeStaleness
 		}
 		return ""
 	})

@@ -63,6 +63,10 @@ type Options struct {
 	// WebhookObserve is told about every recorded outbound webhook attempt
 	// (tests wait on it).
 	WebhookObserve func(webhooks.Attempt)
+	// SkipInvalidation leaves the cached screens alone after writes: a
+	// broken cache invariant, for the test that the stale-read sentinel
+	// notices one. Never set outside tests.
+	SkipInvalidation bool
 }
 
 // Server is one BFF instance.
@@ -81,8 +85,11 @@ type Server struct {
 	hooksAdmin *webhooks.Admin
 	metrics    *telemetry.Metrics
 	tracing    *telemetry.Tracing
-	gql        http.Handler
-	handler    http.Handler
+	// sentinel is the stale-read probe (see sentinel.go).
+	sentinel         *sentinel
+	skipInvalidation bool // Options.SkipInvalidation
+	gql              http.Handler
+	handler          http.Handler
 
 	ready    atomic.Bool
 	bg       sync.WaitGroup
@@ -97,7 +104,7 @@ type Server struct {
 // then serves without its cache), and assembles the handler. It starts
 // nothing; see Serve.
 func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) {
-	s := &Server{cfg: cfg, log: opt.Logger}
+	s := &Server{cfg: cfg, log: opt.Logger, skipInvalidation: opt.SkipInvalidation}
 	if s.log == nil {
 		s.log = NewLogger(cfg.LogLevel)
 	}
@@ -213,6 +220,7 @@ func (s *Server) assemble(prefix string, opt Options) error {
 		return err
 	}
 	s.handler, err = s.middleware(mux)
+	s.sentinel = &sentinel{s: s}
 	return err
 }
 
@@ -229,6 +237,7 @@ func (s *Server) assembleCache(prefix string, opt Options) error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	s.cache = c
+	s.metrics.SetCacheBreakerFunc(func() int { return int(c.BreakerState()) })
 	return nil
 }
 
@@ -238,7 +247,7 @@ func (s *Server) assembleStreams(prefix string) error {
 	cfg := s.cfg
 	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, PruneInterval: cfg.StreamPruneInterval, Heartbeat: cfg.StreamHeartbeat,
 		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log,
-		Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/stream")})
+		Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/stream"), Metrics: s.metrics})
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
 	}
@@ -303,7 +312,7 @@ func (s *Server) persistedOperations(schema *ast.Schema) (*persisted.Store, erro
 		return nil, fmt.Errorf("invalid PERSISTED_OPERATIONS_DIR: %w", err)
 	}
 	ops, err := persisted.Load(persisted.Config{Mode: persisted.Mode(s.cfg.PersistedOperations),
-		Dirs: append([]fs.FS{persisted.BuiltinFS()}, dirs...), Schema: schema})
+		Dirs: append([]fs.FS{persisted.BuiltinFS(), sentinelManifest()}, dirs...), Schema: schema})
 	if err != nil {
 		return nil, fmt.Errorf("persisted operations: %w", err)
 	}
@@ -442,15 +451,41 @@ func bytesOf(ss []string) [][]byte {
 // idempotencyMetrics counts keeper outcomes.
 type idempotencyMetrics struct{ m *telemetry.Metrics }
 
-func (i idempotencyMetrics) Outcome(o idempotency.Outcome) { i.m.ObserveIdempotency(string(o)) }
+func (i idempotencyMetrics) Outcome(o idempotency.Outcome) {
+	switch o {
+	case idempotency.OutcomeExecuted:
+		i.m.ObserveIdempotency(telemetry.IdempotencyNew)
+	case idempotency.OutcomeReplayed:
+		i.m.ObserveIdempotency(telemetry.IdempotencyReplay)
+	case idempotency.OutcomeInUse:
+		i.m.ObserveIdempotency(telemetry.IdempotencyInUse)
+	case idempotency.OutcomeReused:
+		i.m.ObserveIdempotency(telemetry.IdempotencyReused)
+	case idempotency.OutcomeNotSaved:
+		i.m.ObserveIdempotency(telemetry.IdempotencyNotStored)
+	}
+}
 
 // invalidate drops the cached screens that show the orders of events.
 func (s *Server) invalidate(ctx context.Context, events []order.Event) {
-	if s.cache == nil || len(events) == 0 {
+	s.invalidateAfter(ctx, events, time.Time{})
+}
+
+// invalidateAfter invalidates the screens of events committed at
+// committed (zero: events the relay or a catch-up took over, timed from
+// their timestamps) and records the commit-to-invalidation time.
+func (s *Server) invalidateAfter(ctx context.Context, events []order.Event, committed time.Time) {
+	if s.cache == nil || len(events) == 0 || s.skipInvalidation {
 		return
 	}
 	if err := s.cache.Invalidate(context.WithoutCancel(ctx), shop.InvalidatedBy(events)...); err != nil {
-		s.log.WarnContext(ctx, "screen invalidation failed; the cache epoch will be bumped when Redis answers", "err", err)
+		s.log.WarnContext(ctx, "screen invalidation failed; the cache epoch will be bumped when Redis answers", "error", err)
+		return
+	}
+	if committed.IsZero() {
+		s.metrics.ObserveInvalidation(telemetry.InvalidationRelay, time.Since(events[0].At))
+	} else {
+		s.metrics.ObserveInvalidation(telemetry.InvalidationInline, time.Since(committed))
 	}
 }
 
@@ -463,7 +498,7 @@ func (s *Server) Committed(ctx context.Context, events []order.Event) {
 	if len(events) == 0 {
 		return
 	}
-	s.invalidate(ctx, events)
+	s.invalidateAfter(ctx, events, time.Now())
 	s.broker.Publish(ctx, events)
 	s.wakeHooks()
 	if s.worker != nil {
@@ -476,14 +511,12 @@ func (s *Server) Committed(ctx context.Context, events []order.Event) {
 	}
 }
 
-// outboxStats reports the events committed but not yet published.
+// outboxStats reports the events committed but not yet published and the
+// charge jobs not yet sent.
 func (s *Server) outboxStats(ctx context.Context) (telemetry.OutboxStats, error) {
-	pending, oldest, err := s.store.OutboxStats(ctx)
-	st := telemetry.OutboxStats{Pending: pending}
-	if err == nil && oldest != nil {
-		st.OldestAge = time.Since(*oldest)
-	}
-	return st, err
+	q, err := s.store.QueueStats(ctx)
+	return telemetry.OutboxStats{Pending: q.EventsUnpublished, OldestAge: q.EventsOldest,
+		ChargeJobsPending: q.ChargeJobsPending, ChargeJobsOldestAge: q.ChargeJobsOldest}, err
 }
 
 // deadline bounds every request except event streams by d; the deadline
@@ -595,6 +628,9 @@ func (s *Server) startBackground() {
 	}
 	if s.hooks != nil {
 		s.goBG(s.hooks.Run)
+	}
+	if d := s.cfg.StaleSentinelInterval; d > 0 {
+		s.goBG(func(ctx context.Context) { s.runSentinel(ctx, d) })
 	}
 	if s.cfg.MetricsAddr != "" {
 		admin := http.NewServeMux()

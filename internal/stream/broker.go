@@ -64,6 +64,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Logger receives the broker's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Metrics receives delivery lags, replays and resets. Optional.
+	Metrics Metrics
 	// Tracer makes a span for each live delivery of an event to an SSE
 	// stream, a child of the request that committed the event and linked
 	// to the stream's own request. Default: no spans.
@@ -106,6 +108,9 @@ func (c *Config) defaults() {
 	}
 	if c.Tracer == nil {
 		c.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
 	}
 }
 
@@ -522,6 +527,9 @@ func (b *Broker) dispatch(items []*item) {
 		}
 		for s := range b.byOrder[it.ev.OrderID] {
 			send(s, it)
+		}
+		if len(b.all) > 0 || len(b.byCustomer[it.ev.CustomerID]) > 0 || len(b.byOrder[it.ev.OrderID]) > 0 {
+			b.cfg.Metrics.FirstDelivery(lag(it.ev.At))
 		}
 		b.head = it.ev.Position
 		b.lastEvent = it.ev.Position

@@ -68,6 +68,9 @@ func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume s
 		if err != nil {
 			return nil, err
 		}
+		if reason != "" {
+			b.cfg.Metrics.Reset(reason)
+		}
 		if reason != "" && strict {
 			return nil, order.BadInput("after", order.ConstraintUnknown,
 				"after is not an event id of the replay window: refetch the screen and resubscribe with its lastEventId").
@@ -110,6 +113,13 @@ func (b *Broker) replay(ctx context.Context, c *cursor, emit func(order.Event) e
 	for pass := 0; ; pass++ {
 		if pass >= maxReplayPasses {
 			return errDropped
+		}
+		if c.last < c.until {
+			if pass == 0 {
+				b.cfg.Metrics.Replayed(ReplayResume)
+			} else {
+				b.cfg.Metrics.Replayed(ReplayOverflow)
+			}
 		}
 		for c.last < c.until {
 			select {
@@ -196,6 +206,7 @@ func (b *Broker) Subscribe(ctx context.Context, viewer *order.User, orderID, aft
 				if err := emit(it.ev); err != nil {
 					return
 				}
+				b.cfg.Metrics.Delivered(streamKind(c.orderID), lag(it.ev.At))
 				c.last = it.ev.Position
 			case <-c.s.gone:
 				return

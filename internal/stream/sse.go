@@ -264,6 +264,7 @@ func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans
 		spans = append(spans, span)
 	}
 	s.write(it.frame)
+	b.cfg.Metrics.Delivered(streamKind(c.orderID), lag(it.ev.At))
 	c.last = it.ev.Position
 	return spans
 }

@@ -60,14 +60,22 @@ type Metrics struct {
 	errors      *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	idempotency *prometheus.CounterVec
-	eventLag    prometheus.Histogram
+	eventLag    *prometheus.HistogramVec
+
+	commitToInvalidation *prometheus.HistogramVec
+	firstDelivery        prometheus.Histogram
+	replays              *prometheus.CounterVec
+	resets               *prometheus.CounterVec
+	sentinel             *prometheus.CounterVec
+	cacheRequests        *prometheus.CounterVec
 
 	operations *boundedLabel
 	outcomes   *boundedLabel
 	codes      map[string]bool
 
-	sse    atomic.Pointer[func() int]
-	outbox atomic.Pointer[func(context.Context) (OutboxStats, error)]
+	sse          atomic.Pointer[func() int]
+	outbox       atomic.Pointer[func(context.Context) (OutboxStats, error)]
+	cacheBreaker atomic.Pointer[func() int]
 }
 
 // NewMetrics creates the registry with the Go runtime and process
@@ -76,10 +84,26 @@ type Metrics struct {
 //   - bff_graphql_requests_total{operation}
 //   - bff_graphql_errors_total{operation,code}: once per code per request
 //   - bff_graphql_request_duration_seconds{operation}: histogram
-//   - bff_idempotency_outcomes_total{outcome}
+//   - bff_idempotency_outcomes_total{outcome}: new, replay, in_use, reused,
+//     not_stored
 //   - bff_sse_connections: open SSE connections (see [Metrics.SetSSEFunc])
-//   - bff_event_delivery_lag_seconds: histogram (see [Metrics.ObserveEventLag])
-//   - bff_outbox_backlog, bff_outbox_oldest_age_seconds (see
+//   - bff_event_delivery_lag_seconds{stream}: histogram, commit to each live
+//     delivery, by stream kind (order, orders) (see [Metrics.Delivered])
+//   - bff_event_commit_to_first_delivery_seconds: histogram, commit to the
+//     first hand-over of an event to a stream of this instance
+//   - bff_commit_to_invalidation_seconds{path}: histogram, commit to the
+//     invalidation of the screens it changed (path inline: the writing
+//     request; relay: an event the relay or a catch-up took over)
+//   - bff_stream_replays_total{reason}: resume, overflow
+//   - bff_stream_resets_total{reason}: unknown, expired, ...
+//   - bff_cache_requests_total{screen,status}: made here with every screen
+//     and status at 0 (internal/cache feeds it)
+//   - bff_cache_breaker_state: 0 closed, 1 half-open, 2 open (see
+//     [Metrics.SetCacheBreakerFunc])
+//   - bff_stale_sentinel_probes_total{result}: fresh, stale, error (see
+//     the server's stale-read sentinel); stale must stay 0
+//   - bff_outbox_backlog, bff_outbox_oldest_age_seconds,
+//     bff_charge_jobs_pending, bff_charge_jobs_oldest_age_seconds (see
 //     [Metrics.SetOutboxFunc]); absent while no func is set or it fails
 func NewMetrics(cfg MetricsConfig) *Metrics {
 	if cfg.MaxOperations <= 0 {
@@ -112,13 +136,39 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		}, []string{"operation"}),
 		idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bff_idempotency_outcomes_total",
-			Help: "Keyed mutations by idempotency outcome (e.g. new, replay, conflict, in_use, reused).",
+			Help: "Keyed mutations by idempotency outcome (new, replay, in_use, reused, not_stored).",
 		}, []string{"outcome"}),
-		eventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+		eventLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "bff_event_delivery_lag_seconds",
-			Help:    "Time from an order event's commit to its delivery to a subscriber.",
+			Help:    "Time from an order event's commit to its live delivery to a stream, by stream kind (order, orders).",
+			Buckets: cfg.LagBuckets,
+		}, []string{"stream"}),
+		firstDelivery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bff_event_commit_to_first_delivery_seconds",
+			Help:    "Time from an order event's commit to its first hand-over to a stream of this instance.",
 			Buckets: cfg.LagBuckets,
 		}),
+		commitToInvalidation: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bff_commit_to_invalidation_seconds",
+			Help:    "Time from a write's commit to the invalidation of the screens it changed (path: inline, relay).",
+			Buckets: cfg.LagBuckets,
+		}, []string{"path"}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bff_stream_replays_total",
+			Help: "Event stream replays from Postgres by reason (resume: a client resumed; overflow: a stream fell behind during its replay).",
+		}, []string{"reason"}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bff_stream_resets_total",
+			Help: "Resume points refused with event: reset (or BAD_USER_INPUT for a subscription), by reason.",
+		}, []string{"reason"}),
+		sentinel: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bff_stale_sentinel_probes_total",
+			Help: "Stale-read sentinel probes by result: fresh, stale (a screen read after a write showed older data; must stay 0), error.",
+		}, []string{"result"}),
+		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bff_cache_requests_total",
+			Help: "Screen cache lookups by screen and status (hit, miss, bypass, error).",
+		}, []string{"screen", "status"}),
 		operations: newBoundedLabel(cfg.MaxOperations),
 		outcomes:   newBoundedLabel(DefaultMaxOutcomes),
 		codes:      make(map[string]bool, len(order.AllCodes)),
@@ -135,12 +185,48 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		}
 		return 0
 	})
+	cacheBreaker := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bff_cache_breaker_state",
+		Help: "State of the screen cache's circuit breaker around Redis: 0 closed, 1 half-open, 2 open.",
+	}, func() float64 {
+		if f := m.cacheBreaker.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.errors, m.duration, m.idempotency, m.eventLag, sse,
+		m.firstDelivery, m.commitToInvalidation, m.replays, m.resets, m.sentinel, m.cacheRequests, cacheBreaker,
 		&outboxCollector{m: m},
 	)
+	// Every known label value starts at 0, so the series (and the alerts
+	// on them) exist before the first occurrence.
+	for _, o := range IdempotencyOutcomes {
+		m.idempotency.WithLabelValues(o)
+		m.outcomes.value(o)
+	}
+	for _, st := range []string{"order", "orders"} {
+		m.eventLag.WithLabelValues(st)
+	}
+	for _, p := range []string{InvalidationInline, InvalidationRelay} {
+		m.commitToInvalidation.WithLabelValues(p)
+	}
+	for _, r := range []string{"resume", "overflow"} {
+		m.replays.WithLabelValues(r)
+	}
+	for _, r := range []string{"unknown", "expired"} {
+		m.resets.WithLabelValues(r)
+	}
+	for _, r := range []string{SentinelFresh, SentinelStale, SentinelError} {
+		m.sentinel.WithLabelValues(r)
+	}
+	for _, sc := range Screens {
+		for _, st := range []string{"hit", "miss", "bypass", "error"} {
+			m.cacheRequests.WithLabelValues(sc, st)
+		}
+	}
 	return m
 }
 
@@ -258,21 +344,107 @@ func (m *Metrics) SetSSEFunc(f func() int) {
 	}
 }
 
-// ObserveEventLag records how long an event took from its commit to its
-// delivery to a subscriber.
-func (m *Metrics) ObserveEventLag(d time.Duration) {
+// Idempotency outcomes of bff_idempotency_outcomes_total.
+const (
+	IdempotencyNew       = "new"        // the mutation ran and its response was stored
+	IdempotencyReplay    = "replay"     // the stored response was returned
+	IdempotencyInUse     = "in_use"     // the key's first request is still running (409)
+	IdempotencyReused    = "reused"     // the key came with a different request (422)
+	IdempotencyNotStored = "not_stored" // the mutation failed transiently, nothing stored
+)
+
+// IdempotencyOutcomes lists the outcomes, each present from the start.
+var IdempotencyOutcomes = []string{IdempotencyNew, IdempotencyReplay, IdempotencyInUse, IdempotencyReused, IdempotencyNotStored}
+
+// Screens are the cached screens, whose cache series exist from the start.
+var Screens = []string{"homeScreen", "ordersScreen", "orderScreen"}
+
+// Paths of bff_commit_to_invalidation_seconds.
+const (
+	InvalidationInline = "inline"
+	InvalidationRelay  = "relay"
+)
+
+// Results of bff_stale_sentinel_probes_total.
+const (
+	SentinelFresh = "fresh"
+	SentinelStale = "stale"
+	SentinelError = "error"
+)
+
+// Delivered records the lag from an event's commit to one live delivery
+// to a stream of kind stream ("order" or "orders"). With FirstDelivery,
+// Replayed and Reset it implements stream.Metrics.
+func (m *Metrics) Delivered(stream string, lag time.Duration) {
 	if m == nil {
 		return
 	}
-	m.eventLag.Observe(max(d, 0).Seconds())
+	m.eventLag.WithLabelValues(stream).Observe(max(lag, 0).Seconds())
 }
 
-// OutboxStats is what the outbox func reports at a scrape.
+// FirstDelivery records the lag from an event's commit to its first
+// hand-over to a stream of this instance.
+func (m *Metrics) FirstDelivery(lag time.Duration) {
+	if m == nil {
+		return
+	}
+	m.firstDelivery.Observe(max(lag, 0).Seconds())
+}
+
+// Replayed counts a replay from Postgres by reason.
+func (m *Metrics) Replayed(reason string) {
+	if m == nil {
+		return
+	}
+	m.replays.WithLabelValues(reason).Inc()
+}
+
+// Reset counts a refused resume point by reason.
+func (m *Metrics) Reset(reason string) {
+	if m == nil {
+		return
+	}
+	m.resets.WithLabelValues(reason).Inc()
+}
+
+// ObserveInvalidation records the time from a commit to the invalidation
+// of its screens, on path (InvalidationInline, InvalidationRelay).
+func (m *Metrics) ObserveInvalidation(path string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.commitToInvalidation.WithLabelValues(path).Observe(max(d, 0).Seconds())
+}
+
+// ObserveSentinel counts one probe of the stale-read sentinel
+// (SentinelFresh, SentinelStale, SentinelError).
+func (m *Metrics) ObserveSentinel(result string) {
+	if m == nil {
+		return
+	}
+	m.sentinel.WithLabelValues(result).Inc()
+}
+
+// SetCacheBreakerFunc sets the func that bff_cache_breaker_state reads at
+// each scrape (0 closed, 1 half-open, 2 open).
+func (m *Metrics) SetCacheBreakerFunc(f func() int) {
+	if m != nil && f != nil {
+		m.cacheBreaker.Store(&f)
+	}
+}
+
+// OutboxStats is what the outbox func reports at a scrape: the two
+// outboxes, events not yet published and charge jobs not yet done.
 type OutboxStats struct {
 	// Pending is the number of outbox rows not yet published.
 	Pending int64
 	// OldestAge is the age of the oldest pending row (0 when none).
 	OldestAge time.Duration
+	// ChargeJobsPending is the number of charge jobs not yet done or
+	// failed.
+	ChargeJobsPending int64
+	// ChargeJobsOldestAge is the age of the oldest of them (0 when none).
+	ChargeJobsOldestAge time.Duration
 }
 
 // SetOutboxFunc sets the func that bff_outbox_backlog and
@@ -293,12 +465,18 @@ var (
 		"Outbox rows not yet published.", nil, nil)
 	outboxAgeDesc = prometheus.NewDesc("bff_outbox_oldest_age_seconds",
 		"Age of the oldest outbox row not yet published.", nil, nil)
+	chargeJobsDesc = prometheus.NewDesc("bff_charge_jobs_pending",
+		"Charge jobs queued for the payment provider and not yet done or failed.", nil, nil)
+	chargeJobsAgeDesc = prometheus.NewDesc("bff_charge_jobs_oldest_age_seconds",
+		"Age of the oldest charge job not yet done or failed.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- outboxBacklogDesc
 	ch <- outboxAgeDesc
+	ch <- chargeJobsDesc
+	ch <- chargeJobsAgeDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -316,6 +494,8 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(outboxBacklogDesc, prometheus.GaugeValue, float64(s.Pending))
 	ch <- prometheus.MustNewConstMetric(outboxAgeDesc, prometheus.GaugeValue, max(s.OldestAge, 0).Seconds())
+	ch <- prometheus.MustNewConstMetric(chargeJobsDesc, prometheus.GaugeValue, float64(s.ChargeJobsPending))
+	ch <- prometheus.MustNewConstMetric(chargeJobsAgeDesc, prometheus.GaugeValue, max(s.ChargeJobsOldestAge, 0).Seconds())
 }
 
 // boundedLabel admits up to max distinct values and maps the rest to

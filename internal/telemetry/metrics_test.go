@@ -47,9 +47,15 @@ func TestMetricsSeries(t *testing.T) {
 	m.ObserveIdempotency("replay")
 	m.ObserveIdempotency("conflict")
 	m.SetSSEFunc(func() int { return 3 })
-	m.ObserveEventLag(40 * time.Millisecond)
+	m.Delivered("order", 40*time.Millisecond)
+	m.FirstDelivery(30 * time.Millisecond)
+	m.ObserveInvalidation(telemetry.InvalidationInline, 2*time.Millisecond)
+	m.Replayed("resume")
+	m.Reset("expired")
+	m.ObserveSentinel(telemetry.SentinelFresh)
+	m.SetCacheBreakerFunc(func() int { return 2 })
 	m.SetOutboxFunc(func(ctx context.Context) (telemetry.OutboxStats, error) {
-		return telemetry.OutboxStats{Pending: 7, OldestAge: 3 * time.Second}, nil
+		return telemetry.OutboxStats{Pending: 7, OldestAge: 3 * time.Second, ChargeJobsPending: 2, ChargeJobsOldestAge: 5 * time.Second}, nil
 	})
 
 	// Other packages register their collectors.
@@ -81,9 +87,23 @@ func TestMetricsSeries(t *testing.T) {
 		`bff_idempotency_outcomes_total{outcome="replay"} 1`,
 		`bff_idempotency_outcomes_total{outcome="conflict"} 1`,
 		`bff_sse_connections 3`,
-		`bff_event_delivery_lag_seconds_count 1`,
+		`bff_event_delivery_lag_seconds_count{stream="order"} 1`,
+		`bff_event_delivery_lag_seconds_count{stream="orders"} 0`,
+		`bff_event_commit_to_first_delivery_seconds_count 1`,
+		`bff_commit_to_invalidation_seconds_count{path="inline"} 1`,
+		`bff_commit_to_invalidation_seconds_count{path="relay"} 0`,
+		`bff_stream_replays_total{reason="resume"} 1`,
+		`bff_stream_replays_total{reason="overflow"} 0`,
+		`bff_stream_resets_total{reason="expired"} 1`,
+		`bff_stale_sentinel_probes_total{result="fresh"} 1`,
+		`bff_stale_sentinel_probes_total{result="stale"} 0`,
+		`bff_idempotency_outcomes_total{outcome="in_use"} 0`,
+		`bff_cache_requests_total{screen="orderScreen",status="bypass"} 0`,
+		`bff_cache_breaker_state 2`,
 		`bff_outbox_backlog 7`,
 		`bff_outbox_oldest_age_seconds 3`,
+		`bff_charge_jobs_pending 2`,
+		`bff_charge_jobs_oldest_age_seconds 5`,
 		`bff_pgxpool_max_conns{pool="main"} 3`,
 		`bff_pgxpool_total_conns{pool="main"}`,
 		`bff_pgxpool_acquires_total{pool="main"}`,
@@ -117,7 +137,8 @@ func TestNilMetrics(t *testing.T) {
 	var m *telemetry.Metrics
 	m.ObserveRequest("X", []string{"INTERNAL"}, time.Second)
 	m.ObserveIdempotency("new")
-	m.ObserveEventLag(time.Second)
+	m.Delivered("order", time.Second)
+	m.ObserveSentinel(telemetry.SentinelStale)
 	m.SetSSEFunc(func() int { return 1 })
 	assert.NoError(t, m.Register(prometheus.NewCounter(prometheus.CounterOpts{Name: "x", Help: "x"})))
 	h := m.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
