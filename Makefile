@@ -5,7 +5,7 @@ HTTP_PORT ?= 8080
 PAYSIM_PORT ?= 8090
 FUZZTIME ?= 10s
 
-.PHONY: manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
+.PHONY: check-alerts manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
 
 # TOOL_MODULES are the modules of their own beside the service's (the load
 # tool's plotting libraries and the deployment test's Kubernetes API types
@@ -17,13 +17,21 @@ run: services db build
 	@bin/bff migrate && bin/bff seed
 	@scripts/run.sh
 
-## test: vet, check generated code, and run every test against the real Postgres and Redis
-test: services vet check-generated
+## test: vet, check generated code and the alert rules, and run every test against the real Postgres and Redis
+test: services vet check-generated check-alerts
 	$(GO) test -count=1 -timeout 30m ./...
 	@for m in $(TOOL_MODULES); do (cd $$m && $(GO) test -count=1 ./...) || exit 1; done
 
 services:
 	@bash scripts/services.sh
+
+# PROMTOOL is Debian's promtool, on the PATH or unpacked by scripts/services.sh.
+PROMTOOL ?= $(shell command -v promtool || echo $${XDG_CACHE_HOME:-$$HOME/.cache}/bff/bin/promtool)
+
+## check-alerts: promtool check and unit-test the Prometheus rules of deploy/observability
+check-alerts:
+	$(PROMTOOL) check rules deploy/observability/alerts.yml
+	cd deploy/observability && $(PROMTOOL) test rules alerts_test.yml
 
 # db creates the database of DATABASE_URL's default when it is missing.
 db:

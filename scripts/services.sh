@@ -68,4 +68,22 @@ if ! command -v chromium >/dev/null; then
 fi
 command -v chromium >/dev/null || { echo "services: chromium is missing (apt-get install chromium)" >&2; exit 1; }
 
+# promtool checks and tests the alert rules (make check-alerts). It comes
+# from Debian's prometheus package (19 MB), unpacked into the user cache
+# rather than installed, so no Prometheus server is set up as a service.
+PROMTOOL_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/bff/bin"
+if ! command -v promtool >/dev/null && [ ! -x "$PROMTOOL_DIR/promtool" ]; then
+  echo "services: unpacking promtool from Debian's prometheus package into $PROMTOOL_DIR"
+  tmp=$(mktemp -d)
+  chmod 777 "$tmp" # apt-get download runs as _apt when it can
+  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p "$PROMTOOL_DIR"
+  cp "$tmp/x/usr/bin/promtool" "$PROMTOOL_DIR/promtool"
+  rm -rf "$tmp"
+fi
+
 echo "services: Postgres on $PGHOST:$PGPORT and Redis on 127.0.0.1:$REDIS_PORT are up; chromium at $(command -v chromium)"

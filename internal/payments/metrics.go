@@ -52,6 +52,17 @@ func NewMetrics() *Metrics {
 			Help: "Inbound payment webhooks by result.",
 		}, []string{"result"}),
 	}
+	// The documented values start at 0, so dashboards and alerts see the
+	// series before the first call, job or webhook.
+	for _, o := range []string{OutcomeAccepted, OutcomeRetryable, OutcomePermanent, OutcomeBreakerOpen} {
+		m.providerCalls.WithLabelValues(o)
+	}
+	for _, r := range []string{"done", "retry", "deferred", "failed"} {
+		m.chargeJobs.WithLabelValues(r)
+	}
+	for _, r := range []string{"applied", "ignored", "unauthenticated", "too_large", "bad_request", "not_found", "unavailable", "error"} {
+		m.webhooks.WithLabelValues(r)
+	}
 	m.breakerState = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bff_payments_breaker_state",
 		Help: "State of the payment provider circuit breaker: 0 closed, 1 half-open, 2 open.",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -50,6 +51,9 @@ func TestPromiseMetricsAfterTraffic(t *testing.T) {
 	tok := in.token("alice@example.com")
 	in.post(tok, homeQuery, nil)
 	in.post(tok, homeQuery, nil)
+	if r := in.post(tok, orderScreenQuery, map[string]any{"id": "00000000-0000-0000-0000-000000000000"}); r.code() != "NOT_FOUND" {
+		t.Fatalf("want NOT_FOUND: %s", r.Raw)
+	}
 	id, version := pendingOrder(t, in, tok)
 	screen := in.post(tok, orderScreenQuery, map[string]any{"id": id})
 	last := field(screen.Data, "orderScreen", "lastEventId").(string)
@@ -133,6 +137,18 @@ func TestPromiseMetricsAfterTraffic(t *testing.T) {
 	sample(t, body, `bff_stale_sentinel_probes_total{result="error"}`)
 	atLeast(`bff_ratelimit_redis_healthy`, 0)
 	atLeast(`bff_sse_connections`, 1)
+	// Every bff_ series the alert rules and the dashboard query is served.
+	for _, f := range []string{"../../deploy/observability/alerts.yml", "../../deploy/observability/grafana-dashboard.json"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range regexp.MustCompile(`\bbff_[a-z_]+`).FindAllString(string(raw), -1) {
+			if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(body) {
+				t.Errorf("%s queries %s, which /metrics does not serve", f, name)
+			}
+		}
+	}
 	if t.Failed() {
 		var names []string
 		for _, l := range strings.Split(body, "\n") {
