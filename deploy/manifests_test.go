@@ -173,6 +173,46 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	}
 }
 
+// TestManifestValuesLoad starts `bff migrate` with exactly the environment
+// the ConfigMap and Secret give a pod, with the database pointed at a port
+// where nothing listens: the configuration must load (a bad value fails
+// first, naming its variable), and the command then fails on the
+// database alone.
+func TestManifestValuesLoad(t *testing.T) {
+	objs := manifests(t)
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for _, o := range objs {
+		switch v := o.(type) {
+		case *corev1.ConfigMap:
+			for k, val := range v.Data {
+				env = append(env, k+"="+val)
+			}
+		case *corev1.Secret:
+			for k, val := range v.StringData {
+				if k == "DATABASE_URL" || k == "DATABASE_MIGRATE_URL" {
+					val = "postgres://bff@127.0.0.1:1/bff?sslmode=disable&connect_timeout=1"
+				}
+				env = append(env, k+"="+val)
+			}
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "bff")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/bff")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/bff: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "migrate")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("bff migrate succeeded against a closed port:\n%s", out)
+	}
+	if strings.Contains(string(out), "invalid ") || !regexp.MustCompile(`(?i)connect|dial|refused|unavailable`).Match(out) {
+		t.Fatalf("the manifests' configuration did not load:\n%s", out)
+	}
+}
+
 // TestManifestsCoverTheConfigTable: every variable the manifests set is
 // one of `bff -h`, and the ConfigMap and Secret together set every one.
 func TestManifestsCoverTheConfigTable(t *testing.T) {
