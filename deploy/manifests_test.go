@@ -273,5 +273,7 @@ func TestManifestsCoverTheConfigTable(t *testing.T) {
 		t.Errorf("variables of `bff -h` in neither the ConfigMap nor the Secret (add them to deploy/k8s/configmap.yaml or secret.yaml): %s",
 			strings.Join(missing, ", "))
 	}
-	t.Logf("%d variables, all in the manifests", len(table))
+	if len(missing) == 0 {
+		t.Logf("%d variables, all in the manifests", len(table))
+	}
 }
