@@ -12,7 +12,8 @@ FUZZTIME ?= 10s
 # are not requirements of the service).
 TOOL_MODULES := tools/bffload deploy
 
-## run: start Postgres and Redis (installing them if needed), migrate, seed, and run the BFF and the payment simulator
+## run: start Postgres and Redis (installing them if needed), migrate, seed, and run the BFF and the payment simulator (APP_ENV=development)
+run: export APP_ENV ?= development
 run: services db build
 	@bin/bff migrate && bin/bff seed
 	@scripts/run.sh
@@ -99,6 +100,7 @@ BENCH_PORT       ?= 18080
 BENCH_REDIS_PORT ?= 16379
 BENCH_DB         ?= bff_bench
 BENCH_FLAGS      ?=
+bench: export APP_ENV ?= development
 bench: services build
 	@set -euo pipefail; \
 	ulimit -n 65536 2>/dev/null || ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \

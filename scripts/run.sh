@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HTTP_PORT=${HTTP_PORT:-8080}
 PAYSIM_PORT=${PAYSIM_PORT:-8090}
+export APP_ENV=${APP_ENV:-development}
 export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:$HTTP_PORT}
 export PAYMENTS_URL=${PAYMENTS_URL:-http://127.0.0.1:$PAYSIM_PORT}
 export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:$PAYSIM_PORT}

@@ -122,11 +122,7 @@ func token(ctx context.Context, cfg *config.Config, email string, stdout io.Writ
 		if err != nil {
 			return fmt.Errorf("no seeded user %s (run `bff seed`): %w", email, err)
 		}
-		secrets := make([][]byte, len(cfg.JWTSecrets))
-		for i, sec := range cfg.JWTSecrets {
-			secrets[i] = []byte(sec)
-		}
-		iss, err := auth.NewIssuer(auth.Config{Secrets: secrets})
+		iss, err := auth.NewIssuer(server.AuthConfig(cfg))
 		if err != nil {
 			return err
 		}

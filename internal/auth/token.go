@@ -15,6 +15,8 @@ import (
 const (
 	DefaultTTL    = 24 * time.Hour
 	DefaultLeeway = 30 * time.Second
+	// DefaultMaxLifetime is the longest token lifetime accepted by default.
+	DefaultMaxLifetime = 7 * 24 * time.Hour
 )
 
 // MinSecretLength is the shortest HS256 secret accepted: 32 bytes, the
@@ -36,6 +38,16 @@ type Config struct {
 	Leeway time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Issuer, when set, is the iss of issued tokens and required in
+	// verified ones (JWT_ISSUER).
+	Issuer string
+	// Audience, when set, is the aud of issued tokens and required in
+	// verified ones (JWT_AUDIENCE).
+	Audience string
+	// MaxLifetime is the longest lifetime (exp - iat) a verified token may
+	// have (default 7 days); a token without iat, or issued in the future,
+	// is refused.
+	MaxLifetime time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -55,6 +67,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.MaxLifetime <= 0 {
+		c.MaxLifetime = DefaultMaxLifetime
+	}
+	if c.TTL > c.MaxLifetime {
+		return c, fmt.Errorf("auth: token TTL %s is longer than the maximum lifetime %s", c.TTL, c.MaxLifetime)
 	}
 	return c, nil
 }
@@ -97,7 +115,11 @@ func (i *Issuer) Issue(u *order.User) (string, time.Time, error) {
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(exp),
+			Issuer:    i.cfg.Issuer,
 		},
+	}
+	if i.cfg.Audience != "" {
+		claims.Audience = jwt.ClaimStrings{i.cfg.Audience}
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(i.cfg.Secrets[0])
 	if err != nil {
@@ -107,12 +129,15 @@ func (i *Issuer) Issue(u *order.User) (string, time.Time, error) {
 }
 
 // Verifier checks session tokens: HS256 only (alg none and every other
-// algorithm are refused), signed by any configured secret, exp required,
-// exp and nbf checked with the leeway, sub and a known role present.
+// algorithm are refused), signed by any configured secret, exp and iat
+// required, exp, nbf and iat (not in the future) checked with the leeway,
+// a lifetime of at most MaxLifetime, iss and aud when configured, sub and
+// a known role present.
 type Verifier struct {
-	parser *jwt.Parser
-	keys   jwt.VerificationKeySet
-	now    func() time.Time
+	parser      *jwt.Parser
+	keys        jwt.VerificationKeySet
+	now         func() time.Time
+	maxLifetime time.Duration
 	// verified remembers tokens that passed, for at most verifiedTTL and
 	// never past their exp, so a browser's or app's repeated token is
 	// parsed and its HMAC checked once a minute rather than per request.
@@ -134,12 +159,20 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{parser: jwt.NewParser(
+	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithLeeway(cfg.Leeway),
 		jwt.WithTimeFunc(cfg.Now),
 		jwt.WithExpirationRequired(),
-	)}
+		jwt.WithIssuedAt(),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	v := &Verifier{parser: jwt.NewParser(opts...), maxLifetime: cfg.MaxLifetime}
 	for _, s := range cfg.Secrets {
 		v.keys.Keys = append(v.keys.Keys, s)
 	}
@@ -167,6 +200,12 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	if claims.Subject == "" {
 		return nil, unauthenticated("invalid session token", errors.New("token has no sub"))
+	}
+	if claims.IssuedAt == nil {
+		return nil, unauthenticated("invalid session token", errors.New("token has no iat"))
+	}
+	if life := claims.ExpiresAt.Sub(claims.IssuedAt.Time); life > v.maxLifetime {
+		return nil, unauthenticated("invalid session token", fmt.Errorf("token lifetime %s exceeds %s", life, v.maxLifetime))
 	}
 	if claims.Role != order.RoleCustomer && claims.Role != order.RoleStaff {
 		return nil, unauthenticated("invalid session token", fmt.Errorf("token has unknown role %q", claims.Role))

@@ -21,12 +21,17 @@ const DevJWTSecret = "dev-only-jwt-secret-change-me-0123456789"
 
 // DevWebhookSecret is the development webhook secret shared with the
 // payment simulator.
-const DevWebhookSecret = "dev-only-webhook-secret"
+const DevWebhookSecret = "dev-only-webhook-secret-change-me-0123456789"
+
+// MinSecretBytes is the shortest secret accepted for JWT_SECRET and
+// WEBHOOK_SECRET: 32 bytes, the size of the HMAC-SHA256 hash.
+const MinSecretBytes = 32
 
 // Config is the whole configuration of one BFF process.
 type Config struct {
-	// Env is "development" or "production". Development enables the demo
-	// sign-in (POST /session) and the development secrets.
+	// Env is "production" (the default) or "development". Development
+	// enables the demo sign-in (POST /session), the development secrets,
+	// GraphiQL and /metrics on the API port.
 	Env string
 	// HTTPAddr is the listen address of the API.
 	HTTPAddr string
@@ -48,6 +53,10 @@ type Config struct {
 	RedisMasterName string
 	// JWTSecrets verify session tokens; the first signs new ones.
 	JWTSecrets []string
+	// JWTIssuer and JWTAudience, when set, are required in tokens.
+	JWTIssuer, JWTAudience string
+	// JWTMaxLifetime is the longest accepted token lifetime.
+	JWTMaxLifetime time.Duration
 	// WebhookSecrets verify payment webhooks (two during rotation).
 	WebhookSecrets []string
 	// PaymentsURL is the payment provider's base URL.
@@ -88,6 +97,8 @@ type Config struct {
 	CompressMinBytes int
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64
+	// BodyReadTimeout bounds reading one request body.
+	BodyReadTimeout time.Duration
 	// MaxInFlight caps concurrent requests (streams excluded); beyond it
 	// requests get 503.
 	MaxInFlight int
@@ -100,6 +111,12 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// QueryMaxComplexity and QueryMaxDepth bound GraphQL operations.
 	QueryMaxComplexity, QueryMaxDepth int
+	// QueryMaxBytes, QueryMaxTokens, QueryMaxRootFields and
+	// QueryMaxSelections bound a GraphQL document before it is validated.
+	QueryMaxBytes, QueryMaxTokens, QueryMaxRootFields, QueryMaxSelections int
+	// StreamMaxOpen and StreamOpensPerMinute cap the event streams of one
+	// user.
+	StreamMaxOpen, StreamOpensPerMinute int
 	// Introspection allows __schema and __type queries.
 	Introspection bool
 	// GraphiQL serves the GraphiQL IDE at /graphiql.
@@ -152,6 +169,13 @@ type Config struct {
 	WebhookAllowPrivate bool
 	webhookAllowPrivate *bool
 }
+
+// GraphiQLOn reports whether /graphiql is served: development only.
+func (c *Config) GraphiQLOn() bool { return c.GraphiQL && c.Development() }
+
+// PublicMetrics reports whether /metrics is served on the API port: in
+// development without METRICS_ADDR only.
+func (c *Config) PublicMetrics() bool { return c.MetricsAddr == "" && c.Development() }
 
 // Development reports whether the development features are on.
 func (c *Config) Development() bool { return c.Env == "development" }
@@ -287,16 +311,19 @@ func ratio(dst func(*Config) *float64) func(*Config, string) error {
 }
 
 var table = []variable{
-	{"APP_ENV", "development", "development (demo sign-in, development secrets) or production", oneOf([]string{"development", "production"}, func(c *Config) *string { return &c.Env })},
+	{"APP_ENV", "production", "production, or development (demo sign-in, development secrets, GraphiQL, /metrics on HTTP_ADDR); make run and the tests set development", oneOf([]string{"development", "production"}, func(c *Config) *string { return &c.Env })},
 	{"HTTP_ADDR", ":8080", "listen address of the API, the event streams and the web app", str(func(c *Config) *string { return &c.HTTPAddr })},
-	{"METRICS_ADDR", "", "admin address serving /metrics and /debug/pprof instead of /metrics on HTTP_ADDR (empty: /metrics on HTTP_ADDR, no pprof)", str(func(c *Config) *string { return &c.MetricsAddr })},
+	{"METRICS_ADDR", "", "admin address serving /metrics and /debug/pprof (empty: no pprof, and /metrics on HTTP_ADDR in development only)", str(func(c *Config) *string { return &c.MetricsAddr })},
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable", "Postgres connection string; through PgBouncer in transaction mode add default_query_exec_mode=cache_describe (no named prepared statements)", urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseURL })},
 	{"DATABASE_MIGRATE_URL", "", "connection string for migrations, direct to Postgres or session-pooled, when DATABASE_URL goes through PgBouncer in transaction mode (empty: DATABASE_URL)", optional(urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseMigrateURL }))},
 	{"PG_MAX_CONNS", "20", "size of the Postgres pool", integer(1, 1000, func(c *Config) *int { return &c.PGMaxConns })},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "redis:// URL, or host:port,host:port for a Redis Cluster (or Sentinel with REDIS_MASTER_NAME)", str(func(c *Config) *string { return &c.RedisURL })},
 	{"REDIS_MASTER_NAME", "", "Sentinel master name (REDIS_URL then lists the sentinels)", str(func(c *Config) *string { return &c.RedisMasterName })},
-	{"JWT_SECRET", "", "HS256 secrets, comma-separated: the first signs, all verify (rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.JWTSecrets })},
-	{"WEBHOOK_SECRET", "", "payment webhook secrets, comma-separated (two during rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.WebhookSecrets })},
+	{"JWT_SECRET", "", "HS256 secrets of at least 32 bytes, comma-separated: the first signs, all verify (rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.JWTSecrets })},
+	{"JWT_ISSUER", "", "when set, tokens must carry this iss (and issued tokens carry it)", str(func(c *Config) *string { return &c.JWTIssuer })},
+	{"JWT_AUDIENCE", "", "when set, tokens must carry this aud (and issued tokens carry it)", str(func(c *Config) *string { return &c.JWTAudience })},
+	{"JWT_MAX_LIFETIME", "168h", "longest accepted token lifetime (exp - iat); tokens without iat or issued in the future are refused", duration(time.Minute, func(c *Config) *time.Duration { return &c.JWTMaxLifetime })},
+	{"WEBHOOK_SECRET", "", "payment webhook secrets of at least 32 bytes, comma-separated (two during rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.WebhookSecrets })},
 	{"PAYMENTS_URL", "http://127.0.0.1:8090", "base URL of the payment provider (the simulator by default)", urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.PaymentsURL })},
 	{"PAYMENTS_TIMEOUT", "3s", "timeout of one charge request to the provider", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.PaymentsTimeout })},
 	{"PAYMENT_WORKERS", "2", "charge worker goroutines on this instance (0: none)", integer(0, 64, func(c *Config) *int { return &c.PaymentWorkers })},
@@ -322,14 +349,21 @@ var table = []variable{
 	{"PERSISTED_OPERATIONS_DIR", "", "directory of persisted-operation manifests, <client name>/<version>.json of {\"<sha256>\": \"<document>\"}, loaded at start besides the built-in web app manifest", str(func(c *Config) *string { return &c.PersistedOperationsDir })},
 	{"COMPRESS_MIN_BYTES", "1024", "smallest JSON (or web app) response compressed with gzip or zstd as Accept-Encoding allows (0: never compress)", integer(0, 64<<20, func(c *Config) *int { return &c.CompressMinBytes })},
 	{"MAX_BODY_BYTES", "1048576", "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
+	{"BODY_READ_TIMEOUT", "10s", "time allowed to read a request body (400 beyond), so slow bodies cannot hold in-flight slots", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
 	{"READ_HEADER_TIMEOUT", "5s", "time allowed to read request headers", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 	{"SHUTDOWN_GRACE", "15s", "time a shutdown waits for requests, streams and workers", duration(0, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
 	{"QUERY_MAX_COMPLEXITY", "5000", "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
 	{"QUERY_MAX_DEPTH", "15", "deepest nesting of a GraphQL operation (introspection included)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxDepth })},
+	{"QUERY_MAX_BYTES", "32768", "largest GraphQL document (413 beyond; also the size cap of persisted queries)", integer(256, 1<<20, func(c *Config) *int { return &c.QueryMaxBytes })},
+	{"QUERY_MAX_TOKENS", "4000", "most parser tokens of a GraphQL document", integer(100, 1_000_000, func(c *Config) *int { return &c.QueryMaxTokens })},
+	{"QUERY_MAX_ROOT_FIELDS", "20", "most root fields of an operation (each mutation field counts against the mutation rate limit)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxRootFields })},
+	{"QUERY_MAX_SELECTIONS", "400", "most fields and fragments written in a GraphQL document (bounds validation work)", integer(10, 100_000, func(c *Config) *int { return &c.QueryMaxSelections })},
+	{"STREAM_MAX_OPEN", "16", "event streams one user may have open on an instance (/events and subscriptions; 429 beyond)", integer(1, 100_000, func(c *Config) *int { return &c.StreamMaxOpen })},
+	{"STREAM_OPENS_PER_MINUTE", "60", "event streams one user may open per minute (429 beyond)", integer(1, 1_000_000, func(c *Config) *int { return &c.StreamOpensPerMinute })},
 	{"INTROSPECTION", "true", "allow __schema and __type queries", boolean(func(c *Config) *bool { return &c.Introspection })},
-	{"GRAPHIQL", "true", "serve GraphiQL at /graphiql", boolean(func(c *Config) *bool { return &c.GraphiQL })},
+	{"GRAPHIQL", "true", "serve GraphiQL at /graphiql (development only)", boolean(func(c *Config) *bool { return &c.GraphiQL })},
 	{"MIGRATE_ON_START", "true", "apply pending migrations when serving", boolean(func(c *Config) *bool { return &c.MigrateOnStart })},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "export traces over OTLP/HTTP to this base URL + /v1/traces (empty: tracing export off)", optional(urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.OTLPEndpoint }))},
@@ -407,6 +441,22 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if c.WebhookBackoffMax < c.WebhookBackoff {
 		return nil, fmt.Errorf("invalid WEBHOOK_BACKOFF_MAX: shorter than WEBHOOK_BACKOFF")
+	}
+	for name, secrets := range map[string][]string{"JWT_SECRET": c.JWTSecrets, "WEBHOOK_SECRET": c.WebhookSecrets} {
+		for i, sec := range secrets {
+			if len(sec) < MinSecretBytes {
+				return nil, fmt.Errorf("invalid %s: secret %d has %d bytes, at least %d are needed", name, i+1, len(sec), MinSecretBytes)
+			}
+		}
+	}
+	if !c.Development() {
+		for name, secrets := range map[string][]string{"JWT_SECRET": c.JWTSecrets, "WEBHOOK_SECRET": c.WebhookSecrets} {
+			for _, sec := range secrets {
+				if sec == DevJWTSecret || sec == DevWebhookSecret {
+					return nil, fmt.Errorf("invalid %s: the development secret is not allowed when APP_ENV=production", name)
+				}
+			}
+		}
 	}
 	return c, nil
 }

@@ -10,15 +10,45 @@ import (
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestDefaults(t *testing.T) {
-	c, err := Load(env(nil))
+	c, err := Load(env(map[string]string{"APP_ENV": "development"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.HTTPAddr != ":8080" || c.CacheTTL != 60*time.Second || c.CacheTimeout != 50*time.Millisecond ||
 		c.RateQueriesPerSecond != 50 || c.RateMutationsBurst != 20 || c.MaxBodyBytes != 1<<20 ||
 		c.StreamReplayWindow != 24*time.Hour || c.StreamHeartbeat != 15*time.Second || c.QueryMaxDepth != 15 ||
-		!c.Development() || c.JWTSecrets[0] != DevJWTSecret || c.WebhookSecrets[0] != DevWebhookSecret {
+		!c.Development() || c.JWTSecrets[0] != DevJWTSecret || c.WebhookSecrets[0] != DevWebhookSecret ||
+		!c.GraphiQLOn() || !c.PublicMetrics() || c.BodyReadTimeout != 10*time.Second || c.JWTMaxLifetime != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// A binary started without configuration is a production one: it refuses
+// to start without secrets, and with them it serves neither the demo
+// sign-in, GraphiQL nor /metrics on the API port.
+func TestProductionByDefault(t *testing.T) {
+	_, err := Load(env(nil))
+	if err == nil || !strings.Contains(err.Error(), "JWT_SECRET") {
+		t.Fatalf("no configuration: %v, want JWT_SECRET required", err)
+	}
+	c, err := Load(env(map[string]string{"JWT_SECRET": strings.Repeat("j", 32), "WEBHOOK_SECRET": strings.Repeat("w", 32)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Env != "production" || c.Development() || c.GraphiQLOn() || c.PublicMetrics() {
+		t.Fatalf("unset APP_ENV: env %q graphiql %v public metrics %v", c.Env, c.GraphiQLOn(), c.PublicMetrics())
+	}
+	for _, m := range []map[string]string{
+		{"JWT_SECRET": strings.Repeat("j", 31), "WEBHOOK_SECRET": strings.Repeat("w", 32)},
+		{"JWT_SECRET": strings.Repeat("j", 32), "WEBHOOK_SECRET": strings.Repeat("w", 31)},
+		{"JWT_SECRET": strings.Repeat("j", 32), "WEBHOOK_SECRET": strings.Repeat("w", 32) + ",short"},
+		{"JWT_SECRET": DevJWTSecret, "WEBHOOK_SECRET": strings.Repeat("w", 32)},
+		{"JWT_SECRET": strings.Repeat("j", 32), "WEBHOOK_SECRET": DevWebhookSecret},
+		{"APP_ENV": "development", "WEBHOOK_SECRET": "short"},
+	} {
+		if _, err := Load(env(m)); err == nil {
+			t.Errorf("%v accepted", m)
+		}
 	}
 }
 
@@ -53,11 +83,12 @@ func TestInvalidValuesNameTheirVariable(t *testing.T) {
 }
 
 func TestListsAndRotation(t *testing.T) {
-	c, err := Load(env(map[string]string{"WEBHOOK_SECRET": "new, old", "CORS_ORIGINS": "https://shop.example, https://m.shop.example"}))
+	newS, oldS := "new-"+strings.Repeat("n", 28), "old-"+strings.Repeat("o", 28)
+	c, err := Load(env(map[string]string{"APP_ENV": "development", "WEBHOOK_SECRET": newS + ", " + oldS, "CORS_ORIGINS": "https://shop.example, https://m.shop.example"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.WebhookSecrets) != 2 || c.WebhookSecrets[0] != "new" || c.WebhookSecrets[1] != "old" || len(c.CORSOrigins) != 2 {
+	if len(c.WebhookSecrets) != 2 || c.WebhookSecrets[0] != newS || c.WebhookSecrets[1] != oldS || len(c.CORSOrigins) != 2 {
 		t.Fatalf("%q %q", c.WebhookSecrets, c.CORSOrigins)
 	}
 }

@@ -116,6 +116,7 @@ type body struct {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	CachePolicy(w.Header(), r)
 	if r.Method == http.MethodPost && acceptsEventStream(r) {
 		h.serveSSE(w, r)
 		return
@@ -176,6 +177,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cacheHeaders(w.Header(), rc.Operation, ETag(*validator))
 	h.write(w, r, ct, http.StatusOK, resp, report)
+}
+
+// CachePolicy sets the caching headers of a /graphql response, the one
+// place that decides them: every response varies with the credentials
+// (Vary: Authorization, Cookie), and a response to a signed-in caller is
+// personal (Cache-Control: private, no-store), so no shared cache keeps it
+// and no browser cache outlives the session.
+func CachePolicy(h http.Header, r *http.Request) {
+	h.Add("Vary", "Authorization, Cookie")
+	if _, ok := auth.UserFrom(r.Context()); ok {
+		h.Set("Cache-Control", "private, no-store")
+	}
 }
 
 // mutate runs a mutation through the idempotency keeper.

@@ -25,7 +25,7 @@ import (
 	"github.com/shop/bff/internal/testenv"
 )
 
-var testSecret = []byte("e2e-webhook-secret")
+var testSecret = []byte("e2e-webhook-secret-of-32-bytes-or-more")
 
 // env is the payment path of one test, wired as the server wires it: a
 // worker with the HTTP provider pointed at the simulator, and the

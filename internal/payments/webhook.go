@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -91,10 +92,19 @@ type WebhookHandler struct {
 	cfg WebhookConfig
 }
 
+// MinSecretLength is the shortest webhook secret accepted: 32 bytes, the
+// size of the HMAC-SHA256 hash.
+const MinSecretLength = 32
+
 // NewWebhookHandler validates cfg and returns the handler.
 func NewWebhookHandler(cfg WebhookConfig) (*WebhookHandler, error) {
 	if len(cfg.Secrets) == 0 {
 		return nil, errors.New("WEBHOOK_SECRET: at least one secret is required")
+	}
+	for i, s := range cfg.Secrets {
+		if len(s) < MinSecretLength {
+			return nil, fmt.Errorf("WEBHOOK_SECRET: secret %d has %d bytes, at least %d are needed", i+1, len(s), MinSecretLength)
+		}
 	}
 	if cfg.Store == nil {
 		return nil, errors.New("payments: WebhookConfig.Store is required")

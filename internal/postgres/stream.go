@@ -121,8 +121,9 @@ type ResumeState struct {
 	Issued int64
 	// PrunedThrough is the pruning horizon: no event after it was pruned.
 	PrunedThrough int64
-	// Kept reports that the position is 0 or the position of an event
-	// still stored.
+	// Kept reports that the position is 0 or the position of an event of
+	// the scope still stored (another customer's event is not Kept, so a
+	// customer cannot tell it from one never issued).
 	Kept bool
 	// NextFresh is whether the first event of the stream after the
 	// position is inside the replay window (nil when there is none).
@@ -142,7 +143,7 @@ func (s *Store) ResumeStateOf(ctx context.Context, sc Scope, orderID string, pos
 	}
 	var r ResumeState
 	err := s.pool.QueryRow(ctx, `SELECT (`+issuedSQL+`), `+PrunedThroughSQL+`,
-		$1::bigint = 0 OR EXISTS (SELECT 1 FROM order_events WHERE position = $1::bigint),
+		$1::bigint = 0 OR EXISTS (SELECT 1 FROM order_events WHERE position = $1::bigint AND ($2::uuid IS NULL OR customer_id = $2::uuid)),
 		(SELECT at > now() - $4::interval FROM order_events
 			WHERE position > $1::bigint AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
 			ORDER BY position LIMIT 1)`, pos, scopeArg(sc), oid, window).Scan(&r.Issued, &r.PrunedThrough, &r.Kept, &r.NextFresh)

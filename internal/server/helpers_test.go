@@ -107,6 +107,8 @@ func newEnv(t testing.TB) *env {
 func (e *env) config() *config.Config {
 	cfg, err := config.Load(func(name string) string {
 		switch name {
+		case "APP_ENV":
+			return "development"
 		case "DATABASE_URL":
 			return e.dbURL
 		case "REDIS_URL":

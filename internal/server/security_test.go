@@ -640,7 +640,7 @@ func TestNoSecretsInLogsResponsesOrMetrics(t *testing.T) {
 	cfg := e.config()
 	const (
 		jwtSecret     = "jwt-secret-Vq8mT3kX9pL2rW7zN4cY-5gHj"
-		webhookSecret = "whsec-secret-Hb6nJ1sD5fG8kQ3tM0"
+		webhookSecret = "whsec-secret-Hb6nJ1sD5fG8kQ3tM0-x7Zq"
 		dbPassword    = "pg-password-Rz4wE7uI2oP9aS6d"
 	)
 	cfg.JWTSecrets = []string{jwtSecret}

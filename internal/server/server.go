@@ -79,8 +79,10 @@ type Server struct {
 	shop   *shop.Shop
 	keeper *idempotency.Keeper
 	broker *stream.Broker
-	worker *payments.Worker
-	hooks  *webhooks.Worker
+	// streamCaps limits each user's streams on every stream door.
+	streamCaps *stream.Caps
+	worker     *payments.Worker
+	hooks      *webhooks.Worker
 	// hooksAdmin serves the staff's webhook operations.
 	hooksAdmin *webhooks.Admin
 	metrics    *telemetry.Metrics
@@ -245,8 +247,10 @@ func (s *Server) assembleCache(prefix string, opt Options) error {
 // the SSE doors).
 func (s *Server) assembleStreams(prefix string) error {
 	cfg := s.cfg
+	s.streamCaps = stream.NewCaps(stream.CapsConfig{MaxOpen: cfg.StreamMaxOpen, OpensPerMinute: cfg.StreamOpensPerMinute,
+		ClientIP: ratelimit.RemoteIP})
 	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, PruneInterval: cfg.StreamPruneInterval, Heartbeat: cfg.StreamHeartbeat,
-		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log,
+		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log, Caps: s.streamCaps,
 		Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/stream"), Metrics: s.metrics})
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
@@ -275,7 +279,7 @@ func (s *Server) assembleShop() {
 func (s *Server) assembleGraphQL(prefix string) error {
 	cfg := s.cfg
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
-		Introspection: cfg.Introspection, Logger: s.log, QueryCache: gqlhttp.DocumentCache{},
+		MaxTokens: cfg.QueryMaxTokens, Introspection: cfg.Introspection, Logger: s.log, QueryCache: gqlhttp.DocumentCache{},
 		Extensions: []graphql.HandlerExtension{telemetry.NewGraphQLTracer(s.tracing.Options()...)}}
 	resolver := &graph.Resolver{Shop: s.shop, Events: s.broker, Webhooks: s.hooksAdmin}
 	rlCfg := ratelimit.DefaultConfig()
@@ -291,7 +295,9 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	}
 	es := graph.Schema(resolver)
 	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(es, execCfg), Schema: es.Schema(), Keeper: s.keeper,
-		Limit: limiter.AllowN, Heartbeat: cfg.StreamHeartbeat, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout)}
+		Limit: limiter.AllowN, Heartbeat: cfg.StreamHeartbeat, Streams: s.streamCaps, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout),
+		Limits: gqlhttp.Limits{MaxDocumentBytes: cfg.QueryMaxBytes, MaxTokens: cfg.QueryMaxTokens,
+			MaxRootFields: cfg.QueryMaxRootFields, MaxSelections: cfg.QueryMaxSelections}}
 	if s.cache != nil {
 		gcfg.Responses = gqlhttp.NewResponses(s.cache, shop.ScreenDeps)
 	}
@@ -367,18 +373,18 @@ func (s *Server) routes(webhook http.Handler) (*http.ServeMux, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	if cfg.MetricsAddr == "" {
+	if cfg.PublicMetrics() {
 		mux.Handle("GET /metrics", s.metrics.Handler())
 	}
 	if cfg.Development() {
-		issuer, err := auth.NewIssuer(auth.Config{Secrets: bytesOf(cfg.JWTSecrets)})
+		issuer, err := auth.NewIssuer(AuthConfig(cfg))
 		if err != nil {
 			return nil, err
 		}
 		mux.Handle("/session", auth.SessionHandler(issuer, s.store, auth.CookieConfig{Secure: s.secureCookies()}))
 	}
-	if cfg.GraphiQL {
-		mux.Handle("GET /graphiql", playground.Handler("Shop BFF", "/graphql"))
+	if cfg.GraphiQLOn() {
+		mux.Handle("GET /graphiql", graphiQL(playground.Handler("Shop BFF", "/graphql")))
 	}
 	mux.Handle("/", web.Handler())
 	return mux, nil
@@ -387,7 +393,7 @@ func (s *Server) routes(webhook http.Handler) (*http.ServeMux, error) {
 // middleware wraps h in the chain every request passes, outermost first.
 func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 	cfg := s.cfg
-	verifier, err := auth.NewVerifier(auth.Config{Secrets: bytesOf(cfg.JWTSecrets)})
+	verifier, err := auth.NewVerifier(AuthConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -416,6 +422,7 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 		cors,     // before shedding: preflights are never shed, and 503s stay readable
 		httpx.Shed(cfg.MaxInFlight),
 		httpx.BodyLimit(cfg.MaxBodyBytes),
+		httpx.BodyDeadline(cfg.BodyReadTimeout),
 		deadline(cfg.RequestTimeout),
 		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
 	), nil
@@ -439,6 +446,29 @@ func (s *Server) outboundTransport() http.RoundTripper {
 
 // FlushTraces exports the spans ended so far (tests; shutdown flushes too).
 func (s *Server) FlushTraces(ctx context.Context) error { return s.tracing.ForceFlush(ctx) }
+
+// AuthConfig is the session token configuration of cfg (secrets, issuer,
+// audience, maximum lifetime), for the server and `bff token` alike.
+func AuthConfig(cfg *config.Config) auth.Config {
+	return auth.Config{Secrets: bytesOf(cfg.JWTSecrets), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+		MaxLifetime: cfg.JWTMaxLifetime}
+}
+
+// graphiQLPolicy lets GraphiQL load its pinned (SRI-checked) scripts and
+// styles from jsDelivr and talk to this origin only, and never be framed.
+const graphiQLPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; " +
+	"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; font-src 'self' data: https://cdn.jsdelivr.net; " +
+	"img-src 'self' data: https://cdn.jsdelivr.net; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// graphiQL serves the GraphiQL page with its Content-Security-Policy.
+func graphiQL(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", graphiQLPolicy)
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
 
 func bytesOf(ss []string) [][]byte {
 	out := make([][]byte, len(ss))

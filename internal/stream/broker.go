@@ -70,6 +70,9 @@ type Config struct {
 	// stream, a child of the request that committed the event and linked
 	// to the stream's own request. Default: no spans.
 	Tracer trace.Tracer
+	// Caps, optional, limits the streams of each user on GET /events
+	// (share it with the other stream doors).
+	Caps *Caps
 }
 
 func (c *Config) defaults() {

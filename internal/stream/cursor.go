@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
@@ -29,6 +30,11 @@ type cursor struct {
 	last, until int64
 	// reset is the reason of an `event: reset`, "" for none.
 	reset string
+	// expires is when the viewer's session ends (zero: never); the stream
+	// then ends with `event: reset` (reason session_expired).
+	expires time.Time
+	// release frees the stream's place in the caps (nil: none taken).
+	release func()
 }
 
 // open authorizes a stream of viewer over one order (orderID) or all the

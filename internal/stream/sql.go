@@ -93,19 +93,23 @@ func (b *Broker) markPublished(ctx context.Context, pos []int64) error {
 const (
 	resetUnknown = "unknown"
 	resetExpired = "expired"
+	// resetSessionExpired ends a stream whose session token expired.
+	resetSessionExpired = "session_expired"
 )
 
 // checkResume validates the resume point id for a stream of scope (and
 // orderID): it returns the position to resume after, or the reason of a
-// reset. A valid id is a position the database issued ("0" stands for
-// "before the viewer's first event", the lastEventId of a screen read
-// before any event) from which the replay is still exact: no event after
-// it was pruned (it is not below the pruning horizon, which is itself a
-// valid resume point), and the first event of the stream after it is
-// inside the replay window, or there is none yet. So a screen read's
-// lastEventId stays a valid resume point however old its event is, as
-// long as nothing newer has aged out of the window.
-// Time is compared on the database's clock, the clock of the events.
+// reset. A valid id is the position of an event in the viewer's scope (its
+// own events; any for STAFF), the pruning horizon, or "0" ("before the
+// viewer's first event", the lastEventId of a screen read before any
+// event), from which the replay is still exact: no event after it was
+// pruned (it is not below the pruning horizon), and the first event of the
+// stream after it is inside the replay window, or there is none yet. So a
+// screen read's lastEventId stays a valid resume point however old its
+// event is, as long as nothing newer has aged out of the window. Any other
+// id, whether another customer's or never issued, is "unknown" alike: a
+// customer cannot learn the shop's activity from the answers. Time is
+// compared on the database's clock, the clock of the events.
 func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id string) (int64, string, error) {
 	pos, err := strconv.ParseInt(id, 10, 64)
 	if err != nil || pos < 0 || strconv.FormatInt(pos, 10) != id {
@@ -117,14 +121,14 @@ func (b *Broker) checkResume(ctx context.Context, sc postgres.Scope, orderID, id
 	if err != nil {
 		return 0, "", err
 	}
-	head, pruned, issued, nextFresh := st.Issued, st.PrunedThrough, st.Kept, st.NextFresh
+	head, pruned, known, nextFresh := st.Issued, st.PrunedThrough, st.Kept, st.NextFresh
 	switch {
 	case pos > head:
 		return 0, resetUnknown, nil // never issued
 	case pos < pruned:
 		return 0, resetExpired, nil // events after it may have been pruned
-	case pos != pruned && !issued:
-		return 0, resetExpired, nil // issued, but no longer kept
+	case pos != pruned && !known:
+		return 0, resetUnknown, nil // not the viewer's (or gone): indistinguishable from never issued
 	case nextFresh != nil && !*nextFresh:
 		return 0, resetExpired, nil // events after it have aged out of the window
 	}

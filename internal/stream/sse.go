@@ -141,8 +141,16 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if resume == "" {
 		resume = q.Get("lastEventId")
 	}
+	release := func() {}
+	if b.cfg.Caps != nil {
+		var ok bool
+		if release, ok = b.cfg.Caps.OpenStream(w, r); !ok {
+			return
+		}
+	}
 	c, err := b.open(ctx, viewer, orderID, resume, false)
 	if err != nil {
+		release()
 		e := order.AsError(err)
 		status := e.Code.HTTPStatus()
 		if e.Code == order.CodeNotFound {
@@ -151,6 +159,8 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, status, e)
 		return
 	}
+	c.release = release
+	c.expires, _ = auth.SessionExpiry(ctx)
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -188,6 +198,9 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 // pump runs one SSE stream to its end: retry hint, reset, replay, live.
 func (b *Broker) pump(ctx context.Context, c *cursor, s sink) {
 	defer b.unregister(c.s)
+	if c.release != nil {
+		defer c.release()
+	}
 	clean := false
 	defer func() { s.close(clean) }()
 	s.write(retryFrame(b.cfg.Retry))
@@ -213,8 +226,18 @@ func (b *Broker) pump(ctx context.Context, c *cursor, s sink) {
 func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 	hb := time.NewTimer(b.cfg.Heartbeat)
 	defer hb.Stop()
+	var expired <-chan time.Time
+	if !c.expires.IsZero() {
+		t := time.NewTimer(time.Until(c.expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
+		case <-expired:
+			s.write(resetFrame(resetSessionExpired))
+			_ = s.flush()
+			return false
 		case it := <-c.s.ch:
 			spans := b.deliver(ctx, c, s, it, nil)
 		burst:

@@ -206,8 +206,8 @@ func New(cfg Config) (*Server, error) {
 	if err := validWebhookURL(cfg.WebhookURL); err != nil {
 		return nil, fmt.Errorf("paysim: webhook URL: %w", err)
 	}
-	if len(cfg.Secret) == 0 {
-		return nil, errors.New("paysim: a webhook secret is required")
+	if len(cfg.Secret) < payments.MinSecretLength {
+		return nil, fmt.Errorf("paysim: a webhook secret of at least %d bytes is required", payments.MinSecretLength)
 	}
 	if cfg.Latency < 0 {
 		return nil, errors.New("paysim: latency must not be negative")

@@ -20,7 +20,7 @@ import (
 	"github.com/shop/bff/internal/payments/paysim"
 )
 
-var secret = []byte("test-secret")
+var secret = []byte("test-secret-of-at-least-32-bytes-0123")
 
 // receiver is the BFF's webhook endpoint as the simulator sees it: it
 // verifies every signature and answers with the next status of its

@@ -59,7 +59,7 @@ func (r *Runner) ProfileProcess(ctx context.Context, bin string, getenv func(str
 	if err != nil {
 		return nil, err
 	}
-	over := map[string]string{"HTTP_ADDR": httpAddr, "METRICS_ADDR": adminAddr, "LOG_LEVEL": "error", "PAYMENT_WORKERS": "0",
+	over := map[string]string{"APP_ENV": "development", "HTTP_ADDR": httpAddr, "METRICS_ADDR": adminAddr, "LOG_LEVEL": "error", "PAYMENT_WORKERS": "0",
 		"RATE_LIMIT_QUERIES_PER_SECOND": "0", "RATE_LIMIT_MUTATIONS_PER_SECOND": "0", "MIGRATE_ON_START": "false",
 		// A loaded machine must not trip the cache's circuit breaker here:
 		// the point is the CPU and allocations of the hit path.
