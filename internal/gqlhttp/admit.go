@@ -29,6 +29,7 @@ const (
 	DefaultMaxSameKey       = 2
 	DefaultMaxSpreadsPerSet = 32
 	DefaultMaxFragments     = 64
+	DefaultMaxVariables     = 64
 	DefaultMaxErrors        = 20
 )
 
@@ -57,6 +58,9 @@ type Limits struct {
 	MaxSpreadsPerSet int
 	// MaxFragments bounds the fragment definitions. Default 64.
 	MaxFragments int
+	// MaxVariables bounds the variable definitions of each operation.
+	// Default 64.
+	MaxVariables int
 	// MaxErrors bounds the errors of one response: the rest are dropped
 	// and the last entry says how many. Default 20.
 	MaxErrors int
@@ -75,6 +79,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxSameKey, DefaultMaxSameKey)
 	def(&l.MaxSpreadsPerSet, DefaultMaxSpreadsPerSet)
 	def(&l.MaxFragments, DefaultMaxFragments)
+	def(&l.MaxVariables, DefaultMaxVariables)
 	def(&l.MaxErrors, DefaultMaxErrors)
 	return l
 }
@@ -408,6 +413,9 @@ func (a *admission) shape(doc *ast.QueryDocument) *gqlerror.Error {
 		}
 	}
 	for _, op := range doc.Operations {
+		if n := len(op.VariableDefinitions); n > l.MaxVariables {
+			return tooComplex(fmt.Sprintf("an operation defines %d variables, more than the limit of %d", n, l.MaxVariables), "variables", n, l.MaxVariables)
+		}
 		walk(op.SelectionSet)
 	}
 	for _, f := range doc.Fragments {
@@ -416,8 +424,18 @@ func (a *admission) shape(doc *ast.QueryDocument) *gqlerror.Error {
 	return err
 }
 
-// validationRules are gqlgen's default rules (with suggestions).
-func validationRules() *rules.Rules { return rules.NewDefaultRules() }
+// validationRules are the specification's rules, without the "did you
+// mean" suggestions for unknown fields (an edit-distance search per error,
+// and a view of the schema that introspection may hide).
+func validationRules() *rules.Rules {
+	r := rules.NewDefaultRules()
+	for _, name := range []string{"FieldsOnCorrectType", "FieldsOnCorrectTypeWithoutSuggestions", "ScalarLeafs", "ScalarLeafsWithoutSuggestions"} {
+		r.RemoveRule(name)
+	}
+	r.AddRule(rules.FieldsOnCorrectTypeRuleWithoutSuggestions.Name, rules.FieldsOnCorrectTypeRuleWithoutSuggestions.RuleFunc)
+	r.AddRule(rules.ScalarLeafsRuleWithoutSuggestions.Name, rules.ScalarLeafsRuleWithoutSuggestions.RuleFunc)
+	return r
+}
 
 // capErrors keeps the first max errors and says how many were dropped.
 func capErrors(errs gqlerror.List, max int) gqlerror.List {
