@@ -5,7 +5,7 @@ HTTP_PORT ?= 8080
 PAYSIM_PORT ?= 8090
 FUZZTIME ?= 10s
 
-.PHONY: check-alerts manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
+.PHONY: check-alerts drill manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
 
 # TOOL_MODULES are the modules of their own beside the service's (the load
 # tool's plotting libraries and the deployment test's Kubernetes API types
@@ -94,6 +94,13 @@ tidy:
 ## check-tidy: fail when go.mod or go.sum of any module is not what `go mod tidy` writes
 check-tidy:
 	@for m in . $(TOOL_MODULES); do 	  d=$$(cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod/go.sum not tidy: run 'make tidy'"; echo "$$d" | head -40; exit 1; }; 	done
+
+## drill: the fault drill (about 2 minutes; DRILL_SHORT=1: each fault once, under a minute): two bff instances on a
+## private database and redis-server, a keyed workload with readers and event subscribers, Redis killed/paused, an
+## instance killed, Postgres cut; the history is checked (README, "Guarantees through faults"); logs in bin/drill-logs
+DRILL_SHORT ?=
+drill: services build
+	$(GO) run ./cmd/drill $(if $(filter 1 true yes,$(DRILL_SHORT)),-short,)
 
 ## bench: start a BFF on a fresh database (bff_bench) and its own Redis, run the load tool's scenarios (tools/bffload, a module of its own), write docs/benchmarks.md
 ## (BENCH_SHORT=1: a few seconds per scenario on the existing bff_bench, report in bin/, fails only on errors, stale reads or lost events)

@@ -70,8 +70,8 @@ type Subscriber struct {
 	// From is the position it first connected after (the customer's
 	// newest event when the run began): it must receive every event of
 	// its customer after it.
-	From     int64
-	Events   []Event
+	From   int64
+	Events []Event
 	// Connects counts the connections it made.
 	Connects int
 }

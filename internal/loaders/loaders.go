@@ -71,6 +71,13 @@ type Result struct {
 // Load reads req in one batch through r.
 func Load(ctx context.Context, r Runner, req Request) (*Result, error) {
 	var b postgres.Batch
+	// The resume point is read first: the batch's statements take their
+	// own snapshots in order, so every event up to it is reflected in
+	// the orders read after it, and a stream opened with it misses none.
+	var last *postgres.Read[int64]
+	if req.LastPosition != nil {
+		last = b.LastPosition(*req.LastPosition)
+	}
 	wantOrders := req.Orders.IDs != nil || req.Orders.First > 0
 	var page *postgres.Read[postgres.Page]
 	var lines *postgres.Read[postgres.Lines]
@@ -87,10 +94,6 @@ func Load(ctx context.Context, r Runner, req Request) (*Result, error) {
 	var tl *postgres.Read[[]order.Event]
 	if req.Timeline != "" {
 		tl = b.Timeline(req.Timeline)
-	}
-	var last *postgres.Read[int64]
-	if req.LastPosition != nil {
-		last = b.LastPosition(*req.LastPosition)
 	}
 	if err := r.Run(ctx, &b); err != nil {
 		return nil, err

@@ -122,8 +122,15 @@ func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*mode
 			if err != nil {
 				return nil, err
 			}
-			tl := make([]*model.OrderEvent, len(res.Timeline))
-			for i, e := range res.Timeline {
+			// The batch's reads are not one snapshot: the timeline, read
+			// after the order, is cut at the order's version (a write that
+			// commits between the two reads must not show half of it).
+			events := res.Timeline
+			for len(events) > 0 && events[len(events)-1].Version > o.Version {
+				events = events[:len(events)-1]
+			}
+			tl := make([]*model.OrderEvent, len(events))
+			for i, e := range events {
 				tl[i] = Event(e)
 			}
 			acts := order.AvailableActions(o.Status, o.PaymentStatus, v.Role)
