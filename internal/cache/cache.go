@@ -116,6 +116,9 @@ type Cache struct {
 	// repairing is set while a goroutine replaces the epoch after a miss.
 	repairing atomic.Bool
 
+	// marks are the newest event positions this instance has seen.
+	marks watermarks
+
 	// beforeFlight, when set, is called by Load right before it joins the
 	// singleflight group (test hook).
 	beforeFlight func()
@@ -271,7 +274,7 @@ func (c *Cache) keys(k Key) (base string, genKeys []string) {
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	for _, s := range []string{c.cfg.ModelVersion, c.cfg.Codec.Name(), k.Screen, k.Args, k.ViewerID, k.Role} {
+	for _, s := range []string{entryFormat, c.cfg.ModelVersion, c.cfg.Codec.Name(), k.Screen, k.Args, k.ViewerID, k.Role} {
 		field(s)
 	}
 	for _, d := range deps {

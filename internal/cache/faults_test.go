@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,6 +179,7 @@ func TestInvalidateOutlastsPausedRedis(t *testing.T) {
 // confirm its invalidation. It never serves the old screen itself, and as
 // soon as it reaches Redis again it replaces the epoch, which drops every
 // entry for every instance. Until then a reader that still reaches Redis
+// and has not seen the write's event (see TestObservedEventRefusesOlderEntry)
 // serves the entry it has, for at most the entry's TTL.
 func TestUnconfirmedInvalidationReplacesEpoch(t *testing.T) {
 	rp := testenv.StartRedis(t)
@@ -214,4 +216,50 @@ func TestUnconfirmedInvalidationReplacesEpoch(t *testing.T) {
 	<-repaired // the writer's background repair replaced the epoch
 	loadIs(t, reader, k, db, "v2", StatusMiss)
 	loadIs(t, writer, k, db, "v2", StatusHit)
+}
+
+// A reader that has seen an event (its broker handed it out) refuses every
+// entry of the event's dependencies loaded before its loader had seen that
+// position, even though the writer's invalidation never reached Redis: the
+// partition's bound is the time the event takes to reach the reader's
+// broker, not the entry's TTL.
+func TestObservedEventRefusesOlderEntry(t *testing.T) {
+	rp := testenv.StartRedis(t)
+	proxy := testenv.StartProxy(t, rp.Addr())
+	writer := newCache(t, client(t, proxy.Addr()), "o:", Config{InvalidateTimeout: 50 * time.Millisecond})
+	reader := newCache(t, client(t, rp.Addr()), "o:", Config{TTL: time.Hour})
+	other := newCache(t, client(t, rp.Addr()), "o:", Config{TTL: time.Hour})
+	k1, k2 := orderKey("c1"), orderKey("c1")
+	k2.Args, k2.Deps = "id=o2", []Dep{OrderDep("o2")}
+	db1, db2 := newOrigin("v1"), newOrigin("w1")
+	reader.Observe(3, OrderDep("o1"), CustomerDep("c1"))
+	loadIs(t, reader, k1, db1, "v1", StatusMiss) // stored as loaded after position 3
+	loadIs(t, reader, k2, db2, "w1", StatusMiss)
+
+	proxy.Cut()
+	db1.v.Store("v2") // the write of event 7 on the partitioned writer
+	require.Error(t, writer.Invalidate(context.Background(), OrderDep("o1")))
+	loadIs(t, reader, k1, db1, "v1", StatusHit) // the event has not reached the reader yet
+
+	reader.Observe(7, OrderDep("o1"), CustomerDep("c1"))
+	loadIs(t, reader, k1, db1, "v2", StatusMiss) // refused, reloaded, stored as of position 7
+	loadIs(t, reader, k1, db1, "v2", StatusHit)
+	loadIs(t, reader, k2, db2, "w1", StatusHit) // another order's entry is still good
+	loadIs(t, other, k1, db1, "v2", StatusHit)  // the replaced entry serves every instance
+}
+
+// Observe keeps a bounded number of dependencies; beyond it every entry
+// loaded before the newest observed position is refused (stricter, never
+// looser).
+func TestWatermarksStayBounded(t *testing.T) {
+	e := newEnv(t, Config{})
+	db := newOrigin("v1")
+	k := orderKey("c1")
+	loadIs(t, e.cache, k, db, "v1", StatusMiss)
+	for i := range maxWatermarks + 1 {
+		e.cache.Observe(int64(i+1), OrderDep(strconv.Itoa(i)))
+	}
+	require.LessOrEqual(t, len(e.cache.marks.deps), maxWatermarks)
+	loadIs(t, e.cache, k, db, "v1", StatusMiss) // loaded before the floor: refused
+	loadIs(t, e.cache, k, db, "v1", StatusHit)
 }

@@ -59,10 +59,11 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	}
 	if lk.hit {
 		var v T
-		if c.cfg.Codec.Unmarshal(lk.data, &v) == nil {
+		if c.usable(lk.data, key.Deps, &v) {
 			return Result{Status: StatusHit, TTL: lk.pttl, Validator: validator(base, lk.gens)}, v, nil
 		}
-		// An entry that does not decode is treated as a miss and replaced.
+		// An entry that does not decode, or is older than an event this
+		// instance has seen, is treated as a miss and replaced.
 	}
 
 	status, group := StatusMiss, "m|"
@@ -75,7 +76,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	out, err, _ := c.flights.Do(group+base+":"+lk.gens, func() (any, error) {
 		fctx, cancel := detach(ctx)
 		defer cancel()
-		return fly(fctx, c, base, genKeys, lk.gens, !bypass, load)
+		return fly(fctx, c, base, genKeys, key.Deps, lk.gens, !bypass, load)
 	})
 	if err != nil {
 		var zero T
@@ -97,11 +98,12 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 
 // fly is the shared part of a miss: re-check (a flight that ended between
 // our read and now may have stored the value), load, store.
-func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
+func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, deps []Dep, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
 	var f flight[T]
+	pos := c.seen() // before the load: it reflects every event up to pos
 	if recheck {
 		lk, err := c.read(ctx, base, genKeys, true)
-		if err == nil && lk.hit && c.cfg.Codec.Unmarshal(lk.data, &f.val) == nil {
+		if err == nil && lk.hit && c.usable(lk.data, deps, &f.val) {
 			f.hit, f.ttl, f.gens = true, lk.pttl, lk.gens
 			return f, nil
 		}
@@ -123,12 +125,19 @@ func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, ge
 		c.cfg.StoreDelay(ctx)
 	}
 	ttl := c.ttl()
-	if err := c.store(ctx, base, gens, data, ttl); err != nil {
+	if err := c.store(ctx, base, gens, encodeEntry(pos, data), ttl); err != nil {
 		f.failed = true
 		return f, nil
 	}
 	f.stored, f.ttl = true, ttl
 	return f, nil
+}
+
+// usable decodes an entry into v unless it does not decode or its loader
+// had not seen an event of deps that this instance has seen.
+func (c *Cache) usable(entry []byte, deps []Dep, v any) bool {
+	pos, data, ok := decodeEntry(entry)
+	return ok && pos >= c.newest(deps) && c.cfg.Codec.Unmarshal(data, v) == nil
 }
 
 // detach keeps ctx's values and deadline but not its cancellation, so that

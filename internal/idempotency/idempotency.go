@@ -150,6 +150,11 @@ type Config struct {
 	// OnCommit is called after a mutation transaction commits, before the
 	// response is written: it invalidates screens, then publishes events.
 	OnCommit func(ctx context.Context, events []order.Event)
+	// OnReplay is called before a stored response is replayed: the
+	// effect it describes may have committed on an instance that stopped
+	// before its OnCommit, so the screens it changed are invalidated now
+	// (optional; an error fails the request, which the client retries).
+	OnReplay func(ctx context.Context) error
 	// Metrics, optional.
 	Metrics Metrics
 	// Logger, optional.
@@ -201,6 +206,11 @@ func (k *Keeper) Run(ctx context.Context, req Request, exec func(ctx context.Con
 				k.count(OutcomeReused)
 				return Response{}, OutcomeReused, order.Errorf(order.CodeIdempotencyKeyReused,
 					"this Idempotency-Key was used for a different request; use a new key")
+			}
+			if k.cfg.OnReplay != nil {
+				if err := k.cfg.OnReplay(ctx); err != nil {
+					return Response{}, OutcomeNone, err
+				}
 			}
 			k.count(OutcomeReplayed)
 			return Response{Status: rec.Status, Body: rec.Body}, OutcomeReplayed, nil

@@ -561,3 +561,33 @@ func TestTwoKeepersOneEffect(t *testing.T) {
 		t.Fatalf("%d executions, %d orders", executed, f.orders(f.alice)-orders)
 	}
 }
+
+// A replay first settles what its effect may have left undone (the
+// instance that committed it may have stopped before invalidating): the
+// hook runs before the stored answer is returned, never on the first
+// execution, and when it fails the request fails (retryable) instead of
+// answering.
+func TestReplaySettlesFirst(t *testing.T) {
+	f := newFixture(t)
+	var settled int
+	var fail error
+	k := idempotency.New(f.store, idempotency.Config{OnReplay: func(context.Context) error {
+		settled++
+		return fail
+	}})
+	if _, outcome, err := k.Run(context.Background(), req(f.alice, "s", "fp"), f.place(f.alice, nil)); err != nil || outcome != idempotency.OutcomeExecuted {
+		t.Fatalf("%v %q", err, outcome)
+	}
+	if settled != 0 {
+		t.Fatalf("settled %d times on the first execution", settled)
+	}
+	resp, outcome, err := k.Run(context.Background(), req(f.alice, "s", "fp"), f.place(f.alice, nil))
+	if err != nil || outcome != idempotency.OutcomeReplayed || len(resp.Body) == 0 || settled != 1 {
+		t.Fatalf("replay: %v %q settled=%d", err, outcome, settled)
+	}
+	fail = order.Errorf(order.CodeUnavailable, "postgres is unavailable")
+	resp, _, err = k.Run(context.Background(), req(f.alice, "s", "fp"), f.place(f.alice, nil))
+	if order.ErrorCode(err) != order.CodeUnavailable || len(resp.Body) != 0 || settled != 2 {
+		t.Fatalf("replay with a failing settle: %v %s settled=%d", err, resp.Body, settled)
+	}
+}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/shop/bff/internal/order"
@@ -30,6 +31,21 @@ func (b *Broker) relayLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// Settle runs Config.BeforePublish (the screens' invalidation) for every
+// committed event nobody has marked published yet, at once rather than at
+// the relay's next sweep. Call it before answering with the stored
+// response of a keyed mutation: its effect may have committed on an
+// instance that crashed (or lost Postgres) before it invalidated, and the
+// client that gets the answer must not read the screens from before it.
+func (b *Broker) Settle(ctx context.Context) error {
+	evs, err := b.unpublishedUpTo(ctx, math.MaxInt64)
+	if err != nil {
+		return err
+	}
+	b.beforePublish(ctx, evs)
+	return nil
 }
 
 // relayOnce publishes the events that are still unpublished a moment
