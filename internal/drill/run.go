@@ -184,23 +184,34 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 			return nil
 		}
 	}
+	then := func(a, b func(ctx context.Context) error) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			if err := a(ctx); err != nil {
+				return err
+			}
+			return b(ctx)
+		}
+	}
+	// The first fault is the sequence of a reported stale read: Redis comes
+	// back empty while the breaker of one instance is still open, and the
+	// other instance, restarted, fills the cache at once.
 	work := d(100)
 	schedule := []fault{
-		{d(8), "redis SIGKILL, restarted empty after 1s", killRedis(time.Second)},
-		{d(20), "redis SIGSTOP for 2s", pauseRedis},
-		{d(32), "instance B SIGKILL, restarted after 1s", killInstance(1)},
+		{d(8), "redis SIGKILL, restarted empty after 1s, then instance B SIGKILL and restart", then(killRedis(time.Second), killInstance(1))},
+		{d(22), "redis SIGSTOP for 2s", pauseRedis},
+		{d(34), "instance A SIGKILL, restarted after 1s", killInstance(0)},
 		{d(46), "postgres cut for 3s (proxy)", cutPostgres(3 * time.Second)},
 		{d(60), "redis SIGKILL, restarted empty at once", killRedis(0)},
 		{d(72), "redis SIGSTOP for 2s", pauseRedis},
-		{d(84), "instance A SIGKILL, restarted after 1s", killInstance(0)},
+		{d(84), "redis SIGKILL, restarted empty after 1s, then instance A SIGKILL and restart", then(killRedis(time.Second), killInstance(0))},
 	}
 	if opt.Short {
 		work = d(32)
 		schedule = []fault{
-			{d(4), "redis SIGKILL, restarted empty after 1s", killRedis(time.Second)},
-			{d(10), "redis SIGSTOP for 2s", pauseRedis},
-			{d(17), "instance B SIGKILL, restarted after 1s", killInstance(1)},
-			{d(24), "postgres cut for 2s (proxy)", cutPostgres(2 * time.Second)},
+			{d(4), "redis SIGKILL, restarted empty after 1s, then instance B SIGKILL and restart", then(killRedis(time.Second), killInstance(1))},
+			{d(12), "redis SIGSTOP for 2s", pauseRedis},
+			{d(19), "instance A SIGKILL, restarted after 1s", killInstance(0)},
+			{d(25), "postgres cut for 2s (proxy)", cutPostgres(2 * time.Second)},
 		}
 	}
 
