@@ -187,7 +187,7 @@ func Check(h *History, truth Truth) Counts {
 		for _, p := range truth.CustomerEvents[s.Customer] {
 			if p > s.From && !got[p] {
 				c.Lost++
-				c.detail("lost: subscriber %d never got event %d", si, p)
+				c.detail("lost: subscriber %d never got event %d (%s)", si, p, around(s.Events, p))
 			}
 		}
 	}
@@ -250,6 +250,30 @@ func Check(h *History, truth Truth) Counts {
 		}
 	}
 	return c
+}
+
+// around describes the events a subscriber received next to position p.
+func around(evs []Event, p int64) string {
+	var before, after *Event
+	for i := range evs {
+		e := &evs[i]
+		if e.Reset {
+			continue
+		}
+		if e.Position < p && (before == nil || e.Position > before.Position) {
+			before = e
+		}
+		if e.Position > p && (after == nil || e.Position < after.Position) {
+			after = e
+		}
+	}
+	d := func(e *Event) string {
+		if e == nil {
+			return "none"
+		}
+		return fmt.Sprintf("%d on connection %d to instance %d at %s", e.Position, e.Conn, e.Instance, e.At.Format("15:04:05.000"))
+	}
+	return "received before it: " + d(before) + "; after it: " + d(after)
 }
 
 // timelineOK reports whether an orderScreen's timeline is versions 1..n,

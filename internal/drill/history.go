@@ -61,6 +61,9 @@ type Event struct {
 	Version  int
 	// Reset marks an `event: reset` message.
 	Reset bool
+	// Conn is the subscriber's connection that received it (1, 2, ...),
+	// Instance the instance that sent it.
+	Conn, Instance int
 }
 
 // Subscriber is one SSE client of a customer's stream=orders, across its
@@ -116,11 +119,12 @@ func (h *History) AddEvent(s *Subscriber, e Event) {
 	h.mu.Unlock()
 }
 
-// Connected counts a connection of s.
-func (h *History) Connected(s *Subscriber) {
+// Connected counts a connection of s and returns its number.
+func (h *History) Connected(s *Subscriber) int {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	s.Connects++
-	h.mu.Unlock()
+	return s.Connects
 }
 
 // LastPosition is the position of the last event s received (its resume

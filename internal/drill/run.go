@@ -249,7 +249,7 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 		if workCtx.Err() != nil {
 			break
 		}
-		logf("fault: %s", f.name)
+		logf("fault: %s (at %s)", f.name, time.Now().Format("15:04:05.000"))
 		if err := f.do(ctx); err != nil {
 			faultErr = fmt.Errorf("fault %q: %w", f.name, err)
 			logf("%v", faultErr)

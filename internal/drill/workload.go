@@ -364,11 +364,11 @@ func (w *workload) subscribe(ctx context.Context, u *user, s *Subscriber, reads 
 		inst := w.inst()
 		last := strconv.FormatInt(w.h.LastPosition(s), 10)
 		sctx, cancel := context.WithTimeout(ctx, time.Duration(4+rand.IntN(6))*time.Second)
-		w.h.Connected(s)
+		conn := w.h.Connected(s)
 		err := stream(sctx, w.c, inst.base, u.token, last, func(m sseEvent) bool {
 			now := time.Now()
 			if m.name == "reset" {
-				w.h.AddEvent(s, Event{At: now, Reset: true})
+				w.h.AddEvent(s, Event{At: now, Reset: true, Conn: conn, Instance: inst.idx})
 				return !done()
 			}
 			var d struct {
@@ -379,7 +379,7 @@ func (w *workload) subscribe(ctx context.Context, u *user, s *Subscriber, reads 
 			if json.Unmarshal(m.data, &d) != nil || perr != nil {
 				return true
 			}
-			w.h.AddEvent(s, Event{At: now, Position: pos, OrderID: d.OrderID, Version: d.Version})
+			w.h.AddEvent(s, Event{At: now, Position: pos, OrderID: d.OrderID, Version: d.Version, Conn: conn, Instance: inst.idx})
 			if reads.Err() == nil && rand.IntN(2) == 0 {
 				select {
 				case w.readsBusy <- struct{}{}:
