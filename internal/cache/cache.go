@@ -125,6 +125,9 @@ type Cache struct {
 	// onAttempt, when set, is called after every attempt of Invalidate and
 	// of the epoch repair with its error (test hook).
 	onAttempt func(err error)
+	// onRepaired, when set, is called when the repair goroutine ends
+	// (test hook).
+	onRepaired func()
 }
 
 // New returns a Cache on client. m may be nil (no metrics). It fails on an
@@ -469,6 +472,9 @@ func (c *Cache) repair() {
 		// A miss recorded after the check above and before the flag was
 		// cleared found the flag set and started nothing: look again.
 		if bump, _ := c.epochBump(); !bump || !c.repairing.CompareAndSwap(false, true) {
+			if c.onRepaired != nil {
+				c.onRepaired()
+			}
 			return
 		}
 	}
