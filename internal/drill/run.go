@@ -128,6 +128,8 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 		if err := in.proc.start(); err != nil {
 			return err
 		}
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
 		return waitReady(ctx, in.proc, in.base)
 	}
 	for _, in := range insts {

@@ -521,7 +521,8 @@ func (s *Server) invalidateAfter(ctx context.Context, events []order.Event, comm
 }
 
 // observeEvents hands every event this instance's broker hands out to the
-// screen cache (RedisScreens.Observe), through a subscription to all
+// screen cache (cache.Observe, with the dependencies the event
+// invalidates), through a subscription to all
 // events; a subscription that ends (its buffer overflowed, Postgres
 // failed) is resumed after the last event it delivered, so none is missed.
 func (s *Server) observeEvents(ctx context.Context) {
@@ -541,7 +542,7 @@ func (s *Server) observeEvents(ctx context.Context) {
 			continue
 		}
 		for e := range ch {
-			s.screens.Observe(e)
+			s.cache.Observe(e.Position, shop.InvalidatedBy([]order.Event{e})...)
 			after = strconv.FormatInt(e.Position, 10)
 		}
 	}
@@ -681,7 +682,7 @@ func (s *Server) startBackground() {
 			s.log.Error("event broker stopped", "err", err)
 		}
 	})
-	if s.screens != nil {
+	if s.cache != nil {
 		s.goBG(s.observeEvents)
 	}
 	if s.worker != nil {
