@@ -55,6 +55,13 @@
 // opening counts as a miss too (another instance's invalidation may have
 // failed while Redis was down).
 //
+// Entries carry the newest event position their loader had seen (as
+// told by [Cache.Observe]); an instance refuses, as a miss, an entry of a
+// dependency loaded before an event of it that the instance has observed.
+// Fed with every event an instance's broker hands out, this would bound the
+// partition above by the event's delivery time instead of the TTL; the
+// server does not feed it yet (see the README).
+//
 // Redis is optional at run time: every Redis call of a read has a short
 // timeout and runs behind a circuit breaker; when Redis fails, values come
 // from the loader with status "error" and no error for the caller.

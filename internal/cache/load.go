@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"strconv"
 	"time"
 )
 
@@ -60,7 +61,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	if lk.hit {
 		var v T
 		if c.usable(lk.data, key.Deps, &v) {
-			return Result{Status: StatusHit, TTL: lk.pttl, Validator: validator(base, lk.gens)}, v, nil
+			return Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(base, lk.gens, key.Deps)}, v, nil
 		}
 		// An entry that does not decode, or is older than an event this
 		// instance has seen, is treated as a miss and replaced.
@@ -89,11 +90,11 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	}
 	switch {
 	case f.hit:
-		return Result{Status: StatusHit, TTL: f.ttl, Validator: validator(base, f.gens)}, f.val, nil
+		return Result{Status: StatusHit, TTL: f.ttl, Validator: c.validator(base, f.gens, key.Deps)}, f.val, nil
 	case f.failed:
 		return Result{Status: StatusError}, f.val, nil
 	}
-	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: validator(base, f.gens)}, f.val, nil
+	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: c.validator(base, f.gens, key.Deps)}, f.val, nil
 }
 
 // fly is the shared part of a miss: re-check (a flight that ended between
@@ -161,11 +162,13 @@ func (c *Cache) Validator(ctx context.Context, key Key) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return validator(base, lk.gens), nil
+	return c.validator(base, lk.gens, key.Deps), nil
 }
 
-// validator names the value of the entry base under gens.
-func validator(base, gens string) string {
-	sum := sha256.Sum256([]byte(base + ":" + gens))
+// validator names the value of the entry base under gens, as of the newest
+// event of deps this instance has seen (an entry older than that event is
+// refused, so a client's copy of it must not be confirmed either).
+func (c *Cache) validator(base, gens string, deps []Dep) string {
+	sum := sha256.Sum256([]byte(base + ":" + gens + "@" + strconv.FormatInt(c.newest(deps), 10)))
 	return base64.RawURLEncoding.EncodeToString(sum[:18])
 }

@@ -8,12 +8,13 @@ type Prepared struct {
 	screen  string
 	base    string
 	genKeys []string
+	deps    []Dep
 }
 
 // Prepare computes the Redis keys of k.
 func (c *Cache) Prepare(k Key) Prepared {
 	base, genKeys := c.keys(k)
-	return Prepared{screen: k.Screen, base: base, genKeys: genKeys}
+	return Prepared{screen: k.Screen, base: base, genKeys: genKeys, deps: k.Deps}
 }
 
 // Peek reads the entry of p under the current generations in one Redis
@@ -29,10 +30,10 @@ func (c *Cache) Peek(ctx context.Context, p Prepared) (v []byte, res Result, hit
 	if err != nil || !lk.hit {
 		return nil, Result{}, false, err
 	}
-	if c.cfg.Codec.Unmarshal(lk.data, &v) != nil {
+	if !c.usable(lk.data, p.deps, &v) {
 		return nil, Result{}, false, nil // replaced by the next Load
 	}
-	res = Result{Status: StatusHit, TTL: lk.pttl, Validator: validator(p.base, lk.gens)}
+	res = Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(p.base, lk.gens, p.deps)}
 	c.metrics.Observe(p.screen, StatusHit)
 	return v, res, true, nil
 }
@@ -44,5 +45,5 @@ func (c *Cache) PeekValidator(ctx context.Context, p Prepared) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return validator(p.base, lk.gens), nil
+	return c.validator(p.base, lk.gens, p.deps), nil
 }

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -520,34 +519,6 @@ func (s *Server) invalidateAfter(ctx context.Context, events []order.Event, comm
 	}
 }
 
-// observeEvents hands every event this instance's broker hands out to the
-// screen cache (cache.Observe, with the dependencies the event
-// invalidates), through a subscription to all
-// events; a subscription that ends (its buffer overflowed, Postgres
-// failed) is resumed after the last event it delivered, so none is missed.
-func (s *Server) observeEvents(ctx context.Context) {
-	all := &order.User{Role: order.RoleStaff}
-	after := ""
-	for ctx.Err() == nil {
-		ch, err := s.broker.Subscribe(ctx, all, "", after)
-		if err != nil {
-			if order.ErrorCode(err) == order.CodeBadUserInput {
-				after = "" // the resume point left the replay window: go live
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
-		}
-		for e := range ch {
-			s.cache.Observe(e.Position, shop.InvalidatedBy([]order.Event{e})...)
-			after = strconv.FormatInt(e.Position, 10)
-		}
-	}
-}
-
 // Committed runs after a write commits and before its response is sent:
 // it invalidates every screen that shows a changed order, then publishes
 // the events (caching.md rule 4: event after invalidation), and wakes the
@@ -682,9 +653,6 @@ func (s *Server) startBackground() {
 			s.log.Error("event broker stopped", "err", err)
 		}
 	})
-	if s.cache != nil {
-		s.goBG(s.observeEvents)
-	}
 	if s.worker != nil {
 		s.goBG(s.worker.Run)
 	}
