@@ -26,6 +26,8 @@ func clean() (*History, Truth, time.Time) {
 		Orders: []OrderState{{"o1", 2}}, Timeline: []int{1, 2}})
 	h.AddRead(Read{Viewer: "c2", Instance: 0, Screen: "homeScreen", Start: at(30), End: at(40),
 		Orders: []OrderState{{"o2", 1}}})
+	h.AddRead(Read{Viewer: "c2", Instance: 1, Screen: "orderScreen", Start: at(30), End: at(40),
+		Orders: []OrderState{{"o2", 1}}, Timeline: []int{}}) // an order older than the replay window: its events pruned
 	h.AddRead(Read{Viewer: "", Instance: 0, Screen: "ordersScreen", Start: at(30), End: at(40),
 		Orders: []OrderState{{"o1", 2}, {"o2", 1}}})
 	s1 := h.AddSubscriber("c1", 0)
@@ -47,7 +49,7 @@ func TestCheckCleanHistory(t *testing.T) {
 	require.Zero(t, c.Violations(), c.String())
 	assert.Equal(t, "stale=0 lost=0 multi=0 version=0 dup=0 order=0 gap=0 leak=0 internal=0", c.String())
 	assert.Equal(t, 2, c.Writes)
-	assert.Equal(t, 4, c.Reads)
+	assert.Equal(t, 5, c.Reads)
 	assert.Equal(t, 3, c.Events)
 }
 
@@ -90,6 +92,11 @@ func TestCheckCountsEachViolation(t *testing.T) {
 		}, "stale=0 lost=0 multi=1 version=0 dup=0 order=0 gap=0 leak=0 internal=0", nil},
 		{"timeline not 1..n", func(h *History, _ *Truth, at func(int) time.Time) {
 			h.AddRead(Read{Viewer: "c1", Instance: 1, Screen: "orderScreen", Start: at(30), End: at(40), Orders: []OrderState{{"o1", 2}}, Timeline: []int{2, 1}})
+		}, "stale=0 lost=0 multi=0 version=1 dup=0 order=0 gap=0 leak=0 internal=0", nil},
+		{"timeline of an order placed in the run missing its first event", func(h *History, truth *Truth, at func(int) time.Time) {
+			truth.OrderCustomer["o3"] = "c1"
+			h.AddWrite(Write{Actor: "c1", Instance: 0, Key: "k8", Op: "placeOrder", Start: at(1), End: at(2), Result: &OrderState{ID: "o3", Version: 1}})
+			h.AddRead(Read{Viewer: "c1", Instance: 1, Screen: "orderScreen", Start: at(30), End: at(40), Orders: []OrderState{{"o3", 2}}, Timeline: []int{2}})
 		}, "stale=0 lost=0 multi=0 version=1 dup=0 order=0 gap=0 leak=0 internal=0", nil},
 		{"a stale expectedVersion accepted", func(h *History, _ *Truth, at func(int) time.Time) {
 			h.AddWrite(Write{Actor: "c1", Instance: 0, Key: "k5", Op: "cancelOrder", StaleVersion: true, Start: at(20), End: at(21), Result: &OrderState{ID: "o1", Version: 2}})
