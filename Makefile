@@ -122,11 +122,11 @@ bench: services build
 	for _ in $$(seq 1 40); do redis-cli -p $(BENCH_REDIS_PORT) ping 2>/dev/null | grep -q PONG && break; sleep 0.25; done; \
 	bin/bff migrate; \
 	bin/bff seed --customers 100; \
-	RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 STREAM_MAX_OPEN=100000 STREAM_OPENS_PER_MINUTE=1000000 PAYMENT_WORKERS=0 LOG_LEVEL=warn \
+	RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 STREAM_MAX_OPEN=100000 STREAM_OPENS_PER_MINUTE=1000000 PAYMENT_WORKERS=0 LOG_LEVEL=warn STREAM_REPLAY_WINDOW=1m STREAM_PRUNE_INTERVAL=5s \
 	  HTTP_ADDR=127.0.0.1:$(BENCH_PORT) bin/bff serve >bin/bench-bff.log 2>&1 & spid=$$!; \
 	for _ in $$(seq 1 100); do curl -sf http://127.0.0.1:$(BENCH_PORT)/readyz >/dev/null && break; sleep 0.1; done; \
 	if [ -n "$(BENCH_SHORT)" ]; then short="-short -out bin/benchmarks-short.md"; cmd="make bench BENCH_SHORT=1"; else short=""; cmd="make bench"; fi; \
-	bin/bffload -target http://127.0.0.1:$(BENCH_PORT) -pid $$spid -bff bin/bff -command "$$cmd" $$short $(BENCH_FLAGS)
+	bin/bffload -target http://127.0.0.1:$(BENCH_PORT) -pid $$spid -bff bin/bff -command "$$cmd" -replay-window 1m $$short $(BENCH_FLAGS)
 
 ## cluster: 3 instances behind HAProxy, a Redis Cluster (3 masters + 3 replicas), PgBouncer (transaction mode) on a
 ## private database, and the payment simulator, all on free loopback ports; prints the one URL (see scripts/cluster.sh)

@@ -63,7 +63,7 @@ type options struct {
 	target, ceilingAddr, redisURL, databaseURL, out, profileDir, bffBin, command, scenarios string
 	users, conc, requests, streams, pid, idleStreams, fanStreams                            int
 	fanRates                                                                                []float64
-	fanPhase                                                                                time.Duration
+	fanPhase, replayWindow                                                                  time.Duration
 	duration, sweepDur, sseDur, profileDur                                                  time.Duration
 	rate                                                                                    float64
 	sweep                                                                                   []int
@@ -104,6 +104,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.fanStreams, "fanout-streams", 1000, "staff streams of every order in scenario g (fan-out)")
 	fanRates := fs.String("fanout-rates", "10,100", "order changes per second of each phase of scenario g")
 	fs.DurationVar(&o.fanPhase, "fanout-phase", 10*time.Second, "duration of each phase of scenario g")
+	fs.DurationVar(&o.replayWindow, "replay-window", 0, "the BFF's STREAM_REPLAY_WINDOW: read the events table during the run and check it stays within the window (0: do not)")
 	sweep := fs.String("sweep", "1,8,32,128", "concurrencies of the sweeps")
 	fs.BoolVar(&o.short, "short", false, "smoke check: a few seconds per scenario, 100 streams, no profile")
 	if err := fs.Parse(args); err != nil {
@@ -292,6 +293,10 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		return 2, err
 	}
 
+	var stopRetention func() *loadtest.RetentionResult
+	if o.replayWindow > 0 {
+		stopRetention = loadtest.SampleRetention(ctx, o.databaseURL, 5*time.Second)
+	}
 	rep := &loadtest.Report{Title: "Benchmarks", Command: o.command, Short: o.short, Started: started, Streams: o.streams,
 		Args: "bffload " + quoteArgs(args)}
 	fail := 0
@@ -529,6 +534,9 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		}
 	}
 
+	if stopRetention != nil {
+		rep.Retention, rep.ReplayWindow = stopRetention(), o.replayWindow
+	}
 	rep.Goals = goals(homeHot, orderHot, mixedReads, rep.SSE, o.streams)
 	rep.Goals = append(rep.Goals, fanoutGoals(rep.Fanout, rep.Idle)...)
 	rep.Goals = append(issueGoals(rep, o.conc), rep.Goals...)
@@ -542,7 +550,7 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 	rep.Facts = append(rep.Facts, loadtest.Fact{Name: "load average (1, 5, 15 min) at start / end of the run", Value: load0 + " / " + loadtest.LoadAverage()})
 	rep.Notes = append(rep.Notes,
 		"Server settings of `make bench`: a fresh database `bff_bench` seeded with `bff seed --customers 100`, a Redis of its own, "+
-			"RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn, every other variable at its default "+
+			"RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn STREAM_REPLAY_WINDOW=1m STREAM_PRUNE_INTERVAL=5s (so that the events table is pruned during the run), every other variable at its default "+
 			"(cache on, PG_MAX_CONNS=20, MAX_IN_FLIGHT=512).",
 		"Scenario d gives each user to one client, so its keyed writes never conflict; each read's order version is compared with the version the user's last write returned.",
 		"Scenario f creates orders: the database grows with every run (`make bench` starts from a fresh one).",
@@ -611,6 +619,14 @@ func issueGoals(rep *loadtest.Report, conc int) []loadtest.Goal {
 				Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", tr, s.BFF.RPS, s.Ceiling.RPS), Met: tr >= 0.8},
 			loadtest.Goal{Goal: fmt.Sprintf("hot homeScreen p99 ≤ 1.5× the ceiling's at %d client(s)", s.Concurrency),
 				Measured: fmt.Sprintf("%.2f× (%s vs %s ms)", pr, loadtest.Ms(s.BFF.P99), loadtest.Ms(s.Ceiling.P99)), Met: pr <= 1.5})
+	}
+	if rt := rep.Retention; rt != nil {
+		// Pruning runs every 5 s and never passes the last position a
+		// stream was handed: the oldest event may be a little older.
+		limit := rep.ReplayWindow + 15*time.Second
+		gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("events table bounded: no event kept much past the replay window (%s) after a %s run", rep.ReplayWindow, time.Since(rep.Started).Round(time.Second)),
+			Measured: fmt.Sprintf("oldest kept %.0f s; %d rows at the end of %d written during the run (most %d)", rt.OldestAge.Seconds(), rt.LastRows, rt.Written, rt.MaxRows),
+			Met:      rt.OldestAge <= limit && rt.LastRows < rt.Written})
 	}
 	if m := rep.Miss; m != nil && m.Ceiling.RPS > 0 {
 		q := m.BFF.RPS / m.Ceiling.RPS

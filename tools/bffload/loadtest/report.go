@@ -59,6 +59,9 @@ type Report struct {
 	// Cache-Control: no-cache (the cache off for reads).
 	MixedNoCache *MixedPoint
 	Miss         *MissPoint
+	Retention    *RetentionResult
+	// ReplayWindow is the BFF's STREAM_REPLAY_WINDOW in this run.
+	ReplayWindow time.Duration
 	SSE          *SSEResult
 	Fanout       *FanoutResult
 	Idle         *IdleResult
@@ -125,7 +128,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 	p("`make bench` builds `bin/bff` and `bin/bffload`, makes sure Postgres and Redis are installed and running (`scripts/services.sh`), " +
 		"creates a fresh database `bff_bench` (the short mode reuses it), starts a Redis of its own on port 16379 (so that no other BFF on the machine shares its event channel), " +
 		"runs `bin/bff migrate` and `bin/bff seed --customers 100`, starts `bin/bff serve` on 127.0.0.1:18080 with " +
-		"`RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn`, raises `ulimit -n` where it may, " +
+		"`RATE_LIMIT_QUERIES_PER_SECOND=0 RATE_LIMIT_MUTATIONS_PER_SECOND=0 PAYMENT_WORKERS=0 LOG_LEVEL=warn STREAM_REPLAY_WINDOW=1m STREAM_PRUNE_INTERVAL=5s`, raises `ulimit -n` where it may, " +
 		"and runs `bin/bffload` against it; everything it started is stopped at the end. `bffload` refuses any target other than 127.0.0.1, localhost or ::1.")
 	p("")
 	p("Scenarios, in the order they run: **i** (idle streams, first, on a server not yet loaded, for the memory reading); **e-sse** opens the streams, holds them idle, then changes orders at a fixed rate; " +
@@ -225,6 +228,16 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		p("Stalled reader disconnected by the server: %v (it had been sent %d KiB). Streams that failed to open: %d. Server RSS peak: %.0f MiB. "+
 			"Commit-to-client is receive − event `at`, where `at` is taken by the event's insert, the last statement before the commit: an upper bound that includes the commit itself.",
 			f.StalledDisconnected, f.StalledBytes/1024, f.OpenFailed, float64(f.RSSKiB)/1024)
+	}
+	if rt := rep.Retention; rt != nil {
+		p("")
+		p("## Retention")
+		p("")
+		p("The BFF runs with `STREAM_REPLAY_WINDOW=%s` and `STREAM_PRUNE_INTERVAL=5s`; the events table is read every 5 s during the whole run.", rep.ReplayWindow)
+		p("")
+		p("| events written during the run | rows at the end | most rows seen | readings | oldest kept event at the end |")
+		p("|--:|--:|--:|--:|--:|")
+		p("| %d | %d | %d | %d | %s s |", rt.Written, rt.LastRows, rt.MaxRows, rt.Samples, trimFloat(rt.OldestAge.Seconds(), 1))
 	}
 	if s := rep.Idle; s != nil {
 		p("")
