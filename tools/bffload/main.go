@@ -540,12 +540,6 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 	rep.Goals = goals(homeHot, orderHot, mixedReads, rep.SSE, o.streams)
 	rep.Goals = append(rep.Goals, fanoutGoals(rep.Fanout, rep.Idle)...)
 	rep.Goals = append(issueGoals(rep, o.conc), rep.Goals...)
-	if len(rep.Sweep) > 0 && rep.Sweep[0].Ceiling.P99 > 0 {
-		s := rep.Sweep[0]
-		q := float64(s.BFF.P99) / float64(s.Ceiling.P99)
-		rep.Goals = append([]loadtest.Goal{{Goal: fmt.Sprintf("hot-cache screen p99 within 1.5× of the ceiling (homeScreen, %d client%s, from the sweep)", s.Concurrency, map[bool]string{true: "", false: "s"}[s.Concurrency == 1]),
-			Measured: fmt.Sprintf("%.2f× (%s ms vs %s ms)", q, loadtest.Ms(s.BFF.P99), loadtest.Ms(s.Ceiling.P99)), Met: q <= 1.5}}, rep.Goals...)
-	}
 	rep.Facts = loadtest.MachineFacts(ctx, o.databaseURL, rdb)
 	rep.Facts = append(rep.Facts, loadtest.Fact{Name: "load average (1, 5, 15 min) at start / end of the run", Value: load0 + " / " + loadtest.LoadAverage()})
 	rep.Notes = append(rep.Notes,
