@@ -262,7 +262,7 @@ func (k *Keeper) Reap(ctx context.Context, interval time.Duration, batch int) {
 			n, err := k.store.DeleteExpiredKeys(ctx, batch)
 			if err != nil {
 				if !errors.Is(ctx.Err(), context.Canceled) {
-					k.cfg.Logger.Warn("idempotency reaper", "err", err)
+					k.cfg.Logger.Warn("idempotency reaper", "error", err)
 				}
 				break
 			}

@@ -146,7 +146,7 @@ type webhookBody struct {
 // an unknown order; 503 UNAVAILABLE (retryable) when the store cannot
 // commit; 500 INTERNAL otherwise.
 func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	log := h.cfg.Logger.With("requestId", requestID(w, r), "path", r.URL.Path)
+	log := h.cfg.Logger.With("path", r.URL.Path) // request_id and trace_id come from the context
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "use POST"), "bad_request")
@@ -168,21 +168,21 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if err := Verify(r.Header.Get(SignatureHeader), body, h.cfg.Secrets, h.cfg.Now(), h.cfg.Tolerance); err != nil {
-		log.Warn("payment webhook refused", "reason", err.Error())
+		log.WarnContext(r.Context(), "payment webhook refused", "reason", err.Error())
 		h.fail(w, r, http.StatusUnauthorized, order.Errorf(order.CodeUnauthenticated, "invalid webhook signature"), "unauthenticated")
 		return
 	}
 
 	res, perr := parseWebhook(body)
 	if perr != nil {
-		log.Warn("payment webhook rejected", "reason", perr.Message, "eventId", res.EventID, "type", res.Type)
+		log.WarnContext(r.Context(), "payment webhook rejected", "reason", perr.Message, "event_id", res.EventID, "type", res.Type)
 		h.fail(w, r, http.StatusBadRequest, perr, "bad_request")
 		return
 	}
-	log = log.With("eventId", res.EventID, "type", res.Type, "orderId", res.OrderID)
+	log = log.With("event_id", res.EventID, "type", res.Type, "order_id", res.OrderID)
 
 	if _, err := uuid.Parse(res.OrderID); err != nil {
-		log.Warn("payment webhook for an unknown order")
+		log.WarnContext(r.Context(), "payment webhook for an unknown order")
 		h.fail(w, r, http.StatusNotFound, order.NotFound("order"), "not_found")
 		return
 	}
@@ -202,16 +202,16 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			e = &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: err}
 		}
-		log.Warn("payment webhook not applied", "code", string(e.Code), "error", err.Error())
+		log.WarnContext(r.Context(), "payment webhook not applied", "code", string(e.Code), "error", err.Error())
 		h.fail(w, r, status, e, result)
 		return
 	}
 	if applied {
 		h.cfg.Metrics.webhook("applied")
-		log.Info("payment webhook applied")
+		log.InfoContext(r.Context(), "payment webhook applied")
 	} else {
 		h.cfg.Metrics.webhook("ignored")
-		log.Info("payment webhook ignored: duplicate event or payment not processing")
+		log.InfoContext(r.Context(), "payment webhook ignored: duplicate event or payment not processing")
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"received": true, "applied": applied})
 	if applied && ev != nil && h.cfg.Notifier != nil {
@@ -255,7 +255,7 @@ func parseWebhook(body []byte) (WebhookResult, *order.Error) {
 }
 
 func (h *WebhookHandler) tooLarge(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
-	log.Warn("payment webhook refused: body too large")
+	log.WarnContext(r.Context(), "payment webhook refused: body too large")
 	h.fail(w, r, http.StatusRequestEntityTooLarge,
 		order.Errorf(order.CodePayloadTooLarge, "webhook body exceeds %d bytes", MaxWebhookBody).With("limit", MaxWebhookBody),
 		"too_large")

@@ -188,7 +188,7 @@ func (w *Worker) process(ctx context.Context, j job) {
 			attribute.String("bff.order_id", j.OrderID), attribute.Int("bff.payment_attempt", j.Attempt),
 			attribute.Int64("bff.charge_job_id", j.ID), attribute.Int("bff.charge_job_try", j.Tries)))
 	defer span.End()
-	log := w.cfg.Logger.With("orderId", j.OrderID, "attempt", j.Attempt, "jobId", j.ID, "try", j.Tries)
+	log := w.cfg.Logger.With("order_id", j.OrderID, "attempt", j.Attempt, "job_id", j.ID, "try", j.Tries)
 	if j.Tries > w.cfg.MaxAttempts {
 		w.fail(ctx, log, j, FailureUnavailable, "attempts exhausted")
 		return
@@ -205,7 +205,7 @@ func (w *Worker) process(ctx context.Context, j job) {
 	case err == nil:
 		w.update(ctx, log, j, postgres.ChargeJobOutcome{State: "done"})
 		w.cfg.Metrics.chargeJob("done")
-		log.Info("charge accepted by the provider", "chargeId", res.ChargeID)
+		log.Info("charge accepted by the provider", "charge_id", res.ChargeID)
 	case IsPermanent(err):
 		w.fail(ctx, log, j, FailureRejected, err.Error())
 	case isBreakerRejection(err):
@@ -241,7 +241,7 @@ func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason
 	}
 	w.update(ctx, log, j, postgres.ChargeJobOutcome{State: "failed", LastError: &reason})
 	w.cfg.Metrics.chargeJob("failed")
-	log.Warn("charge failed for good", "failureCode", code, "reason", reason)
+	log.Warn("charge failed for good", "failure_code", code, "reason", reason)
 	if ev != nil && w.cfg.Notifier != nil {
 		w.cfg.Notifier.Committed(ctx, []order.Event{*ev})
 	}

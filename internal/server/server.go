@@ -110,6 +110,9 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) 
 	if s.log == nil {
 		s.log = NewLogger(cfg.LogLevel)
 	}
+	// Every line logged with a request's context carries its trace_id and
+	// request_id.
+	s.log = slog.New(telemetry.LogHandler(s.log.Handler()))
 	samplerArg := cfg.TracesSamplerArg
 	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingConfig{ServiceName: cfg.OTelServiceName,
 		Endpoint: cfg.OTLPEndpoint, TracesEndpoint: cfg.OTLPTracesEndpoint,
@@ -141,6 +144,13 @@ func New(ctx context.Context, cfg *config.Config, opt Options) (*Server, error) 
 	}
 	telemetry.InstrumentRedis(rdb, tracing.Options()...)
 	s.rdb = rdb
+	// Open a connection before the first request: the rate limiter gives
+	// Redis 50 ms per call, less than a dial on a busy machine, and a cold
+	// first call used to switch it to local limits with a WARN. Redis may be
+	// down: the BFF then serves without it.
+	warm, cancel := context.WithTimeout(ctx, time.Second)
+	_ = rdb.Ping(warm).Err()
+	cancel()
 	prefix := opt.CachePrefix
 	if prefix == "" {
 		prefix = "bff:"
@@ -650,7 +660,7 @@ func (s *Server) startBackground() {
 	s.goBG(func(ctx context.Context) { s.keeper.Reap(ctx, time.Minute, 500) })
 	s.goBG(func(ctx context.Context) {
 		if err := s.broker.Run(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("event broker stopped", "err", err)
+			s.log.Error("event broker stopped", "error", err)
 		}
 	})
 	if s.worker != nil {
@@ -674,7 +684,7 @@ func (s *Server) startBackground() {
 		s.goBG(func(ctx context.Context) {
 			go func() { <-ctx.Done(); _ = ms.Close() }()
 			if err := ms.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("metrics server", "err", err)
+				s.log.Error("metrics server", "error", err)
 			}
 		})
 	}

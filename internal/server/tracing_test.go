@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -396,6 +397,19 @@ func TestTracesOfTheServedBinary(t *testing.T) {
 	}
 	if len(inTrace(hook, named("UPDATE orders"))) == 0 {
 		t.Errorf("the webhook's write has no span:\n%s", st.dump(payReq.trace))
+	}
+
+	// The webhook handler's own log line carries the trace id and the
+	// request id of its request, like the access log line.
+	var applied map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "payment webhook applied" {
+			applied = m
+		}
+	}
+	if applied == nil || applied["trace_id"] != hook.trace || applied["request_id"] != hook.attrs["bff.request_id"] {
+		t.Errorf("webhook log line %v, want trace_id %s and request_id %s", applied, hook.trace, hook.attrs["bff.request_id"])
 	}
 
 	// SSE deliveries: children of the request that committed the event,

@@ -261,13 +261,13 @@ func (b *Broker) publisher(ctx context.Context) {
 		}
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		if err := b.publishRedis(pctx, evs); err != nil {
-			b.log.Warn("stream: redis publish failed; other instances catch up from postgres", "err", err)
+			b.log.Warn("stream: redis publish failed; other instances catch up from postgres", "error", err)
 		}
 		// Marked either way: the screens are invalidated, and the events
 		// reach every instance through Postgres when Redis does not bring
 		// them.
 		if err := b.markPublished(pctx, positions(evs)); err != nil {
-			b.log.Warn("stream: marking events published failed; the relay takes them over", "err", err)
+			b.log.Warn("stream: marking events published failed; the relay takes them over", "error", err)
 		}
 		cancel()
 	}
@@ -539,7 +539,7 @@ func (b *Broker) dispatch(items []*item) {
 	}
 	b.mu.Unlock()
 	for _, s := range dropped {
-		b.log.Info("stream: slow client disconnected (buffer full)", "customer", s.customerID, "order", s.orderID)
+		b.log.Info("stream: slow client disconnected (buffer full)", "customer_id", s.customerID, "order_id", s.orderID)
 		s.unblock(time.Now())
 	}
 }

@@ -90,7 +90,7 @@ func (b *Broker) redisLoop(ctx context.Context) {
 		if subscribed {
 			backoff = minBackoff
 		}
-		b.log.Warn("stream: redis subscription lost, resubscribing", "err", err, "in", backoff)
+		b.log.Warn("stream: redis subscription lost, resubscribing", "error", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -157,7 +157,7 @@ func (b *Broker) redisSession(ctx context.Context) (bool, error) {
 		case *redis.Message:
 			evs, err := decodeMessage(m.Payload)
 			if err != nil {
-				b.log.Warn("stream: ignoring a malformed redis message", "err", err)
+				b.log.Warn("stream: ignoring a malformed redis message", "error", err)
 				continue
 			}
 			select {

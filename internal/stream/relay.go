@@ -24,7 +24,7 @@ func (b *Broker) relayLoop(ctx context.Context) {
 		for ctx.Err() == nil {
 			n, err := b.relayOnce(ctx)
 			if err != nil {
-				b.log.Warn("stream: relay sweep failed", "err", err)
+				b.log.Warn("stream: relay sweep failed", "error", err)
 			}
 			if err != nil || n < relayBatch {
 				break
@@ -63,7 +63,7 @@ func (b *Broker) relayOnce(ctx context.Context) (int, error) {
 		if err := b.publishRedis(ctx, evs); err != nil {
 			// Marked anyway: the screens are invalidated, and every instance
 			// reads these events from Postgres when Redis does not bring them.
-			b.log.Warn("stream: relay could not publish on redis", "err", err)
+			b.log.Warn("stream: relay could not publish on redis", "error", err)
 		}
 	})
 	if err != nil || len(evs) == 0 {
@@ -89,7 +89,7 @@ func (b *Broker) pruneLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		if _, err := b.prune(ctx); err != nil && ctx.Err() == nil {
-			b.log.Warn("stream: pruning old events failed", "err", err)
+			b.log.Warn("stream: pruning old events failed", "error", err)
 		}
 	}
 }

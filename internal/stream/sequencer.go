@@ -47,7 +47,7 @@ func (b *Broker) sequence(ctx context.Context) {
 		if err := b.ensureHead(ctx); err == nil {
 			break
 		} else {
-			b.log.Warn("stream: cannot read the stream head, retrying", "err", err)
+			b.log.Warn("stream: cannot read the stream head, retrying", "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -90,7 +90,7 @@ func (b *Broker) sequence(ctx context.Context) {
 			target = b.seq.issued
 			if last := b.lastHanded(); last > recorded {
 				if err := b.recordHead(ctx, last); err != nil {
-					b.log.Debug("stream: recording the stream head failed", "err", err)
+					b.log.Debug("stream: recording the stream head failed", "error", err)
 				} else {
 					recorded = last
 				}
@@ -185,7 +185,7 @@ func (b *Broker) catchUp(ctx context.Context, to int64) {
 	for {
 		r, err := b.check(ctx, after, to, fillPage)
 		if err != nil {
-			b.log.Warn("stream: catch-up from postgres failed", "err", err)
+			b.log.Warn("stream: catch-up from postgres failed", "error", err)
 			return
 		}
 		b.sequencerChecks.Add(1)

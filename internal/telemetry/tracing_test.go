@@ -409,3 +409,29 @@ func TestTraceParentRoundTrip(t *testing.T) {
 	assert.Equal(t, telemetry.TraceID(ctx), telemetry.TraceID(later))
 	assert.Equal(t, context.Background(), telemetry.ContextWithTraceParent(context.Background(), ""))
 }
+
+// TestLogHandlerAddsTheRequestsIDs: a line logged with a request's context
+// carries its trace id and request id once; a line that sets them keeps
+// its own; a line without a context has neither.
+func TestLogHandlerAddsTheRequestsIDs(t *testing.T) {
+	_, tp, _ := tracing(t)
+	var buf bytes.Buffer
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(&buf, nil))).With("component", "test")
+	var ctx context.Context
+	httpx.RequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ctx = r.Context() })).
+		ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	ctx, span := tp.Tracer("test").Start(ctx, "request")
+	defer span.End()
+
+	log.WarnContext(ctx, "with context")
+	log.InfoContext(ctx, "own ids", "trace_id", "mine", "request_id", "mine too")
+	log.Warn("without context")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 3)
+	assert.Contains(t, lines[0], `"trace_id":"`+telemetry.TraceID(ctx)+`"`)
+	assert.Contains(t, lines[0], `"request_id":"`+httpx.RequestIDFrom(ctx)+`"`)
+	assert.NotEmpty(t, httpx.RequestIDFrom(ctx))
+	assert.Equal(t, 1, strings.Count(lines[1], "trace_id"), lines[1])
+	assert.Contains(t, lines[1], `"trace_id":"mine"`)
+	assert.NotContains(t, lines[2], "trace_id")
+}

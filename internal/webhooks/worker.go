@@ -251,7 +251,7 @@ func (w *Worker) Run(ctx context.Context) {
 			ds, err := w.store.ClaimWebhookDeliveries(ctx, postgres.WebhookClaim{Limit: limit, PerEndpoint: w.cfg.PerEndpoint,
 				InFlight: w.busy(held), Lease: w.lease()})
 			if err != nil && ctx.Err() == nil {
-				w.log.Warn("webhooks: claiming deliveries failed", "err", err)
+				w.log.Warn("webhooks: claiming deliveries failed", "error", err)
 			}
 			for _, d := range ds {
 				total++
@@ -292,7 +292,7 @@ func (w *Worker) giveBack(ctx context.Context, ds []postgres.ClaimedDelivery) {
 	for _, d := range ds {
 		if _, err := w.store.RecordWebhookResult(ctx, postgres.WebhookResult{DeliveryID: d.ID, Attempt: d.Attempt,
 			Outcome: postgres.AttemptDeferred, Error: "not sent: the worker stopped"}); err != nil {
-			w.log.Warn("webhooks: giving back a delivery failed; it is retried after its lease", "deliveryId", d.ID, "err", err)
+			w.log.Warn("webhooks: giving back a delivery failed; it is retried after its lease", "delivery_id", d.ID, "error", err)
 			return
 		}
 	}
@@ -397,14 +397,14 @@ func NewMessage(e order.Event) ([]byte, error) {
 // deliver makes one attempt of d and records its result.
 func (w *Worker) deliver(ctx context.Context, d postgres.ClaimedDelivery) {
 	start := time.Now()
-	log := w.log.With("endpointId", d.EndpointID, "deliveryId", d.ID, "attempt", d.Attempt)
+	log := w.log.With("endpoint_id", d.EndpointID, "delivery_id", d.ID, "attempt", d.Attempt)
 	r := postgres.WebhookResult{DeliveryID: d.ID, Attempt: d.Attempt, RetryFor: w.cfg.RetryFor, DisableAfter: w.cfg.DisableAfter}
 	if d.Event == nil {
 		r.Outcome, r.Error = postgres.AttemptFailed, "the event is no longer kept"
 		w.record(ctx, log, d, r, start)
 		return
 	}
-	log = log.With("webhookId", d.Event.ID, "type", d.Event.Type.SSEName(), "orderId", d.Event.OrderID)
+	log = log.With("webhook_id", d.Event.ID, "type", d.Event.Type.SSEName(), "order_id", d.Event.OrderID)
 	ctx, span := w.tracer.Start(ctx, "webhook.deliver", trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attribute.String("webhook.endpoint_id", d.EndpointID), attribute.String("webhook.id", d.Event.ID),
 			attribute.Int64("webhook.delivery_id", d.ID), attribute.Int("webhook.attempt", d.Attempt)))
@@ -572,7 +572,7 @@ func (w *Worker) record(ctx context.Context, log *slog.Logger, d postgres.Claime
 	}
 	switch {
 	case err != nil:
-		log.Error("webhook attempt: recording the result failed; the delivery is retried after its lease", append(attrs, "err", err)...)
+		log.Error("webhook attempt: recording the result failed; the delivery is retried after its lease", append(attrs, "error", err)...)
 	case rec.State == "":
 		log.Warn("webhook attempt: the delivery is gone (endpoint deleted) or was taken over", attrs...)
 	case outcome == postgres.AttemptDelivered || outcome == postgres.AttemptDeferred:

@@ -391,7 +391,7 @@ func (s *Server) serveCharge(w http.ResponseWriter, r *http.Request) {
 	charge := st.charge
 	s.mu.Unlock()
 
-	log := s.cfg.Logger.With("chargeId", charge.ID, "orderId", charge.OrderID, "idempotencyKey", key)
+	log := s.cfg.Logger.With("charge_id", charge.ID, "order_id", charge.OrderID, "idempotency_key", key)
 	if status == http.StatusCreated {
 		log.Info("paysim: charge created", "declined", charge.FailureCode != "")
 	} else {
@@ -511,7 +511,7 @@ func (s *Server) startDelivery(c Charge, tc trace.SpanContext) {
 // the traceparent of the charge request (tc), when it had one.
 func (s *Server) deliver(c Charge, tc trace.SpanContext) {
 	body, _ := json.Marshal(c.event())
-	log := s.cfg.Logger.With("eventId", c.EventID, "chargeId", c.ID, "orderId", c.OrderID)
+	log := s.cfg.Logger.With("event_id", c.EventID, "charge_id", c.ID, "order_id", c.OrderID)
 	attempt := func() (struct{}, error) {
 		s.stats.attempts.Add(1)
 		req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, s.cfg.WebhookURL, bytes.NewReader(body))

@@ -166,7 +166,7 @@ func (h *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Status = status
 	h.record(rec)
-	h.cfg.Logger.Info("webhook received", "webhookId", rec.ID, "type", rec.Type, "orderId", rec.OrderID,
+	h.cfg.Logger.Info("webhook received", "webhook_id", rec.ID, "type", rec.Type, "order_id", rec.OrderID,
 		"version", rec.Version, "verified", rec.Verified, "status", status)
 	if h.cfg.Latency > 0 && !hang {
 		select {
