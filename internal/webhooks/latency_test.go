@@ -46,8 +46,14 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 		w.endpoint(url)
 		rcvs = append(rcvs, r)
 	}
+	outcomes := map[string]int{}
 	worker, err := webhooks.NewWorker(webhooks.Config{Store: w.store, AllowPrivate: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Observe: func(a webhooks.Attempt) {
+			mu.Lock()
+			outcomes[a.Outcome+" "+a.Error]++
+			mu.Unlock()
+		}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -100,6 +106,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	b.ReportMetric(float64(q(0.50).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(latencies[len(latencies)-1].Microseconds())/1000, "max-ms")
+	b.Logf("attempt outcomes: %v", outcomes)
 	b.Logf("%d events in %v to %d endpoints: %d deliveries, latency p50 %v p99 %v max %v",
 		total, sent.Round(time.Millisecond), endpoints, len(latencies), q(0.50), q(0.99), latencies[len(latencies)-1])
 }
