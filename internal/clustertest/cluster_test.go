@@ -520,7 +520,9 @@ func (c *cluster) doubleEffect(tg *target) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for attempt := 0; attempt < 100; attempt++ {
+			// Retried as a client would, for as long as a failover may
+			// take: a retry that never succeeds is reported below.
+			for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
 				r := post(c.url, tg.tok, placeQuery, map[string]any{"in": in}, key)
 				if r.err == nil {
 					ids[i], _ = dig(r.data, "placeOrder", "order", "id").(string)
@@ -535,6 +537,12 @@ func (c *cluster) doubleEffect(tg *target) int {
 		}()
 	}
 	wg.Wait()
+	for _, id := range ids {
+		if id == "" {
+			c.t.Errorf("a placeOrder retried for 2 minutes never succeeded: %v", ids)
+			break
+		}
+	}
 	for _, id := range ids {
 		if id != ids[0] {
 			c.t.Errorf("one key answered two orders: %v", ids)
