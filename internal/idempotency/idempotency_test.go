@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
 
@@ -22,6 +23,7 @@ import (
 type fixture struct {
 	t        *testing.T
 	store    *postgres.Store
+	db       *pgxpool.Pool // the test's own, for SQL of its own
 	alice    *order.User
 	bob      *order.User
 	products []*order.Product
@@ -68,9 +70,9 @@ func (m *countMetrics) get(o idempotency.Outcome) int {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	store, _ := testenv.Store(t, true, postgres.Config{MaxConns: 8})
+	store, url := testenv.Store(t, true, postgres.Config{MaxConns: 8})
 	ctx := context.Background()
-	f := &fixture{t: t, store: store, commits: &commitLog{}, metrics: &countMetrics{n: map[idempotency.Outcome]int{}}}
+	f := &fixture{t: t, store: store, db: testenv.DB(t, url), commits: &commitLog{}, metrics: &countMetrics{n: map[idempotency.Outcome]int{}}}
 	var err error
 	if f.alice, err = store.UserByEmail(ctx, "alice@example.com"); err != nil {
 		t.Fatal(err)
@@ -88,7 +90,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) count(sql string, args ...any) int {
 	f.t.Helper()
 	var n int
-	if err := f.store.Pool().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+	if err := f.db.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
 		f.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
@@ -174,7 +176,7 @@ func TestKilledTransactionLeavesNoTrace(t *testing.T) {
 	})
 	t.Run("payOrder killed before commit", func(t *testing.T) {
 		var o order.Order
-		if err := f.store.Pool().QueryRow(context.Background(), `SELECT id::text, version FROM orders
+		if err := f.db.QueryRow(context.Background(), `SELECT id::text, version FROM orders
 			WHERE customer_id = $1::uuid AND status = 'PENDING_PAYMENT' AND payment_status = 'UNPAID' LIMIT 1`, f.alice.ID).Scan(&o.ID, &o.Version); err != nil {
 			t.Fatal(err)
 		}
@@ -385,7 +387,7 @@ func TestExpiredRecordsAndReaper(t *testing.T) {
 	if _, _, err := f.keeper.Run(ctx, req(f.alice, "old", "fp"), f.place(f.alice, &first)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Pool().Exec(ctx, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second'`); err != nil {
+	if _, err := f.db.Exec(ctx, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second'`); err != nil {
 		t.Fatal(err)
 	}
 	var second string
@@ -408,7 +410,7 @@ func TestExpiredRecordsAndReaper(t *testing.T) {
 
 	// 1,234 expired records (of two users) and the live ones
 	for _, u := range []*order.User{f.alice, f.bob} {
-		if _, err := f.store.Pool().Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
+		if _, err := f.db.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
 			SELECT $1::uuid, 'exp-' || g, '\x00', 200, '{}', now() - g * interval '1 minute' FROM generate_series(1, 617) g`, u.ID); err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
@@ -34,6 +35,7 @@ var testSecret = []byte("e2e-webhook-secret-of-32-bytes-or-more")
 type env struct {
 	t        *testing.T
 	store    *postgres.Store
+	db       *pgxpool.Pool // the test's own, for SQL of its own
 	alice    *order.User
 	sim      *paysim.Server
 	simAddr  string
@@ -54,12 +56,12 @@ type envOptions struct {
 
 func newEnv(t *testing.T, opt envOptions) *env {
 	t.Helper()
-	store, _ := testenv.Store(t, true, postgres.Config{})
+	store, url := testenv.Store(t, true, postgres.Config{})
 	alice, err := store.UserByEmail(context.Background(), "alice@example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: store, alice: alice, reg: prometheus.NewRegistry(),
+	e := &env{t: t, store: store, db: testenv.DB(t, url), alice: alice, reg: prometheus.NewRegistry(),
 		logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	m := payments.NewMetrics()
 	if err := m.Register(e.reg); err != nil {
@@ -227,7 +229,7 @@ func (e *env) timeline(id string) []order.EventType {
 func (e *env) chargeID(id string) *string {
 	e.t.Helper()
 	var c *string
-	if err := e.store.Pool().QueryRow(context.Background(), `SELECT charge_id FROM orders WHERE id = $1`, id).Scan(&c); err != nil {
+	if err := e.db.QueryRow(context.Background(), `SELECT charge_id FROM orders WHERE id = $1`, id).Scan(&c); err != nil {
 		e.t.Fatal(err)
 	}
 	return c
@@ -241,7 +243,7 @@ type job struct {
 func (e *env) job(orderID string, attempt int) job {
 	e.t.Helper()
 	var j job
-	if err := e.store.Pool().QueryRow(context.Background(), `SELECT state, tries FROM charge_jobs WHERE order_id = $1 AND attempt = $2`,
+	if err := e.db.QueryRow(context.Background(), `SELECT state, tries FROM charge_jobs WHERE order_id = $1 AND attempt = $2`,
 		orderID, attempt).Scan(&j.State, &j.Tries); err != nil {
 		e.t.Fatalf("job of %s/%d: %v", orderID, attempt, err)
 	}
@@ -483,7 +485,7 @@ type snapshot struct {
 func (e *env) snapshot(orderID string) snapshot {
 	e.t.Helper()
 	var s snapshot
-	err := e.store.Pool().QueryRow(context.Background(), `SELECT o.status, o.payment_status, o.version, coalesce(o.charge_id, ''),
+	err := e.db.QueryRow(context.Background(), `SELECT o.status, o.payment_status, o.version, coalesce(o.charge_id, ''),
 		(SELECT count(*) FROM order_events), (SELECT count(*) FROM webhook_events) FROM orders o WHERE o.id = $1`, orderID).
 		Scan(&s.Status, &s.PaymentStatus, &s.Version, &s.ChargeID, &s.Events, &s.WebhookEvents)
 	if err != nil {

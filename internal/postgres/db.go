@@ -76,8 +76,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Pool returns the underlying pool (for workers that own their SQL).
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+// Stat is the statistics of the store's connection pool (for metrics).
+func (s *Store) Stat() *pgxpool.Stat { return s.pool.Stat() }
 
 // Close closes the pool.
 func (s *Store) Close() { s.pool.Close() }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
@@ -15,6 +17,7 @@ import (
 type writeFixture struct {
 	t            *testing.T
 	store        *postgres.Store
+	db           *pgxpool.Pool // the test's own, for SQL of its own
 	alice, staff *order.User
 	bob          *order.User
 	products     []*order.Product
@@ -22,9 +25,9 @@ type writeFixture struct {
 
 func newWriteFixture(t *testing.T) *writeFixture {
 	t.Helper()
-	store, _ := testenv.Store(t, true, postgres.Config{MaxConns: 6})
+	store, url := testenv.Store(t, true, postgres.Config{MaxConns: 6})
 	ctx := context.Background()
-	f := &writeFixture{t: t, store: store}
+	f := &writeFixture{t: t, store: store, db: testenv.DB(t, url)}
 	var err error
 	for email, dst := range map[string]**order.User{"alice@example.com": &f.alice, "bob@example.com": &f.bob, "staff@example.com": &f.staff} {
 		if *dst, err = store.UserByEmail(ctx, email); err != nil {
@@ -40,7 +43,7 @@ func newWriteFixture(t *testing.T) *writeFixture {
 func (f *writeFixture) count(sql string, args ...any) int {
 	f.t.Helper()
 	var n int
-	if err := f.store.Pool().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+	if err := f.db.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
 		f.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
@@ -278,7 +281,7 @@ func TestSaveKeyRecord(t *testing.T) {
 	if rec := read(); rec == nil || string(rec.Body) != "one" {
 		t.Fatalf("record %+v", rec)
 	}
-	if _, err := f.store.Pool().Exec(ctx, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second'`); err != nil {
+	if _, err := f.db.Exec(ctx, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second'`); err != nil {
 		t.Fatal(err)
 	}
 	if rec := read(); rec != nil {
@@ -291,7 +294,7 @@ func TestSaveKeyRecord(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 	// the reaper's batch deletes only expired records, at most batch of them
-	if _, err := f.store.Pool().Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
+	if _, err := f.db.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
 		SELECT $1::uuid, 'e' || g, '\x00', 200, '{}', now() - interval '1 hour' FROM generate_series(1, 7) g`, f.alice.ID); err != nil {
 		t.Fatal(err)
 	}

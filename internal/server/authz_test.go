@@ -84,7 +84,7 @@ func (w *azWorld) seeded(status string) (string, int) {
 	w.t.Helper()
 	var id string
 	var v int
-	err := w.in.srv.Store().Pool().QueryRow(context.Background(), `SELECT o.id::text, o.version FROM orders o
+	err := w.in.db().QueryRow(context.Background(), `SELECT o.id::text, o.version FROM orders o
 		JOIN users u ON u.id = o.customer_id WHERE u.email = $1 AND o.status = $2 ORDER BY o.created_at LIMIT 1`,
 		azEmails[azOwner], status).Scan(&id, &v)
 	if err != nil {

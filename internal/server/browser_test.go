@@ -390,7 +390,7 @@ func (st *browserStack) restart(beforeStart func()) {
 // orderEvents lists the ids and types of an order's events in stream order.
 func (st *browserStack) orderEvents(orderID string) (ids, types []string) {
 	st.t.Helper()
-	rows, err := st.in.srv.Store().Pool().Query(context.Background(),
+	rows, err := st.in.db().Query(context.Background(),
 		`SELECT position::text, type FROM order_events WHERE order_id = $1 ORDER BY position`, orderID)
 	if err != nil {
 		st.t.Fatal(err)
@@ -412,7 +412,7 @@ func (st *browserStack) orderEvents(orderID string) (ids, types []string) {
 func (st *browserStack) count(sql string, args ...any) int {
 	st.t.Helper()
 	var n int
-	if err := st.in.srv.Store().Pool().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+	if err := st.in.db().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
 		st.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
@@ -559,7 +559,7 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	staff := b.tab("staff", dir)
 
 	var orderID, number string
-	err := st.in.srv.Store().Pool().QueryRow(context.Background(), `SELECT o.id::text, o.number FROM orders o JOIN users u ON u.id = o.customer_id
+	err := st.in.db().QueryRow(context.Background(), `SELECT o.id::text, o.number FROM orders o JOIN users u ON u.id = o.customer_id
 		WHERE u.email = 'alice@example.com' AND o.status = 'PENDING_PAYMENT' AND o.payment_status = 'UNPAID'
 		ORDER BY o.created_at DESC LIMIT 1`).Scan(&orderID, &number)
 	if err != nil {
@@ -656,7 +656,7 @@ func TestBrowserDoubleClickPayCreatesOnePayment(t *testing.T) {
 	// reuses the first one's Idempotency-Key while it is in flight, so the
 	// server runs it once (IN_USE, retried, then the stored response).
 	var productID string
-	if err := st.in.srv.Store().Pool().QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&productID); err != nil {
+	if err := st.in.db().QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&productID); err != nil {
 		t.Fatal(err)
 	}
 	placed := browserMutateAs(t, st.in, "alice@example.com", `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id version } } }`,
@@ -700,7 +700,7 @@ func TestBrowserConflictRefetchesAndSaysWhatChanged(t *testing.T) {
 	b := newBrowser(t)
 	alice := b.tab("alice", dir)
 	var orderID string
-	err := st.in.srv.Store().Pool().QueryRow(context.Background(), `SELECT o.id::text FROM orders o JOIN users u ON u.id = o.customer_id
+	err := st.in.db().QueryRow(context.Background(), `SELECT o.id::text FROM orders o JOIN users u ON u.id = o.customer_id
 		WHERE u.email = 'alice@example.com' AND o.status = 'PENDING_PAYMENT' ORDER BY o.created_at DESC LIMIT 1`).Scan(&orderID)
 	if err != nil {
 		t.Fatalf("a seeded pending order of alice: %v", err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/config"
@@ -83,8 +84,17 @@ type instance struct {
 	cfg     *config.Config
 	queries *queryCounter
 	logs    *logBuffer
+	dbOnce  sync.Once
+	pool    *pgxpool.Pool
 	cancel  context.CancelFunc
 	done    chan error
+}
+
+// db is a pool of the test's own on the instance's database, for tests
+// that arrange or inspect rows with SQL.
+func (in *instance) db() *pgxpool.Pool {
+	in.dbOnce.Do(func() { in.pool = testenv.DB(in.t, in.cfg.DatabaseURL) })
+	return in.pool
 }
 
 // env is the state tests share: one migrated, seeded schema and a Redis

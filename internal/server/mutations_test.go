@@ -69,7 +69,7 @@ type mutProduct struct {
 // mutCatalogue returns the first n products of the catalogue from Postgres.
 func mutCatalogue(t testing.TB, in *instance, n int) []mutProduct {
 	t.Helper()
-	rows, err := in.srv.Store().Pool().Query(context.Background(), `SELECT id::text, price_cents FROM products ORDER BY sku LIMIT $1`, n)
+	rows, err := in.db().Query(context.Background(), `SELECT id::text, price_cents FROM products ORDER BY sku LIMIT $1`, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func mutInput(lines ...any) map[string]any {
 func mutInt(t testing.TB, in *instance, sql string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := in.srv.Store().Pool().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+	if err := in.db().QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
@@ -131,7 +131,7 @@ type mutOrderRow struct {
 func mutOrderOf(t testing.TB, in *instance, email, status, payment string) mutOrderRow {
 	t.Helper()
 	var o mutOrderRow
-	err := in.srv.Store().Pool().QueryRow(context.Background(), `SELECT o.id::text, o.status, o.payment_status, o.version
+	err := in.db().QueryRow(context.Background(), `SELECT o.id::text, o.status, o.payment_status, o.version
 		FROM orders o JOIN users u ON u.id = o.customer_id
 		WHERE u.email = $1 AND o.status = $2 AND o.payment_status = $3 ORDER BY o.created_at LIMIT 1`, email, status, payment).
 		Scan(&o.ID, &o.Status, &o.Payment, &o.Version)
@@ -145,7 +145,7 @@ func mutOrderOf(t testing.TB, in *instance, email, status, payment string) mutOr
 func mutRow(t testing.TB, in *instance, id string) mutOrderRow {
 	t.Helper()
 	o := mutOrderRow{ID: id}
-	if err := in.srv.Store().Pool().QueryRow(context.Background(), `SELECT status, payment_status, version FROM orders WHERE id = $1::uuid`, id).
+	if err := in.db().QueryRow(context.Background(), `SELECT status, payment_status, version FROM orders WHERE id = $1::uuid`, id).
 		Scan(&o.Status, &o.Payment, &o.Version); err != nil {
 		t.Fatal(err)
 	}
@@ -822,7 +822,7 @@ func TestEveryChangeIncrementsTheVersionWithOneEvent(t *testing.T) {
 	}
 	// PAY queued exactly one charge job, for the order's total, in its transaction.
 	var jobs, amount, attempt int
-	if err := a.srv.Store().Pool().QueryRow(context.Background(), `SELECT count(*), max(amount_cents), max(attempt) FROM charge_jobs WHERE order_id = $1::uuid`, id).
+	if err := a.db().QueryRow(context.Background(), `SELECT count(*), max(amount_cents), max(attempt) FROM charge_jobs WHERE order_id = $1::uuid`, id).
 		Scan(&jobs, &amount, &attempt); err != nil {
 		t.Fatal(err)
 	}
@@ -860,7 +860,7 @@ func TestEveryChangeIncrementsTheVersionWithOneEvent(t *testing.T) {
 		t.Fatalf("delivered twice")
 	}
 	// The timeline has one event per version, 1..version.
-	rows, err := a.srv.Store().Pool().Query(context.Background(), `SELECT version FROM order_events WHERE order_id = $1::uuid ORDER BY position`, id)
+	rows, err := a.db().Query(context.Background(), `SELECT version FROM order_events WHERE order_id = $1::uuid ORDER BY position`, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -928,7 +928,7 @@ func mutCheckChange(t testing.TB, in *instance, r *gqlResponse, id, action, even
 	}
 	var n int
 	var typ, fromS, toS string
-	err := in.srv.Store().Pool().QueryRow(context.Background(), `SELECT count(*) OVER (), type, coalesce(from_status, ''), to_status
+	err := in.db().QueryRow(context.Background(), `SELECT count(*) OVER (), type, coalesce(from_status, ''), to_status
 		FROM order_events WHERE order_id = $1::uuid AND version = $2`, id, version).Scan(&n, &typ, &fromS, &toS)
 	if err != nil || n != 1 || typ != event || fromS != from || toS != to {
 		t.Fatalf("%s: %d events at version %d: %s %s->%s (%v), want %s %s->%s", action, n, version, typ, fromS, toS, err, event, from, to)
@@ -1115,7 +1115,7 @@ func TestPlaceOrderFiftyLines(t *testing.T) {
 	in := e.start(nil, Options{})
 	alice := in.token("alice@example.com")
 	for i := 0; i < 8; i++ {
-		if _, err := in.srv.Store().Pool().Exec(context.Background(), `INSERT INTO products (sku, name, price_cents, currency) VALUES ($1, $2, 100, 'USD')`,
+		if _, err := in.db().Exec(context.Background(), `INSERT INTO products (sku, name, price_cents, currency) VALUES ($1, $2, 100, 'USD')`,
 			fmt.Sprintf("SKU-X%02d", i), "Extra"); err != nil {
 			t.Fatal(err)
 		}
@@ -1146,7 +1146,7 @@ func TestExpiredKeysAreReapedAndReusable(t *testing.T) {
 	if len(first.Errors) > 0 {
 		t.Fatal(string(first.Raw))
 	}
-	pool := in.srv.Store().Pool()
+	pool := in.db()
 	ctx := context.Background()
 	// The record expires: the key is new again even before the reaper runs.
 	if _, err := pool.Exec(ctx, `UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'old'`); err != nil {

@@ -195,7 +195,7 @@ func TestGracefulShutdownFinishesRequests(t *testing.T) {
 	tok := in.token("alice@example.com")
 	tokens := make([]string, 20) // one user each, so that no two requests share a cache flight
 	for i := range tokens {
-		tokens[i] = in.token(customerWithOrders(t, in.srv.Store(), 1).Email)
+		tokens[i] = in.token(customerWithOrders(t, in, 1).Email)
 		in.post(tokens[i], `{ viewer { id } }`, nil)
 	}
 	// an open event stream is told to reconnect and closed

@@ -26,11 +26,12 @@ const (
 
 // customerWithOrders adds a customer with n pending orders of two lines
 // each and returns the customer.
-func customerWithOrders(t *testing.T, store *postgres.Store, n int) *order.User {
+func customerWithOrders(t *testing.T, in *instance, n int) *order.User {
 	t.Helper()
 	ctx := context.Background()
+	store := in.srv.Store()
 	email := fmt.Sprintf("c%d-%d@example.com", n, rand.Int())
-	if _, err := store.Pool().Exec(ctx, `INSERT INTO users (email, name, role) VALUES ($1, 'Test Customer', 'CUSTOMER')`, email); err != nil {
+	if _, err := in.db().Exec(ctx, `INSERT INTO users (email, name, role) VALUES ($1, 'Test Customer', 'CUSTOMER')`, email); err != nil {
 		t.Fatal(err)
 	}
 	u, err := store.UserByEmail(ctx, email)
@@ -88,7 +89,7 @@ func TestScreenQueryCountDoesNotGrowWithOrders(t *testing.T) {
 	e := newEnv(t)
 	in := e.start(nil, Options{})
 	for _, n := range []int{1, 20} {
-		u := customerWithOrders(t, in.srv.Store(), n)
+		u := customerWithOrders(t, in, n)
 		tok := in.token(u.Email)
 		in.post(tok, `{ viewer { id } }`, nil) // warm the user lookup
 		r := in.post(tok, ordersScreenQuery, map[string]any{"first": 20})
@@ -378,7 +379,7 @@ func TestPersistedQueries(t *testing.T) {
 func TestOrdersPaginateByKeyset(t *testing.T) {
 	e := newEnv(t)
 	in := e.start(nil, Options{})
-	u := customerWithOrders(t, in.srv.Store(), 7)
+	u := customerWithOrders(t, in, 7)
 	tok := in.token(u.Email)
 	seen := map[string]bool{}
 	after := any(nil)
@@ -395,7 +396,7 @@ func TestOrdersPaginateByKeyset(t *testing.T) {
 			seen[id] = true
 		}
 		if page == 0 {
-			customerWithOrders(t, in.srv.Store(), 0) // another customer's writes do not matter
+			customerWithOrders(t, in, 0) // another customer's writes do not matter
 			// a new order of this customer is newer than every cursor: it does not shift later pages
 			placeFor(t, in, u)
 		}

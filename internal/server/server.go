@@ -207,7 +207,7 @@ func NewLogger(level string) *slog.Logger {
 // and the middleware chain around them.
 func (s *Server) assemble(prefix string, opt Options) error {
 	s.metrics = telemetry.NewMetrics(telemetry.MetricsConfig{})
-	if err := s.metrics.RegisterPool("bff", s.store.Pool()); err != nil {
+	if err := s.metrics.RegisterPool("bff", s.store); err != nil {
 		return err
 	}
 	if err := s.assembleCache(prefix, opt); err != nil {

@@ -208,7 +208,7 @@ func TestWebhookDeliveredEndToEnd(t *testing.T) {
 func placeOrderAs(t *testing.T, in *instance, token string) string {
 	t.Helper()
 	var pid string
-	if err := in.srv.Store().Pool().QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&pid); err != nil {
+	if err := in.db().QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	r := in.post(token, `mutation($in: PlaceOrderInput!) { placeOrder(input: $in) { order { id } } }`, map[string]any{"in": map[string]any{

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/r3labs/sse/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -36,6 +37,7 @@ type env struct {
 	t                 testing.TB
 	store             *postgres.Store
 	url               string
+	db                *pgxpool.Pool // the test's own, for SQL of its own
 	rdb               redis.UniversalClient
 	channel           string
 	alice, bob, staff *order.User
@@ -53,7 +55,7 @@ func newEnv(t testing.TB) *env {
 	store, url := testenv.Store(t, true, postgres.Config{})
 	schemaMu.Unlock()
 	rdb, prefix := testenv.Redis(t)
-	e := &env{t: t, store: store, url: url, rdb: rdb, channel: prefix + "events", inval: newInvalidations()}
+	e := &env{t: t, store: store, url: url, db: testenv.DB(t, url), rdb: rdb, channel: prefix + "events", inval: newInvalidations()}
 	e.alice, e.bob, e.staff = e.user("alice@example.com"), e.user("bob@example.com"), e.user("staff@example.com")
 	return e
 }

@@ -106,7 +106,7 @@ func TestAcrossInstancesAndResume(t *testing.T) {
 	// Publish marked them all published (the relay has nothing to do).
 	eventually(t, "published events marked", func() bool {
 		var n int
-		err := e.store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM order_events
+		err := e.db.QueryRow(context.Background(), `SELECT count(*) FROM order_events
 			WHERE position >= $1 AND published_at IS NULL`, first[0].Position).Scan(&n)
 		return err == nil && n == 0
 	})
@@ -148,7 +148,7 @@ func TestCommitOrderIsStreamOrder(t *testing.T) {
 	}
 	ev1 := tx1.Events()
 	var xid1, xid2 int64
-	if err := e.store.Pool().QueryRow(ctx, `SELECT (SELECT xmin::text::bigint FROM order_events WHERE position = $1),
+	if err := e.db.QueryRow(ctx, `SELECT (SELECT xmin::text::bigint FROM order_events WHERE position = $1),
 		(SELECT xmin::text::bigint FROM order_events WHERE position = $2)`, ev1[0].Position, ev2[0].Position).Scan(&xid1, &xid2); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestInFlightPositionHoldsLaterOnes(t *testing.T) {
 
 	// slow draws its position (bob's event) and stays open before its
 	// commit, as a commit delayed by its fsync would.
-	slow, err := e.store.Pool().Begin(ctx)
+	slow, err := e.db.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestRolledBackPositionIsSkipped(t *testing.T) {
 	before := e.publish(b, e.change(e.alice, o.ID))
 	// A transaction draws a position (after taking an id, as the event
 	// insert does) and rolls back.
-	tx, err := e.store.Pool().Begin(ctx)
+	tx, err := e.db.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +564,7 @@ func TestRelayPublishesCrashedEvents(t *testing.T) {
 	}
 	eventually(t, "event marked published", func() bool {
 		var published bool
-		err := e.store.Pool().QueryRow(ctx, `SELECT published_at IS NOT NULL FROM order_events WHERE position = $1`, pos).Scan(&published)
+		err := e.db.QueryRow(ctx, `SELECT published_at IS NOT NULL FROM order_events WHERE position = $1`, pos).Scan(&published)
 		return err == nil && published
 	})
 	sentinel := e.publish(a, e.change(e.alice, o.ID))
@@ -766,7 +766,7 @@ func TestRetentionPrunesOldEvents(t *testing.T) {
 	connect(t, srv, "alice", "stream=orders", old[0].ID).expect(edge[0], kept[0])
 	// The clock the test controls: everything up to edge is two days old.
 	var nOld int64
-	if err := e.store.Pool().QueryRow(ctx, `WITH u AS (UPDATE order_events SET at = at - interval '2 days'
+	if err := e.db.QueryRow(ctx, `WITH u AS (UPDATE order_events SET at = at - interval '2 days'
 		WHERE position <= $1 RETURNING 1) SELECT count(*) FROM u`, edge[0].Position).Scan(&nOld); err != nil {
 		t.Fatal(err)
 	}
@@ -796,7 +796,7 @@ func TestRetentionPrunesOldEvents(t *testing.T) {
 		t.Fatalf("pruned %d events, want the %d older than the window", total, nOld)
 	}
 	var left, low int64
-	if err := e.store.Pool().QueryRow(ctx, `SELECT count(*), min(position) FROM order_events`).Scan(&left, &low); err != nil {
+	if err := e.db.QueryRow(ctx, `SELECT count(*), min(position) FROM order_events`).Scan(&left, &low); err != nil {
 		t.Fatal(err)
 	}
 	if left != 1 || low != kept[0].Position {
@@ -830,7 +830,7 @@ func TestRetentionPrunesOldEvents(t *testing.T) {
 	live.expect(sentinel[0])
 
 	// The broker's own pruner does the same on its interval.
-	if _, err := e.store.Pool().Exec(ctx, `UPDATE order_events SET at = at - interval '2 days' WHERE position <= $1`, next[0].Position); err != nil {
+	if _, err := e.db.Exec(ctx, `UPDATE order_events SET at = at - interval '2 days' WHERE position <= $1`, next[0].Position); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "stream head recorded", func() bool {
@@ -840,7 +840,7 @@ func TestRetentionPrunesOldEvents(t *testing.T) {
 	e.instance(Config{PruneInterval: 50 * time.Millisecond, PruneBatch: 2}, nil)
 	eventually(t, "pruned by the broker", func() bool {
 		var n int64
-		err := e.store.Pool().QueryRow(ctx, `SELECT count(*) FROM order_events WHERE position <= $1`, next[0].Position).Scan(&n)
+		err := e.db.QueryRow(ctx, `SELECT count(*) FROM order_events WHERE position <= $1`, next[0].Position).Scan(&n)
 		return err == nil && n == 0
 	})
 	atHorizon := connect(t, srv, "bob", "stream=orders", next[0].ID) // the horizon now

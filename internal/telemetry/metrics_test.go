@@ -34,7 +34,7 @@ func scrape(t *testing.T, m *telemetry.Metrics) string {
 func TestMetricsSeries(t *testing.T) {
 	m := telemetry.NewMetrics(telemetry.MetricsConfig{MaxOperations: 3})
 	store, _ := testenv.Store(t, false, postgres.Config{MaxConns: 3})
-	require.NoError(t, m.RegisterPool("main", store.Pool()))
+	require.NoError(t, m.RegisterPool("main", store))
 	require.NoError(t, store.Ping(context.Background()))
 
 	m.ObserveRequest("PlaceOrder", []string{"CONFLICT", "CONFLICT", "NOT_A_CODE"}, 120*time.Millisecond)

@@ -18,7 +18,7 @@ import (
 //     bff_pgxpool_max_lifetime_destroys_total,
 //     bff_pgxpool_max_idle_destroys_total: counters
 type PoolCollector struct {
-	pool  *pgxpool.Pool
+	pool  PoolStater
 	descs poolDescs
 }
 
@@ -28,8 +28,14 @@ type poolDescs struct {
 	canceled, newConns, lifetimeDestroys, idleDestroys        *prometheus.Desc
 }
 
+// PoolStater reports a pgx pool's statistics (a *pgxpool.Pool, or the
+// Postgres store in front of one).
+type PoolStater interface {
+	Stat() *pgxpool.Stat
+}
+
 // NewPoolCollector returns the collector of pool, labelled pool=name.
-func NewPoolCollector(name string, pool *pgxpool.Pool) *PoolCollector {
+func NewPoolCollector(name string, pool PoolStater) *PoolCollector {
 	labels := prometheus.Labels{"pool": name}
 	d := func(metric, help string) *prometheus.Desc {
 		return prometheus.NewDesc("bff_pgxpool_"+metric, help, nil, labels)
@@ -53,7 +59,7 @@ func NewPoolCollector(name string, pool *pgxpool.Pool) *PoolCollector {
 
 // RegisterPool registers a [PoolCollector] for pool under name (e.g.
 // "main").
-func (m *Metrics) RegisterPool(name string, pool *pgxpool.Pool) error {
+func (m *Metrics) RegisterPool(name string, pool PoolStater) error {
 	if m == nil {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -200,20 +201,28 @@ func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuer
 func TestPgxTracer(t *testing.T) {
 	exp, tp, opts := tracing(t)
 	next := &countingTracer{}
-	store, _ := testenv.Store(t, false, postgres.Config{Tracer: telemetry.NewPgxTracer(next, opts...), MaxConns: 2})
+	tracer := telemetry.NewPgxTracer(next, opts...)
+	store, url := testenv.Store(t, false, postgres.Config{Tracer: tracer, MaxConns: 2})
+	pc, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	pc.ConnConfig.Tracer, pc.MaxConns = tracer, 1
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.NoError(t, pool.Ping(context.Background()))
 	exp.Reset() // connects while opening
 
 	ctx, parent := tp.Tracer("test").Start(context.Background(), "request")
-	_, err := store.UserByID(ctx, uuid.NewString())
+	_, err = store.UserByID(ctx, uuid.NewString())
 	require.Error(t, err, "no such user")
 	var n int
-	require.NoError(t, store.Pool().QueryRow(ctx, "SELECT 1 + $1::int", 1).Scan(&n))
-	_, err = store.Pool().Exec(ctx, "SELECT * FROM no_such_table")
+	require.NoError(t, pool.QueryRow(ctx, "SELECT 1 + $1::int", 1).Scan(&n))
+	_, err = pool.Exec(ctx, "SELECT * FROM no_such_table")
 	require.Error(t, err)
 	b := &pgx.Batch{}
 	b.Queue("SELECT 1")
 	b.Queue("SELECT 2")
-	require.NoError(t, store.Pool().SendBatch(ctx, b).Close())
+	require.NoError(t, pool.SendBatch(ctx, b).Close())
 	parent.End()
 
 	var queries []tracetest.SpanStub

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shop/bff/internal/postgres"
@@ -112,6 +113,22 @@ func Store(tb testing.TB, seed bool, cfg postgres.Config) (*postgres.Store, stri
 		}
 	}
 	return s, cfg.URL
+}
+
+// DB opens a pool of the test's own on the database at url (a URL from
+// Schema or Store), for tests that arrange or inspect rows with SQL of
+// their own; the application reaches Postgres only through the store.
+// It is closed when the test ends.
+func DB(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := pgxpool.New(ctx, url)
+	if err != nil {
+		tb.Fatalf("open pool: %v", err)
+	}
+	tb.Cleanup(p.Close)
+	return p
 }
 
 // Redis connects to the shared Redis and returns the client with a key
