@@ -9,14 +9,14 @@ import (
 	"context"
 
 	"github.com/shop/bff/graph/model"
-	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/httpx"
 )
 
 // ErrorCodes is the resolver for the errorCodes field.
 func (r *queryResolver) ErrorCodes(ctx context.Context) ([]*model.ErrorCodeInfo, error) {
-	out := make([]*model.ErrorCodeInfo, 0, len(order.AllCodes))
-	for _, c := range order.AllCodes {
-		out = append(out, &model.ErrorCodeInfo{Code: model.ErrorCode(c), Retryable: c.Retryable(), HTTPStatus: c.HTTPStatus()})
+	out := make([]*model.ErrorCodeInfo, 0, len(httpx.AllCodes))
+	for _, c := range httpx.AllCodes {
+		out = append(out, &model.ErrorCodeInfo{Code: model.ErrorCode(c), Retryable: c.Retryable(), HTTPStatus: httpx.Status(c)})
 	}
 	return out, nil
 }

@@ -148,25 +148,25 @@ func fromGQL(ctx context.Context, e *gqlerror.Error) *order.Error {
 	code, _ := e.Extensions["code"].(string)
 	switch code {
 	case "GRAPHQL_PARSE_FAILED":
-		return &order.Error{Code: order.CodeParseFailed, Message: e.Message}
+		return &order.Error{Code: httpx.CodeParseFailed, Message: e.Message}
 	case "GRAPHQL_VALIDATION_FAILED":
-		return &order.Error{Code: order.CodeValidationFailed, Message: e.Message}
+		return &order.Error{Code: httpx.CodeValidationFailed, Message: e.Message}
 	case "PERSISTED_QUERY_NOT_FOUND":
-		return &order.Error{Code: order.CodePersistedQueryNotFound, Message: e.Message}
-	case string(order.CodeQueryTooComplex):
+		return &order.Error{Code: httpx.CodePersistedQueryNotFound, Message: e.Message}
+	case string(httpx.CodeQueryTooComplex):
 		ext := map[string]any{}
 		for k, v := range e.Extensions {
 			if k != "code" {
 				ext[k] = v
 			}
 		}
-		return &order.Error{Code: order.CodeQueryTooComplex, Message: e.Message, Extensions: ext}
+		return &order.Error{Code: httpx.CodeQueryTooComplex, Message: e.Message, Extensions: ext}
 	case "":
 		if e.Rule != "" || len(e.Locations) > 0 && e.Path == nil {
-			return &order.Error{Code: order.CodeValidationFailed, Message: e.Message}
+			return &order.Error{Code: httpx.CodeValidationFailed, Message: e.Message}
 		}
 		if e.Path == nil && e.Message != "" && errors.Unwrap(e) == nil {
-			return &order.Error{Code: order.CodeBadRequest, Message: e.Message}
+			return &order.Error{Code: httpx.CodeBadRequest, Message: e.Message}
 		}
 	}
 	return nil
@@ -193,12 +193,12 @@ func (b budget) MutateOperationContext(ctx context.Context, rc *graphql.Operatio
 	m := Measure(ctx, b.es, rc.Doc, rc.Operation, rc.Variables)
 	if m.Depth > b.maxDepth {
 		e := gqlerror.Errorf("operation is %d levels deep, which exceeds the limit of %d", m.Depth, b.maxDepth)
-		e.Extensions = map[string]any{"code": string(order.CodeQueryTooComplex), "depth": m.Depth, "limit": b.maxDepth}
+		e.Extensions = map[string]any{"code": string(httpx.CodeQueryTooComplex), "depth": m.Depth, "limit": b.maxDepth}
 		return e
 	}
 	if m.Cost > b.maxCost {
 		e := gqlerror.Errorf("operation has complexity %d, which exceeds the limit of %d", m.Cost, b.maxCost)
-		e.Extensions = map[string]any{"code": string(order.CodeQueryTooComplex), "complexity": m.Cost, "limit": b.maxCost}
+		e.Extensions = map[string]any{"code": string(httpx.CodeQueryTooComplex), "complexity": m.Cost, "limit": b.maxCost}
 		return e
 	}
 	return nil

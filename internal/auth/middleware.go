@@ -124,7 +124,7 @@ func credentials(r *http.Request, cookieName string) (token string, fromCookie b
 // reject fails the request with e. Invalid credentials get 401 (and an
 // invalid session cookie is cleared); other failures get their code's status.
 func reject(w http.ResponseWriter, r *http.Request, e *order.Error, fromCookie bool, opts MiddlewareOptions) {
-	status := e.Code.HTTPStatus()
+	status := httpx.Status(e.Code)
 	if e.Code == order.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		if fromCookie {

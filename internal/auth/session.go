@@ -71,7 +71,7 @@ func SessionHandler(issuer *Issuer, users EmailLookup, cookie CookieConfig) http
 		default:
 			w.Header().Set("Allow", "POST, DELETE")
 			httpx.WriteError(w, r, http.StatusMethodNotAllowed,
-				order.Errorf(order.CodeBadRequest, "use POST to sign in or DELETE to sign out"))
+				order.Errorf(httpx.CodeBadRequest, "use POST to sign in or DELETE to sign out"))
 		}
 	})
 }
@@ -79,7 +79,7 @@ func SessionHandler(issuer *Issuer, users EmailLookup, cookie CookieConfig) http
 func signIn(w http.ResponseWriter, r *http.Request, issuer *Issuer, users EmailLookup, cookie CookieConfig) {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != httpx.ContentTypeJSON {
 		httpx.WriteError(w, r, http.StatusBadRequest,
-			order.Errorf(order.CodeBadRequest, "send a JSON body with Content-Type: application/json"))
+			order.Errorf(httpx.CodeBadRequest, "send a JSON body with Content-Type: application/json"))
 		return
 	}
 	var in struct {
@@ -90,7 +90,7 @@ func signIn(w http.ResponseWriter, r *http.Request, issuer *Issuer, users EmailL
 			httpx.WriteError(w, r, http.StatusRequestEntityTooLarge, e)
 			return
 		}
-		httpx.WriteError(w, r, http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "body is not valid JSON"))
+		httpx.WriteError(w, r, http.StatusBadRequest, order.Errorf(httpx.CodeBadRequest, "body is not valid JSON"))
 		return
 	}
 	email := strings.ToLower(strings.TrimSpace(in.Email))
@@ -101,7 +101,7 @@ func signIn(w http.ResponseWriter, r *http.Request, issuer *Issuer, users EmailL
 	u, err := users.UserByEmail(r.Context(), email)
 	if err != nil {
 		e := order.AsError(err)
-		status := e.Code.HTTPStatus()
+		status := httpx.Status(e.Code)
 		if e.Code == order.CodeNotFound {
 			e, status = order.NotFound("user"), http.StatusNotFound
 		}

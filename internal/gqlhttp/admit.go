@@ -161,7 +161,7 @@ func (h *Handler) Admit(w http.ResponseWriter, r *http.Request, door Door) (*Adm
 	params, err := readParams(r)
 	if err != nil {
 		status := http.StatusBadRequest
-		if order.ErrorCode(err) == order.CodePayloadTooLarge {
+		if order.ErrorCode(err) == httpx.CodePayloadTooLarge {
 			status = http.StatusRequestEntityTooLarge
 		}
 		return fail(status, order.AsError(err))
@@ -180,7 +180,7 @@ func (h *Handler) Admit(w http.ResponseWriter, r *http.Request, door Door) (*Adm
 		errs = capErrors(errs, a.limits.MaxErrors)
 		resp := h.cfg.Exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
 		status := http.StatusOK
-		if door != DoorHTTP || ct == ctGraphQLJSON && !onlyCode(resp.Errors, order.CodePersistedQueryNotFound) {
+		if door != DoorHTTP || ct == ctGraphQLJSON && !onlyCode(resp.Errors, httpx.CodePersistedQueryNotFound) {
 			status = requestErrorStatus(resp.Errors)
 		}
 		h.write(w, r, ct, status, resp, nil)
@@ -222,12 +222,12 @@ func (h *Handler) Admit(w http.ResponseWriter, r *http.Request, door Door) (*Adm
 		}
 		switch {
 		case door == DoorSubscription && op.Operation != ast.Subscription:
-			return fail(http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "this door runs subscriptions only; send queries and mutations with Accept: application/json"))
+			return fail(http.StatusBadRequest, order.Errorf(httpx.CodeBadRequest, "this door runs subscriptions only; send queries and mutations with Accept: application/json"))
 		case door == DoorHTTP && op.Operation == ast.Subscription:
-			return fail(http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "subscriptions need POST with Accept: text/event-stream"))
+			return fail(http.StatusBadRequest, order.Errorf(httpx.CodeBadRequest, "subscriptions need POST with Accept: text/event-stream"))
 		case op.Operation == ast.Mutation && r.Method != http.MethodPost:
 			w.Header().Set("Allow", "POST")
-			return fail(http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "mutations are only accepted over POST"))
+			return fail(http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "mutations are only accepted over POST"))
 		}
 		mutation = op.Operation == ast.Mutation
 	}
@@ -332,11 +332,11 @@ func notFound() *gqlerror.Error {
 func wrap(oe *order.Error) *gqlerror.Error { return &gqlerror.Error{Message: oe.Message, Err: oe} }
 
 func badRequest(msg string) *gqlerror.Error {
-	return wrap(order.Errorf(order.CodeBadRequest, "%s", msg))
+	return wrap(order.Errorf(httpx.CodeBadRequest, "%s", msg))
 }
 
 func tooComplex(msg, what string, n, limit int) *gqlerror.Error {
-	return wrap(&order.Error{Code: order.CodeQueryTooComplex, Message: msg, Extensions: map[string]any{what: n, "limit": limit}})
+	return wrap(&order.Error{Code: httpx.CodeQueryTooComplex, Message: msg, Extensions: map[string]any{what: n, "limit": limit}})
 }
 
 // parse parses the document, stopping at the token limit.

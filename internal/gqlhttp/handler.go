@@ -127,12 +127,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
-		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "use GET (queries) or POST"))
+		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "use GET (queries) or POST"))
 		return
 	}
 	ct, ok := negotiate(r.Header.Get("Accept"))
 	if !ok {
-		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(order.CodeBadRequest, "accept application/json or application/graphql-response+json"))
+		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(httpx.CodeBadRequest, "accept application/json or application/graphql-response+json"))
 		return
 	}
 	var fastKey string
@@ -231,13 +231,7 @@ func (h *Handler) mutate(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	if err != nil {
 		e := order.AsError(err)
-		if e.Code == order.CodeIdempotencyKeyInUse {
-			w.Header().Set("Retry-After", "1")
-		}
-		if e.Code == order.CodeUnavailable {
-			w.Header().Set("Retry-After", "1")
-		}
-		httpx.WriteError(w, r, e.Code.HTTPStatus(), e)
+		httpx.WriteError(w, r, httpx.Status(e.Code), e) // with Retry-After for a retryable code
 		return
 	}
 	if outcome == idempotency.OutcomeReplayed {
@@ -390,7 +384,7 @@ func onlyCode(errs gqlerror.List, c order.Code) bool {
 func requestErrorStatus(errs gqlerror.List) int {
 	status := http.StatusBadRequest
 	for _, e := range errs {
-		if s := codeOf(e).HTTPStatus(); s > status {
+		if s := httpx.Status(codeOf(e)); s > status {
 			status = s
 		}
 	}
@@ -465,26 +459,26 @@ func readParams(r *http.Request) (*graphql.RawParams, error) {
 				dec := json.NewDecoder(strings.NewReader(v))
 				dec.UseNumber()
 				if err := dec.Decode(dst); err != nil {
-					return nil, order.Errorf(order.CodeBadRequest, "%s must be a JSON object", name)
+					return nil, order.Errorf(httpx.CodeBadRequest, "%s must be a JSON object", name)
 				}
 			}
 		}
 	} else {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mt != ctJSON {
-			return nil, order.Errorf(order.CodeBadRequest, "send a JSON body with Content-Type: application/json")
+			return nil, order.Errorf(httpx.CodeBadRequest, "send a JSON body with Content-Type: application/json")
 		}
 		raw, err := io.ReadAll(r.Body)
 		if err != nil {
 			if httpx.IsBodyTooLarge(err) {
 				return nil, httpx.PayloadTooLargeError(err)
 			}
-			return nil, order.Errorf(order.CodeBadRequest, "could not read the request body")
+			return nil, order.Errorf(httpx.CodeBadRequest, "could not read the request body")
 		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.UseNumber()
 		if err := dec.Decode(&b); err != nil {
-			return nil, order.Errorf(order.CodeBadRequest, "the body must be a JSON object with query, operationName, variables and extensions of the right types")
+			return nil, order.Errorf(httpx.CodeBadRequest, "the body must be a JSON object with query, operationName, variables and extensions of the right types")
 		}
 	}
 	p := &graphql.RawParams{Variables: b.Variables, Extensions: b.Extensions, Headers: r.Header}
@@ -501,7 +495,7 @@ func readParams(r *http.Request) (*graphql.RawParams, error) {
 		p.Extensions[DocumentIDKey] = *b.DocumentID
 	}
 	if p.Query == "" && b.Extensions["persistedQuery"] == nil && b.DocumentID == nil {
-		return nil, order.Errorf(order.CodeBadRequest, "the request has no query")
+		return nil, order.Errorf(httpx.CodeBadRequest, "the request has no query")
 	}
 	return p, nil
 }

@@ -59,7 +59,7 @@ func PayloadTooLargeError(err error) *order.Error {
 
 // PayloadTooLarge is the PAYLOAD_TOO_LARGE error with extension limit (bytes).
 func PayloadTooLarge(limit int64) *order.Error {
-	return &order.Error{Code: order.CodePayloadTooLarge,
+	return &order.Error{Code: CodePayloadTooLarge,
 		Message:    "request body is too large",
 		Extensions: map[string]any{"limit": limit}}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/shop/bff/internal/idempotency"
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
@@ -288,7 +289,7 @@ func TestInFlightIsInUse(t *testing.T) {
 		if !errors.As(err, &oe) || oe.Code != order.CodeIdempotencyKeyInUse || outcome != idempotency.OutcomeInUse {
 			t.Fatalf("repeat in flight: %v %q", err, outcome)
 		}
-		if oe.Extensions["retryAfterSeconds"] != 1 || !oe.Code.Retryable() || oe.Code.HTTPStatus() != 409 {
+		if oe.Extensions["retryAfterSeconds"] != 1 || !oe.Code.Retryable() || httpx.Status(oe.Code) != 409 {
 			t.Fatalf("IN_USE error %+v", oe)
 		}
 	}
@@ -327,7 +328,7 @@ func TestReusedKey(t *testing.T) {
 		t.Fatal("a REUSED request executed")
 		return idempotency.Response{}
 	})
-	if order.ErrorCode(err) != order.CodeIdempotencyKeyReused || outcome != idempotency.OutcomeReused || order.CodeIdempotencyKeyReused.HTTPStatus() != 422 {
+	if order.ErrorCode(err) != order.CodeIdempotencyKeyReused || outcome != idempotency.OutcomeReused || httpx.Status(order.CodeIdempotencyKeyReused) != 422 {
 		t.Fatalf("%v %q", err, outcome)
 	}
 	if f.orders(f.alice) != orders || f.metrics.get(idempotency.OutcomeReused) != 1 {
@@ -460,7 +461,7 @@ func TestParseKey(t *testing.T) {
 	if got, err := idempotency.ParseKey("", false); got != "" || err != nil {
 		t.Errorf("absent: %q %v", got, err)
 	}
-	if order.CodeIdempotencyKeyInvalid.HTTPStatus() != 400 || order.CodeIdempotencyKeyRequired.HTTPStatus() != 400 {
+	if httpx.Status(order.CodeIdempotencyKeyInvalid) != 400 || httpx.Status(order.CodeIdempotencyKeyRequired) != 400 {
 		t.Error("statuses")
 	}
 }

@@ -7,14 +7,13 @@ import (
 )
 
 // Code is one of the error codes of the public contract (enum ErrorCode).
+// The domain's codes are here; the codes of requests that fail before the
+// domain sees them (malformed HTTP, GraphQL parse and validation, persisted
+// queries, cost and size limits) are the transports' (internal/httpx).
 type Code string
 
-// The closed set of error codes (see spec/errors.md).
+// The domain's error codes (see spec/errors.md).
 const (
-	CodeBadRequest             Code = "BAD_REQUEST"
-	CodeParseFailed            Code = "GRAPHQL_PARSE_FAILED"
-	CodeValidationFailed       Code = "GRAPHQL_VALIDATION_FAILED"
-	CodePersistedQueryNotFound Code = "PERSISTED_QUERY_NOT_FOUND"
 	CodeBadUserInput           Code = "BAD_USER_INPUT"
 	CodeUnauthenticated        Code = "UNAUTHENTICATED"
 	CodeForbidden              Code = "FORBIDDEN"
@@ -26,20 +25,9 @@ const (
 	CodeIdempotencyKeyReused   Code = "IDEMPOTENCY_KEY_REUSED"
 	CodeIdempotencyKeyInUse    Code = "IDEMPOTENCY_KEY_IN_USE"
 	CodeRateLimited            Code = "RATE_LIMITED"
-	CodeQueryTooComplex        Code = "QUERY_TOO_COMPLEX"
-	CodePayloadTooLarge        Code = "PAYLOAD_TOO_LARGE"
 	CodeUnavailable            Code = "UNAVAILABLE"
 	CodeInternal               Code = "INTERNAL"
 )
-
-// AllCodes lists every code, in the order of the contract.
-var AllCodes = []Code{
-	CodeBadRequest, CodeParseFailed, CodeValidationFailed, CodePersistedQueryNotFound,
-	CodeBadUserInput, CodeUnauthenticated, CodeForbidden, CodeNotFound, CodeConflict,
-	CodeInvalidTransition, CodeIdempotencyKeyRequired, CodeIdempotencyKeyInvalid,
-	CodeIdempotencyKeyReused, CodeIdempotencyKeyInUse, CodeRateLimited,
-	CodeQueryTooComplex, CodePayloadTooLarge, CodeUnavailable, CodeInternal,
-}
 
 // Retryable reports whether retrying the same request can succeed for code c.
 func (c Code) Retryable() bool {
@@ -48,33 +36,6 @@ func (c Code) Retryable() bool {
 		return true
 	}
 	return false
-}
-
-// HTTPStatus is the status a request that fails as a whole with code c gets
-// (spec/errors.md). Codes that are only ever field errors map to 200.
-func (c Code) HTTPStatus() int {
-	switch c {
-	case CodeBadRequest, CodeParseFailed, CodeValidationFailed, CodeBadUserInput,
-		CodeIdempotencyKeyRequired, CodeIdempotencyKeyInvalid, CodeQueryTooComplex:
-		return 400
-	case CodeUnauthenticated:
-		return 401
-	case CodeForbidden:
-		return 403
-	case CodeIdempotencyKeyInUse:
-		return 409
-	case CodePayloadTooLarge:
-		return 413
-	case CodeIdempotencyKeyReused:
-		return 422
-	case CodeRateLimited:
-		return 429
-	case CodeInternal:
-		return 500
-	case CodeUnavailable:
-		return 503
-	}
-	return 200
 }
 
 // Error is the one error type of the domain: a code, a message for

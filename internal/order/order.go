@@ -135,28 +135,6 @@ const (
 	EventOrderCancelled         EventType = "ORDER_CANCELLED"
 )
 
-// SSEName is the event name on the GET /events wire (streaming.md).
-func (t EventType) SSEName() string {
-	switch t {
-	case EventOrderPlaced:
-		return "order.placed"
-	case EventPaymentRequested:
-		return "payment.requested"
-	case EventPaymentSucceeded:
-		return "payment.succeeded"
-	case EventPaymentFailed:
-		return "payment.failed"
-	case EventShippingAddressUpdated:
-		return "order.address_updated"
-	case EventOrderShipped:
-		return "order.shipped"
-	case EventOrderDelivered:
-		return "order.delivered"
-	case EventOrderCancelled:
-		return "order.cancelled"
-	}
-	return "order.event"
-}
 
 // ActorProvider is the actor of events caused by the payment provider.
 const ActorProvider = "payment-provider"

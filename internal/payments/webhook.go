@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 )
 
@@ -149,7 +150,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.cfg.Logger.With("path", r.URL.Path) // request_id and trace_id come from the context
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.fail(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "use POST"), "bad_request")
+		h.fail(w, r, http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "use POST"), "bad_request")
 		return
 	}
 	if r.ContentLength > MaxWebhookBody {
@@ -163,7 +164,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.tooLarge(w, r, log)
 			return
 		}
-		h.fail(w, r, http.StatusBadRequest, order.Errorf(order.CodeBadRequest, "cannot read body"), "bad_request")
+		h.fail(w, r, http.StatusBadRequest, order.Errorf(httpx.CodeBadRequest, "cannot read body"), "bad_request")
 		return
 	}
 
@@ -224,7 +225,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func parseWebhook(body []byte) (WebhookResult, *order.Error) {
 	var b webhookBody
 	if err := json.Unmarshal(body, &b); err != nil {
-		return WebhookResult{}, order.Errorf(order.CodeBadRequest, "body is not a valid payment event")
+		return WebhookResult{}, order.Errorf(httpx.CodeBadRequest, "body is not a valid payment event")
 	}
 	res := WebhookResult{EventID: b.ID, Type: b.Type, OrderID: b.Data.OrderID,
 		ChargeID: b.Data.ChargeID, Currency: b.Data.Currency}
@@ -236,19 +237,19 @@ func parseWebhook(body []byte) (WebhookResult, *order.Error) {
 			res.FailureCode = *b.Data.FailureCode
 		}
 	default:
-		return res, order.Errorf(order.CodeBadRequest, "unknown event type %q", b.Type)
+		return res, order.Errorf(httpx.CodeBadRequest, "unknown event type %q", b.Type)
 	}
 	switch {
 	case b.ID == "":
-		return res, order.Errorf(order.CodeBadRequest, "id is required")
+		return res, order.Errorf(httpx.CodeBadRequest, "id is required")
 	case b.Data.OrderID == "":
-		return res, order.Errorf(order.CodeBadRequest, "data.orderId is required")
+		return res, order.Errorf(httpx.CodeBadRequest, "data.orderId is required")
 	case b.Data.AmountCents == nil || *b.Data.AmountCents < 0:
-		return res, order.Errorf(order.CodeBadRequest, "data.amountCents is required and must not be negative")
+		return res, order.Errorf(httpx.CodeBadRequest, "data.amountCents is required and must not be negative")
 	case len(b.Data.Currency) != 3:
-		return res, order.Errorf(order.CodeBadRequest, "data.currency must be a 3-letter code")
+		return res, order.Errorf(httpx.CodeBadRequest, "data.currency must be a 3-letter code")
 	case res.Succeeded && b.Data.ChargeID == "":
-		return res, order.Errorf(order.CodeBadRequest, "data.chargeId is required")
+		return res, order.Errorf(httpx.CodeBadRequest, "data.chargeId is required")
 	}
 	res.AmountCents = *b.Data.AmountCents
 	return res, nil
@@ -257,7 +258,7 @@ func parseWebhook(body []byte) (WebhookResult, *order.Error) {
 func (h *WebhookHandler) tooLarge(w http.ResponseWriter, r *http.Request, log *slog.Logger) {
 	log.WarnContext(r.Context(), "payment webhook refused: body too large")
 	h.fail(w, r, http.StatusRequestEntityTooLarge,
-		order.Errorf(order.CodePayloadTooLarge, "webhook body exceeds %d bytes", MaxWebhookBody).With("limit", MaxWebhookBody),
+		order.Errorf(httpx.CodePayloadTooLarge, "webhook body exceeds %d bytes", MaxWebhookBody).With("limit", MaxWebhookBody),
 		"too_large")
 }
 

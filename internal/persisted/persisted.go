@@ -31,6 +31,7 @@ import (
 	"github.com/vektah/gqlparser/v2/parser"
 	"github.com/vektah/gqlparser/v2/validator"
 
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 )
 
@@ -279,11 +280,11 @@ func (s *Store) Resolve(_ context.Context, h http.Header, p *graphql.RawParams) 
 
 func notFound() *gqlerror.Error {
 	e := gqlerror.Errorf("PersistedQueryNotFound")
-	e.Extensions = map[string]any{"code": string(order.CodePersistedQueryNotFound)}
+	e.Extensions = map[string]any{"code": string(httpx.CodePersistedQueryNotFound)}
 	return e
 }
 
 func badRequest(msg string) *gqlerror.Error {
-	oe := order.Errorf(order.CodeBadRequest, "%s", msg)
+	oe := order.Errorf(httpx.CodeBadRequest, "%s", msg)
 	return &gqlerror.Error{Message: oe.Message, Err: oe}
 }

@@ -18,10 +18,7 @@ type Scope struct {
 
 // ScopeFor is the scope of what viewer u may see.
 func ScopeFor(u *order.User) Scope {
-	if u.Role == order.RoleStaff {
-		return Scope{}
-	}
-	return Scope{CustomerID: u.ID}
+	return Scope{CustomerID: order.VisibleCustomer(u)}
 }
 
 const userCols = `id::text, name, email, role`

@@ -181,7 +181,7 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 	if err != nil {
 		return nil, notFoundAs(interpretError(err), "order")
 	}
-	if c.Viewer.Role != order.RoleStaff && o.CustomerID != c.Viewer.ID {
+	if !order.CanSee(c.Viewer, o) {
 		return nil, order.NotFound("order")
 	}
 	out, roleOK, ok := order.Transition(o.Status, o.PaymentStatus, c.Viewer.Role, c.Action)

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/persisted"
 )
 
@@ -46,13 +46,13 @@ func TestSchemaFixesForGenerators(t *testing.T) {
 
 	r = in.post("", `{ errorCodes { code retryable httpStatus } }`, nil)
 	codes := field(r.Data, "errorCodes").([]any)
-	if len(codes) != len(order.AllCodes) {
-		t.Fatalf("errorCodes: %d codes, want %d: %s", len(codes), len(order.AllCodes), r.Raw)
+	if len(codes) != len(httpx.AllCodes) {
+		t.Fatalf("errorCodes: %d codes, want %d: %s", len(codes), len(httpx.AllCodes), r.Raw)
 	}
-	for i, c := range order.AllCodes {
+	for i, c := range httpx.AllCodes {
 		if field(codes[i], "code") != string(c) || field(codes[i], "retryable") != c.Retryable() ||
-			field(codes[i], "httpStatus") != float64(c.HTTPStatus()) {
-			t.Errorf("errorCodes[%d] = %v, want %s retryable=%v status=%d", i, codes[i], c, c.Retryable(), c.HTTPStatus())
+			field(codes[i], "httpStatus") != float64(httpx.Status(c)) {
+			t.Errorf("errorCodes[%d] = %v, want %s retryable=%v status=%d", i, codes[i], c, c.Retryable(), httpx.Status(c))
 		}
 	}
 

@@ -141,7 +141,7 @@ func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*mode
 
 // visible returns the one loaded order if v may see it, else NOT_FOUND.
 func visible(v *order.User, list []*loaders.Order) (*loaders.Order, error) {
-	if len(list) != 1 || (v.Role != order.RoleStaff && list[0].CustomerID != v.ID) {
+	if len(list) != 1 || !order.CanSee(v, list[0].Order) {
 		return nil, order.NotFound("order")
 	}
 	return list[0], nil

@@ -64,7 +64,7 @@ func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume s
 			return nil, err
 		}
 		o, ok := m[orderID]
-		if !ok || (viewer.Role != order.RoleStaff && o.CustomerID != viewer.ID) {
+		if !ok || !order.CanSee(viewer, o) {
 			return nil, order.NotFound("order")
 		}
 	}

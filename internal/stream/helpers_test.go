@@ -329,8 +329,8 @@ func (c *client) expect(want ...order.Event) {
 	c.t.Helper()
 	for i, w := range want {
 		f := c.nextEvent()
-		if f.ID != w.ID || f.Event != w.Type.SSEName() {
-			c.t.Fatalf("event %d of %d: got id %q %q, want id %q %q", i+1, len(want), f.ID, f.Event, w.ID, w.Type.SSEName())
+		if f.ID != w.ID || f.Event != EventName(w.Type) {
+			c.t.Fatalf("event %d of %d: got id %q %q, want id %q %q", i+1, len(want), f.ID, f.Event, w.ID, EventName(w.Type))
 		}
 	}
 }

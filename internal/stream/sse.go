@@ -60,7 +60,7 @@ func eventFrame(e order.Event) []byte {
 	if err != nil { // cannot happen: the fields are strings, numbers and a time
 		data = []byte(`{"id":` + strconv.Quote(e.ID) + `}`)
 	}
-	return appendSSE(make([]byte, 0, len(data)+64), &sse.Event{ID: []byte(e.ID), Event: []byte(e.Type.SSEName()), Data: data})
+	return appendSSE(make([]byte, 0, len(data)+64), &sse.Event{ID: []byte(e.ID), Event: []byte(EventName(e.Type)), Data: data})
 }
 
 func newItem(e order.Event) *item { return &item{ev: e, frame: eventFrame(e)} }
@@ -122,7 +122,7 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(order.CodeBadRequest, "GET /events only"))
+		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "GET /events only"))
 		return
 	}
 	viewer, ok := auth.UserFrom(ctx)
@@ -152,7 +152,7 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		release()
 		e := order.AsError(err)
-		status := e.Code.HTTPStatus()
+		status := httpx.Status(e.Code)
 		if e.Code == order.CodeNotFound {
 			status = http.StatusNotFound
 		}
@@ -279,7 +279,7 @@ func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans
 	}
 	if it.ev.TraceParent != "" {
 		_, span := b.cfg.Tracer.Start(telemetry.ContextWithTraceParent(context.Background(), it.ev.TraceParent),
-			"sse.deliver "+it.ev.Type.SSEName(), trace.WithSpanKind(trace.SpanKindProducer),
+			"sse.deliver "+EventName(it.ev.Type), trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithLinks(trace.LinkFromContext(ctx)), trace.WithAttributes(
 				attribute.Int64("bff.event.position", it.ev.Position),
 				attribute.String("bff.event.type", string(it.ev.Type)),

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shop/bff/internal/httpx"
-	"github.com/shop/bff/internal/order"
 )
 
 // Label values that stand for several others.
@@ -171,9 +170,9 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		}, []string{"screen", "status"}),
 		operations: newBoundedLabel(cfg.MaxOperations),
 		outcomes:   newBoundedLabel(DefaultMaxOutcomes),
-		codes:      make(map[string]bool, len(order.AllCodes)),
+		codes:      make(map[string]bool, len(httpx.AllCodes)),
 	}
-	for _, c := range order.AllCodes {
+	for _, c := range httpx.AllCodes {
 		m.codes[string(c)] = true
 	}
 	sse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

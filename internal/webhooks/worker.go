@@ -25,6 +25,7 @@ import (
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
+	"github.com/shop/bff/internal/stream"
 	"github.com/shop/bff/internal/telemetry"
 )
 
@@ -391,7 +392,7 @@ type Message struct {
 
 // NewMessage returns the body of event e.
 func NewMessage(e order.Event) ([]byte, error) {
-	return json.Marshal(Message{Type: e.Type.SSEName(), Timestamp: e.At, Data: e})
+	return json.Marshal(Message{Type: stream.EventName(e.Type), Timestamp: e.At, Data: e})
 }
 
 // deliver makes one attempt of d and records its result.
@@ -404,7 +405,7 @@ func (w *Worker) deliver(ctx context.Context, d postgres.ClaimedDelivery) {
 		w.record(ctx, log, d, r, start)
 		return
 	}
-	log = log.With("webhook_id", d.Event.ID, "type", d.Event.Type.SSEName(), "order_id", d.Event.OrderID)
+	log = log.With("webhook_id", d.Event.ID, "type", stream.EventName(d.Event.Type), "order_id", d.Event.OrderID)
 	ctx, span := w.tracer.Start(ctx, "webhook.deliver", trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attribute.String("webhook.endpoint_id", d.EndpointID), attribute.String("webhook.id", d.Event.ID),
 			attribute.Int64("webhook.delivery_id", d.ID), attribute.Int("webhook.attempt", d.Attempt)))
