@@ -13,8 +13,8 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
 
-	"github.com/shop/bff/internal/idempotency"
 	"github.com/shop/bff/internal/httpx"
+	"github.com/shop/bff/internal/idempotency"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"

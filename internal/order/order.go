@@ -135,7 +135,6 @@ const (
 	EventOrderCancelled         EventType = "ORDER_CANCELLED"
 )
 
-
 // ActorProvider is the actor of events caused by the payment provider.
 const ActorProvider = "payment-provider"
 
