@@ -14,6 +14,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/shop"
@@ -21,11 +22,11 @@ import (
 
 // ExecConfig configures GraphQL execution.
 type ExecConfig struct {
-	// MaxComplexity bounds the cost of an operation. Default 5000: a full
-	// page of 100 orders with their lines and products.
+	// MaxComplexity bounds the cost of an operation. Default
+	// config.DefaultQueryMaxComplexity.
 	MaxComplexity int
 	// MaxDepth bounds the nesting of selections, introspection included.
-	// Default 15.
+	// Default config.DefaultQueryMaxDepth.
 	MaxDepth int
 	// MaxTokens bounds the tokens the executor's own parser reads, for a
 	// document that did not come through admission. Default 4000.
@@ -44,10 +45,10 @@ type ExecConfig struct {
 
 func (cfg ExecConfig) withDefaults() ExecConfig {
 	if cfg.MaxComplexity <= 0 {
-		cfg.MaxComplexity = 5000
+		cfg.MaxComplexity = config.DefaultQueryMaxComplexity
 	}
 	if cfg.MaxDepth <= 0 {
-		cfg.MaxDepth = 15
+		cfg.MaxDepth = config.DefaultQueryMaxDepth
 	}
 	if cfg.MaxTokens <= 0 {
 		cfg.MaxTokens = 4000

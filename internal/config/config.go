@@ -15,6 +15,18 @@ import (
 	"time"
 )
 
+// Defaults that the packages configured from this table fall back to when
+// built without it (tests, tools): each written once, here.
+const (
+	// DefaultPGMaxConns is PG_MAX_CONNS's default: the Postgres pool's size.
+	DefaultPGMaxConns = 20
+	// DefaultQueryMaxComplexity is QUERY_MAX_COMPLEXITY's default: a full
+	// page of 100 orders with their lines and products.
+	DefaultQueryMaxComplexity = 5000
+	// DefaultQueryMaxDepth is QUERY_MAX_DEPTH's default.
+	DefaultQueryMaxDepth = 15
+)
+
 // DevJWTSecret is the development signing secret, used when JWT_SECRET is
 // unset in development mode. It must never sign production tokens.
 const DevJWTSecret = "dev-only-jwt-secret-change-me-0123456789"
@@ -316,7 +328,7 @@ var table = []variable{
 	{"METRICS_ADDR", "", "admin address serving /metrics and /debug/pprof (empty: no pprof, and /metrics on HTTP_ADDR in development only)", str(func(c *Config) *string { return &c.MetricsAddr })},
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bff?sslmode=disable", "Postgres connection string; through PgBouncer in transaction mode add default_query_exec_mode=cache_describe (no named prepared statements)", urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseURL })},
 	{"DATABASE_MIGRATE_URL", "", "connection string for migrations, direct to Postgres or session-pooled, when DATABASE_URL goes through PgBouncer in transaction mode (empty: DATABASE_URL)", optional(urlOf([]string{"postgres", "postgresql"}, func(c *Config) *string { return &c.DatabaseMigrateURL }))},
-	{"PG_MAX_CONNS", "20", "size of the Postgres pool", integer(1, 1000, func(c *Config) *int { return &c.PGMaxConns })},
+	{"PG_MAX_CONNS", strconv.Itoa(DefaultPGMaxConns), "size of the Postgres pool", integer(1, 1000, func(c *Config) *int { return &c.PGMaxConns })},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "redis:// URL, or host:port,host:port for a Redis Cluster (or Sentinel with REDIS_MASTER_NAME)", str(func(c *Config) *string { return &c.RedisURL })},
 	{"REDIS_MASTER_NAME", "", "Sentinel master name (REDIS_URL then lists the sentinels)", str(func(c *Config) *string { return &c.RedisMasterName })},
 	{"JWT_SECRET", "", "HS256 secrets of at least 32 bytes, comma-separated: the first signs, all verify (rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.JWTSecrets })},
@@ -354,8 +366,8 @@ var table = []variable{
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
 	{"READ_HEADER_TIMEOUT", "5s", "time allowed to read request headers", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 	{"SHUTDOWN_GRACE", "15s", "time a shutdown waits for requests, streams and workers", duration(0, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
-	{"QUERY_MAX_COMPLEXITY", "5000", "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
-	{"QUERY_MAX_DEPTH", "15", "deepest nesting of a GraphQL operation (introspection included)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxDepth })},
+	{"QUERY_MAX_COMPLEXITY", strconv.Itoa(DefaultQueryMaxComplexity), "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
+	{"QUERY_MAX_DEPTH", strconv.Itoa(DefaultQueryMaxDepth), "deepest nesting of a GraphQL operation (introspection included)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxDepth })},
 	{"QUERY_MAX_BYTES", "32768", "largest GraphQL document (413 beyond; also the size cap of persisted queries)", integer(256, 1<<20, func(c *Config) *int { return &c.QueryMaxBytes })},
 	{"QUERY_MAX_TOKENS", "4000", "most parser tokens of a GraphQL document", integer(100, 1_000_000, func(c *Config) *int { return &c.QueryMaxTokens })},
 	{"QUERY_MAX_ROOT_FIELDS", "20", "most root fields of an operation (each mutation field counts against the mutation rate limit)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxRootFields })},

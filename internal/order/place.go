@@ -12,6 +12,7 @@ const (
 	MaxQuantity    = 99
 	MaxAddressText = 200
 	MaxTracking    = 64
+	MaxReason      = 500
 )
 
 // LineInput is one requested line: a product and a quantity.
@@ -106,6 +107,34 @@ func CheckText(path, v string) *Error {
 func lengthError(field string, max int) *Error {
 	return &Error{Code: CodeBadUserInput, Message: fmt.Sprintf("%s is longer than %d characters", field, max),
 		Extensions: map[string]any{"field": field, "constraint": string(ConstraintLength), "min": 1, "max": max}}
+}
+
+// ValidateTracking checks a tracking number at path and returns it
+// trimmed: required, at most MaxTracking characters, printable text.
+func ValidateTracking(path, t string) (string, *Error) {
+	t = strings.TrimSpace(t)
+	if t == "" {
+		return t, BadInput(path, ConstraintRequired, path+" is required")
+	}
+	if utf8.RuneCountInString(t) > MaxTracking {
+		return t, lengthError(path, MaxTracking)
+	}
+	if err := CheckText(path, t); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// ValidateReason checks an optional cancellation reason at path: at most
+// MaxReason characters. (The contract accepts a reason; the order keeps
+// none, and its events carry none.)
+func ValidateReason(path string, r *string) *Error {
+	if r != nil && utf8.RuneCountInString(*r) > MaxReason {
+		e := lengthError(path, MaxReason)
+		e.Extensions["min"] = 0
+		return e
+	}
+	return nil
 }
 
 // ValidateCurrency checks that c looks like an ISO 4217 code.

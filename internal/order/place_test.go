@@ -68,3 +68,27 @@ func TestControlCharactersAreBadInput(t *testing.T) {
 		t.Errorf("tracking: %v", err)
 	}
 }
+
+func TestValidateTrackingAndReason(t *testing.T) {
+	if got, err := ValidateTracking("trackingNumber", "  1Z999  "); err != nil || got != "1Z999" {
+		t.Errorf("ValidateTracking(padded) = %q, %v", got, err)
+	}
+	for name, in := range map[string]string{"empty": "  ", "too long": strings.Repeat("x", MaxTracking+1), "control": "1Z\x00"} {
+		if _, err := ValidateTracking("trackingNumber", in); err == nil || err.Code != CodeBadUserInput || err.Extensions["field"] != "trackingNumber" {
+			t.Errorf("ValidateTracking(%s) = %v, want BAD_USER_INPUT on trackingNumber", name, err)
+		}
+	}
+	if _, err := ValidateTracking("trackingNumber", strings.Repeat("x", MaxTracking)); err != nil {
+		t.Errorf("ValidateTracking(MaxTracking characters) = %v", err)
+	}
+	ok, long := strings.Repeat("é", MaxReason), strings.Repeat("é", MaxReason+1)
+	if err := ValidateReason("reason", &ok); err != nil {
+		t.Errorf("ValidateReason(MaxReason characters) = %v", err)
+	}
+	if err := ValidateReason("reason", nil); err != nil {
+		t.Errorf("ValidateReason(nil) = %v", err)
+	}
+	if err := ValidateReason("reason", &long); err == nil || err.Extensions["constraint"] != string(ConstraintLength) || err.Extensions["max"] != MaxReason {
+		t.Errorf("ValidateReason(too long) = %v", err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 )
 
@@ -27,7 +28,7 @@ var migrations embed.FS
 type Config struct {
 	// URL is the connection string (DATABASE_URL).
 	URL string
-	// MaxConns bounds the pool. Default 20.
+	// MaxConns bounds the pool. Default config.DefaultPGMaxConns.
 	MaxConns int32
 	// QueryTimeout is the deadline of one store call when the caller's
 	// context has none. Default 5s.
@@ -59,7 +60,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	pc.MaxConns = cfg.MaxConns
 	if pc.MaxConns <= 0 {
-		pc.MaxConns = 20
+		pc.MaxConns = config.DefaultPGMaxConns
 	}
 	if cfg.Tracer != nil {
 		pc.ConnConfig.Tracer = cfg.Tracer

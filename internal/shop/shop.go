@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/shop/bff/graph/model"
 	"github.com/shop/bff/internal/cache"
@@ -359,20 +358,15 @@ func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*mode
 		}
 		c.Address = &addr
 	case order.ActionShip:
-		t := strings.TrimSpace(in.TrackingNumber)
-		if t == "" {
-			return nil, order.BadInput("trackingNumber", order.ConstraintRequired, "trackingNumber is required")
-		}
-		if utf8.RuneCountInString(t) > order.MaxTracking {
-			return nil, order.BadInput("trackingNumber", order.ConstraintLength, "trackingNumber is too long").With("max", order.MaxTracking)
-		}
-		if err := order.CheckText("trackingNumber", t); err != nil {
+		t, err := order.ValidateTracking("trackingNumber", in.TrackingNumber)
+		if err != nil {
 			return nil, err
 		}
 		c.TrackingNumber = t
 	case order.ActionCancel:
-		if in.Reason != nil && utf8.RuneCountInString(*in.Reason) > 500 {
-			return nil, order.BadInput("reason", order.ConstraintLength, "reason is longer than 500 characters").With("max", 500)
+		// Validated, not kept: see order.ValidateReason.
+		if err := order.ValidateReason("reason", in.Reason); err != nil {
+			return nil, err
 		}
 	}
 	var m *model.Order
