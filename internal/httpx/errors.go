@@ -21,6 +21,19 @@ const (
 // ExtRetryAfterSeconds is the extension that mirrors the Retry-After header.
 const ExtRetryAfterSeconds = "retryAfterSeconds"
 
+// WriteJSON writes v as a JSON response with status (and its
+// Content-Length).
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", ContentTypeJSON)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
 // ErrorEntry is one entry of a GraphQL response's errors[].
 type ErrorEntry struct {
 	Message    string         `json:"message"`

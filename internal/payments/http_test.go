@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/telemetry"
 )
 
@@ -60,7 +61,7 @@ func TestHTTPProviderSendsTheCharge(t *testing.T) {
 		got.traceparent = r.Header.Get("traceparent")
 		raw, _ := io.ReadAll(r.Body)
 		_ = json.Unmarshal(raw, &got.body)
-		writeJSON(w, http.StatusCreated, map[string]string{"id": "ch_123", "status": "pending"})
+		httpx.WriteJSON(w, http.StatusCreated, map[string]string{"id": "ch_123", "status": "pending"})
 	}))
 	defer srv.Close()
 	// The instrumented transport sends the traceparent (the provider

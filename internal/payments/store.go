@@ -25,15 +25,7 @@ func NewStoreAdapter(s *postgres.Store) ResultStore {
 
 // ApplyPaymentResult implements [ResultStore].
 func (a storeAdapter) ApplyPaymentResult(ctx context.Context, r WebhookResult) (*order.Event, bool, error) {
-	return a.s.ApplyPaymentResult(ctx, postgres.PaymentResult{
-		EventID:     r.EventID,
-		Type:        r.Type,
-		OrderID:     r.OrderID,
-		ChargeID:    r.ChargeID,
-		AmountCents: r.AmountCents,
-		Currency:    r.Currency,
-		Succeeded:   r.Succeeded,
-	})
+	return a.s.ApplyPaymentResult(ctx, r.PaymentResult)
 }
 
 // MarkPaymentFailed implements [ResultStore]; failureCode is not stored.

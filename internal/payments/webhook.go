@@ -8,13 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
+	"github.com/shop/bff/internal/postgres"
 )
 
 // Webhook event types of the provider (payments.md).
@@ -41,21 +41,12 @@ type ResultStore interface {
 	MarkPaymentFailed(ctx context.Context, orderID string, attempt int, failureCode string) (*order.Event, error)
 }
 
-// WebhookResult is a verified, parsed payment webhook.
+// WebhookResult is a verified, parsed payment webhook: the result the
+// store applies (event id as the dedupe key, type, order, charge id,
+// amount and currency that must equal the order's total, whether it
+// succeeded), and the provider's failure code, which is logged only.
 type WebhookResult struct {
-	// EventID is the provider's event id, the dedupe key.
-	EventID string
-	// Type is EventPaymentSucceeded or EventPaymentFailed.
-	Type string
-	// OrderID is the order (a UUID).
-	OrderID string
-	// ChargeID is the provider's charge id, recorded on the order.
-	ChargeID string
-	// AmountCents and Currency must equal the order's total.
-	AmountCents int64
-	Currency    string
-	// Succeeded is true for payment.succeeded.
-	Succeeded bool
+	postgres.PaymentResult
 	// FailureCode is the provider's reason for payment.failed
 	// (e.g. card_declined), empty otherwise.
 	FailureCode string
@@ -214,7 +205,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Metrics.webhook("ignored")
 		log.InfoContext(r.Context(), "payment webhook ignored: duplicate event or payment not processing")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"received": true, "applied": applied})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"received": true, "applied": applied})
 	if applied && ev != nil && h.cfg.Notifier != nil {
 		h.cfg.Notifier.Committed(context.WithoutCancel(r.Context()), []order.Event{*ev})
 	}
@@ -227,8 +218,8 @@ func parseWebhook(body []byte) (WebhookResult, *order.Error) {
 	if err := json.Unmarshal(body, &b); err != nil {
 		return WebhookResult{}, order.Errorf(httpx.CodeBadRequest, "body is not a valid payment event")
 	}
-	res := WebhookResult{EventID: b.ID, Type: b.Type, OrderID: b.Data.OrderID,
-		ChargeID: b.Data.ChargeID, Currency: b.Data.Currency}
+	res := WebhookResult{PaymentResult: postgres.PaymentResult{EventID: b.ID, Type: b.Type, OrderID: b.Data.OrderID,
+		ChargeID: b.Data.ChargeID, Currency: b.Data.Currency}}
 	switch b.Type {
 	case EventPaymentSucceeded:
 		res.Succeeded = true
@@ -277,7 +268,7 @@ func (h *WebhookHandler) fail(w http.ResponseWriter, r *http.Request, status int
 	if e.Code == order.CodeUnavailable {
 		ext["retryAfterSeconds"] = 1
 	}
-	writeJSON(w, status, map[string]any{"errors": []map[string]any{{"message": e.Message, "extensions": ext}}})
+	httpx.WriteJSON(w, status, map[string]any{"errors": []map[string]any{{"message": e.Message, "extensions": ext}}})
 }
 
 // requestID is the request id set by the server's middleware on the
@@ -287,12 +278,4 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 		return id
 	}
 	return r.Header.Get("X-Request-ID")
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
 }

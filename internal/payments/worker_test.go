@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
@@ -71,10 +72,10 @@ func (f *fakeProvider) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Unlock()
 	if status == http.StatusCreated {
-		writeJSON(w, status, map[string]string{"id": "ch_" + key, "status": "pending"})
+		httpx.WriteJSON(w, status, map[string]string{"id": "ch_" + key, "status": "pending"})
 		return
 	}
-	writeJSON(w, status, map[string]string{"error": "no"})
+	httpx.WriteJSON(w, status, map[string]string{"error": "no"})
 }
 
 func (f *fakeProvider) count(key string) (requests, accepted int) {

@@ -262,15 +262,6 @@ func (s *Store) EventsAfter(ctx context.Context, sc Scope, orderID string, after
 		ORDER BY position LIMIT $4`, after, scopeArg(sc), oid, limit))
 }
 
-// EventAt returns the time of the event at position pos, or NOT_FOUND.
-func (s *Store) EventAt(ctx context.Context, pos int64) (time.Time, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	var at time.Time
-	err := s.pool.QueryRow(ctx, `SELECT at FROM order_events WHERE position = $1`, pos).Scan(&at)
-	return at, notFoundAs(interpretError(err), "event")
-}
-
 // notFoundAs renames a NOT_FOUND error after what was missing.
 func notFoundAs(err error, what string) error {
 	if order.ErrorCode(err) == order.CodeNotFound {

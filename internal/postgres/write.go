@@ -105,14 +105,15 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) ([]order.Event, er
 // after it). The event is written, and its position, id and time filled
 // in, when the transaction commits (see Commit); the returned event is
 // complete once Commit has returned.
-func (t *Tx) appendEvent(ctx context.Context, o *order.Order, typ order.EventType, from *order.Status, actor string) (*order.Event, error) {
+func (t *Tx) appendEvent(o *order.Order, typ order.EventType, from *order.Status, actor string) *order.Event {
 	e := &order.Event{CustomerID: o.CustomerID, OrderID: o.ID, Type: typ, FromStatus: from, ToStatus: o.Status,
 		Version: o.Version, Actor: actor, Status: o.Status, PaymentStatus: o.PaymentStatus}
 	t.pending = append(t.pending, e)
-	return e, nil
+	return e
 }
 
-// PlaceOrderInput is a validated order request (see order.ValidatePlace).
+// PlaceOrderInput is a validated order request (see order.ValidateLines,
+// order.ValidateAddress and order.ValidateCurrency).
 type PlaceOrderInput struct {
 	Lines    []order.LineInput
 	Address  order.Address
@@ -150,9 +151,7 @@ func (t *Tx) PlaceOrder(ctx context.Context, customer *order.User, in PlaceOrder
 	if err := t.tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, interpretError(err)
 	}
-	if _, err := t.appendEvent(ctx, o, order.EventOrderPlaced, nil, customer.ID); err != nil {
-		return nil, err
-	}
+	t.appendEvent(o, order.EventOrderPlaced, nil, customer.ID)
 	return o, nil
 }
 
@@ -228,9 +227,7 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 			return nil, interpretError(err)
 		}
 	}
-	if _, err := t.appendEvent(ctx, n, out.Event, &from, c.Viewer.ID); err != nil {
-		return nil, err
-	}
+	t.appendEvent(n, out.Event, &from, c.Viewer.ID)
 	return n, nil
 }
 
@@ -323,7 +320,7 @@ func (t *Tx) applyProviderOutcome(ctx context.Context, o *order.Order, out order
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	return t.appendEvent(ctx, n, out.Event, &from, order.ActorProvider)
+	return t.appendEvent(n, out.Event, &from, order.ActorProvider), nil
 }
 
 // KeyRecord is a stored idempotency record: the response of the first

@@ -339,26 +339,3 @@ func TestRemoteIP(t *testing.T) {
 		assert.Equal(t, tt.want, ratelimit.RemoteIP(r), tt.remote)
 	}
 }
-
-func TestConfigFromEnv(t *testing.T) {
-	env := func(m map[string]string) func(string) (string, bool) {
-		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-	}
-	cfg, err := ratelimit.ConfigFromEnv(env(nil))
-	require.NoError(t, err)
-	assert.Equal(t, ratelimit.DefaultConfig(), cfg)
-
-	cfg, err = ratelimit.ConfigFromEnv(env(map[string]string{
-		ratelimit.EnvQueriesPerSecond: "0", ratelimit.EnvMutationsBurst: "7", ratelimit.EnvRedisTimeout: "80ms"}))
-	require.NoError(t, err)
-	assert.Equal(t, 0, cfg.QueriesPerSecond)
-	assert.Equal(t, 7, cfg.MutationsBurst)
-	assert.Equal(t, 80*time.Millisecond, cfg.RedisTimeout)
-
-	for name, val := range map[string]string{
-		ratelimit.EnvQueriesBurst: "-1", ratelimit.EnvMutationsPerSecond: "five", ratelimit.EnvRedisTimeout: "fast"} {
-		_, err := ratelimit.ConfigFromEnv(env(map[string]string{name: val}))
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), name, "the error names the variable")
-	}
-}

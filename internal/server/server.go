@@ -9,7 +9,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -380,7 +379,7 @@ func (s *Server) routes(webhook http.Handler) (*http.ServeMux, error) {
 	mux.Handle("GET /events", s.broker.Handler())
 	mux.Handle("POST /webhooks/payments", webhook)
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if cfg.PublicMetrics() {
@@ -597,13 +596,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			out["status"] = "not ready"
 		}
 	}
-	writeJSON(w, status, out)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	httpx.WriteJSON(w, status, out)
 }
 
 // Handler is the HTTP handler of the server, middleware included.

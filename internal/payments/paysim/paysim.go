@@ -36,6 +36,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shop/bff/internal/config"
+	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/payments"
 )
 
@@ -241,9 +242,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), byKey: map[string]*stored{}, closed: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux.HandleFunc("POST /charges", s.serveCharge)
-	s.mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) })
+	s.mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { httpx.WriteJSON(w, http.StatusOK, s.Stats()) })
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	return s, nil
 }
@@ -353,7 +354,7 @@ func (s *Server) serveCharge(w http.ResponseWriter, r *http.Request) {
 	outcome := s.next()
 	if outcome == Fail {
 		s.stats.errors.Add(1)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "simulated provider error"})
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "simulated provider error"})
 		return
 	}
 
@@ -406,7 +407,7 @@ func (s *Server) serveCharge(w http.ResponseWriter, r *http.Request) {
 		}
 		panic(http.ErrAbortHandler) // drop the connection without an answer
 	}
-	writeJSON(w, status, map[string]string{"id": charge.ID, "status": "pending"})
+	httpx.WriteJSON(w, status, map[string]string{"id": charge.ID, "status": "pending"})
 }
 
 func (req chargeRequest) invalid() string {
@@ -454,7 +455,7 @@ func (s *Server) wait(ctx context.Context, d time.Duration) bool {
 
 func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
 	s.stats.rejected.Add(1)
-	writeJSON(w, status, map[string]string{"error": msg})
+	httpx.WriteJSON(w, status, map[string]string{"error": msg})
 }
 
 func (s *Server) unavailable(w http.ResponseWriter, r *http.Request) {
@@ -463,7 +464,7 @@ func (s *Server) unavailable(w http.ResponseWriter, r *http.Request) {
 	}
 	s.stats.errors.Add(1)
 	w.Header().Set("Retry-After", "1")
-	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
+	httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
 }
 
 // webhookEvent is the body of a webhook (payments.md).
@@ -608,12 +609,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
 }
