@@ -2,6 +2,10 @@ package config
 
 import (
 	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -93,12 +97,54 @@ func TestListsAndRotation(t *testing.T) {
 	}
 }
 
+// Every variable the BFF reads is in the one table: Load asks for each
+// table entry (and only those), `bff -h` and the README list each, and no
+// code outside the table reads the environment by name.
 func TestUsageListsEveryVariable(t *testing.T) {
-	var b bytes.Buffer
-	Usage(&b)
-	for _, v := range table {
-		if !strings.Contains(b.String(), v.name) {
-			t.Errorf("usage lacks %s", v.name)
+	read := map[string]bool{}
+	if _, err := Load(func(k string) string { read[k] = true; return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if len(read) == 0 || len(read) != len(table) {
+		t.Fatalf("Load read %d variables, the table has %d", len(read), len(table))
+	}
+	var usage bytes.Buffer
+	Usage(&usage)
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range read {
+		if !strings.Contains(usage.String(), name) {
+			t.Errorf("bff -h lacks %s", name)
 		}
+		if !regexp.MustCompile(`\b` + name + `\b`).Match(readme) {
+			t.Errorf("README.md lacks %s", name)
+		}
+	}
+	getenv := regexp.MustCompile(`os\.(?:Getenv|LookupEnv)\("([A-Z][A-Z0-9_]*)"\)`)
+	err = filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "tools" || d.Name() == "testenv" || strings.HasPrefix(d.Name(), ".")) && path != "../.." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range getenv.FindAllSubmatch(b, -1) {
+			if name := string(m[1]); !read[name] {
+				t.Errorf("%s reads %s, which the config table does not list", path, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -72,14 +72,45 @@ func TestTransitionTable(t *testing.T) {
 	}
 }
 
+// Every cell (status × payment status × role): what a viewer may do, as
+// the table of spec/concurrency.md states it, written here independently
+// of Transition.
 func TestAvailableActionsMatchesTransition(t *testing.T) {
-	got := AvailableActions(StatusPaid, PaymentSucceeded, RoleStaff)
-	want := []Action{ActionCancel, ActionUpdateShippingAddress, ActionShip}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got %v want %v", got, want)
+	spec := func(s Status, p PaymentStatus, role Role, a Action) bool {
+		staff := role == RoleStaff
+		switch a {
+		case ActionPay: // the order's customer; PENDING_PAYMENT and payment UNPAID or FAILED
+			return !staff && s == StatusPendingPayment && (p == PaymentUnpaid || p == PaymentFailed)
+		case ActionCancel: // customer or staff; PENDING_PAYMENT with payment not PROCESSING, or PAID
+			return s == StatusPendingPayment && p != PaymentProcessing || s == StatusPaid
+		case ActionUpdateShippingAddress: // customer or staff; PENDING_PAYMENT or PAID
+			return s == StatusPendingPayment || s == StatusPaid
+		case ActionShip: // staff; PAID
+			return staff && s == StatusPaid
+		case ActionDeliver: // staff; SHIPPED
+			return staff && s == StatusShipped
+		}
+		return false
 	}
-	if got := AvailableActions(StatusDelivered, PaymentSucceeded, RoleCustomer); len(got) != 0 {
-		t.Fatalf("delivered order has actions %v", got)
+	cells := 0
+	for _, s := range AllStatuses {
+		for _, p := range AllPaymentStatuses {
+			for _, role := range []Role{RoleCustomer, RoleStaff} {
+				want := []Action{}
+				for _, a := range AllActions {
+					if spec(s, p, role, a) {
+						want = append(want, a)
+					}
+				}
+				if got := AvailableActions(s, p, role); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("%s/%s as %s: available %v, want %v", s, p, role, got, want)
+				}
+				cells++
+			}
+		}
+	}
+	if cells != len(AllStatuses)*len(AllPaymentStatuses)*2 || cells == 0 {
+		t.Fatalf("covered %d cells", cells)
 	}
 }
 
@@ -93,6 +124,9 @@ func TestPaymentResult(t *testing.T) {
 			t.Fatalf("success outcome %+v", out)
 		}
 		out, ok = PaymentResult(StatusPendingPayment, p, false)
+		if ok != (p == PaymentProcessing) {
+			t.Fatalf("%s: failure ok=%v: a failure applies to a PROCESSING payment only", p, ok)
+		}
 		if ok && (out.Status != StatusPendingPayment || out.PaymentStatus != PaymentFailed || out.Event != EventPaymentFailed) {
 			t.Fatalf("failure outcome %+v", out)
 		}
