@@ -97,7 +97,8 @@ func TestEventsOfAMutationReachBothDoorsOnTheOtherInstance(t *testing.T) {
 	}
 	defer sresp.Body.Close()
 	gql := readEvents(sresp.Body)
-	time.Sleep(300 * time.Millisecond) // let the subscription register before the writes
+	// the writes come after both doors registered with B's broker
+	waitFor(t, "both streams registered on B", func() bool { return b.srv.broker.OpenStreams() == 2 })
 
 	for i := 0; i < 3; i++ {
 		m := a.post(tok, updateAddress, map[string]any{"id": id, "v": version + i, "city": "Live"})
