@@ -5,7 +5,7 @@ HTTP_PORT ?= 8080
 PAYSIM_PORT ?= 8090
 FUZZTIME ?= 10s
 
-.PHONY: check-alerts drill manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
+.PHONY: check-alerts ci-concurrent drill manifest run test services db build generate check-generated vet check-tidy schema bench fuzz tidy
 
 # TOOL_MODULES are the modules of their own beside the service's (the load
 # tool's plotting libraries and the deployment test's Kubernetes API types
@@ -17,6 +17,10 @@ run: export APP_ENV ?= development
 run: services db build
 	@bin/bff migrate && bin/bff seed
 	@scripts/run.sh
+
+## ci-concurrent: run the whole test suite twice at once (ROUNDS=n rounds), as on a busy CI runner; reports each copy
+ci-concurrent: services
+	@ROUNDS=$(or $(ROUNDS),1) bash scripts/ci-concurrent.sh
 
 ## test: vet, check generated code and the alert rules, and run every test against the real Postgres and Redis
 test: services vet check-generated check-alerts
