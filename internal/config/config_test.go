@@ -102,7 +102,13 @@ func TestListsAndRotation(t *testing.T) {
 // code outside the table reads the environment by name.
 func TestUsageListsEveryVariable(t *testing.T) {
 	read := map[string]bool{}
-	if _, err := Load(func(k string) string { read[k] = true; return "" }); err != nil {
+	if _, err := Load(func(k string) string {
+		read[k] = true
+		if k == "APP_ENV" {
+			return "development" // the defaults of every other variable are valid there
+		}
+		return ""
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if len(read) == 0 || len(read) != len(table) {
