@@ -112,10 +112,16 @@ func exhaust(t *testing.T, l *ratelimit.Limiter, r func() *http.Request, mutatio
 	return 0, nil
 }
 
+// healthyRedisTimeout is the Redis budget of the tests of the shared
+// limits: a call that times out on a busy machine would hand the decision
+// to the local limiter, which is the subject of the fault tests only.
+const healthyRedisTimeout = 10 * time.Second
+
 func TestBurstThenRecover(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	const burst = 5
-	cfg := ratelimit.Config{QueriesPerSecond: 1, QueriesBurst: burst, MutationsPerSecond: 1, MutationsBurst: 2, KeyPrefix: prefix}
+	cfg := ratelimit.Config{QueriesPerSecond: 1, QueriesBurst: burst, MutationsPerSecond: 1, MutationsBurst: 2, KeyPrefix: prefix,
+		RedisTimeout: healthyRedisTimeout}
 	l := ratelimit.New(rdb, cfg)
 	req := func() *http.Request { return anonymous("192.0.2.1") }
 
@@ -202,7 +208,7 @@ func TestMutationBudgetAndUsers(t *testing.T) {
 
 func TestLimitOff(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	l := ratelimit.New(rdb, ratelimit.Config{MutationsPerSecond: 1, MutationsBurst: 1, KeyPrefix: prefix})
+	l := ratelimit.New(rdb, ratelimit.Config{MutationsPerSecond: 1, MutationsBurst: 1, KeyPrefix: prefix, RedisTimeout: healthyRedisTimeout})
 	for range 50 {
 		ok, rec := call(t, l, anonymous("192.0.2.3"), false)
 		require.True(t, ok, "QueriesPerSecond 0 turns the query limit off")
@@ -217,7 +223,7 @@ func TestLimitOff(t *testing.T) {
 func TestInstancesShareBudget(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	other := testenv.Connect(t, testenv.RedisURL()) // a second client, as another instance has
-	cfg := ratelimit.Config{QueriesPerSecond: 1, QueriesBurst: 6, KeyPrefix: prefix}
+	cfg := ratelimit.Config{QueriesPerSecond: 1, QueriesBurst: 6, KeyPrefix: prefix, RedisTimeout: healthyRedisTimeout}
 	a, b := ratelimit.New(rdb, cfg), ratelimit.New(other, cfg)
 	req := func() *http.Request { return user("shared") }
 
