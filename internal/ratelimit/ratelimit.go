@@ -339,14 +339,17 @@ var errTimeout = errors.New("redis rate limit call timed out")
 // client's own timeouts are (go-redis ignores context deadlines unless
 // ContextTimeoutEnabled is set).
 func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, error) {
+	// The context is cancelled once the answer is taken, never by the call
+	// itself: a call that answered in time must not race its own
+	// cancellation in the select below and be taken for a timeout.
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
+	defer cancel()
 	type result struct {
 		res *redis_rate.Result
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		defer cancel()
 		res, err := l.rl.AllowN(ctx, key, limit, n)
 		done <- result{res, err}
 	}()
@@ -354,7 +357,12 @@ func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Li
 	case x := <-done:
 		return x.res, x.err
 	case <-ctx.Done():
-		return nil, errTimeout
+		select {
+		case x := <-done: // it answered just as the budget ran out
+			return x.res, x.err
+		default:
+			return nil, errTimeout
+		}
 	}
 }
 
