@@ -197,26 +197,8 @@ func (rc *RedisCluster) healthy() error {
 // dropped when the test ends.
 func PrivateDatabase(tb testing.TB) string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	base := DatabaseURL()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		tb.Fatalf("cannot reach Postgres at %s (start it: `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or set DATABASE_URL): %v", base, err)
-	}
-	defer admin.Close(context.Background())
-	name := "t_" + random(6)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatalf("create database: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, base); err == nil {
-			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			_ = c.Close(ctx)
-		}
-	})
+	name := createDropped(tb, base, "CREATE DATABASE %s", "DROP DATABASE IF EXISTS %s WITH (FORCE)")
 	u, err := url.Parse(base)
 	if err != nil {
 		tb.Fatalf("DATABASE_URL: %v", err)

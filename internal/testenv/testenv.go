@@ -57,26 +57,8 @@ func random(n int) string {
 // schema is dropped when the test ends.
 func Schema(tb testing.TB) string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	base := DatabaseURL()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		tb.Fatalf("cannot reach Postgres at %s (start it: `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or set DATABASE_URL): %v", base, err)
-	}
-	defer admin.Close(context.Background())
-	schema := "t_" + random(6)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		tb.Fatalf("create schema: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, base); err == nil {
-			_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-			_ = c.Close(ctx)
-		}
-	})
+	schema := createDropped(tb, base, "CREATE SCHEMA %s", "DROP SCHEMA %s CASCADE")
 	u, err := url.Parse(base)
 	if err != nil {
 		tb.Fatalf("DATABASE_URL: %v", err)
@@ -84,6 +66,8 @@ func Schema(tb testing.TB) string {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	s, err := postgres.Open(ctx, postgres.Config{URL: u.String(), MaxConns: 4})
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
@@ -281,4 +265,32 @@ func FreePort(tb testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// createDropped runs create (with a fresh name in place of %s) on the
+// Postgres at base, arranges for drop to run when the test ends, and
+// returns the name. It fails the test, saying how to start Postgres, when
+// it cannot connect.
+func createDropped(tb testing.TB, base, create, drop string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		tb.Fatalf("cannot reach Postgres at %s (start it: `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or set DATABASE_URL): %v", base, err)
+	}
+	defer admin.Close(context.Background())
+	name := "t_" + random(6)
+	if _, err := admin.Exec(ctx, fmt.Sprintf(create, name)); err != nil {
+		tb.Fatalf("%s: %v", fmt.Sprintf(create, name), err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, base); err == nil {
+			_, _ = c.Exec(ctx, fmt.Sprintf(drop, name))
+			_ = c.Close(ctx)
+		}
+	})
+	return name
 }
