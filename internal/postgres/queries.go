@@ -250,16 +250,43 @@ func (s *Store) Timeline(ctx context.Context, orderID string) ([]order.Event, er
 func (s *Store) EventsAfter(ctx context.Context, sc Scope, orderID string, after int64, limit int) ([]order.Event, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	var oid *string
-	if orderID != "" && !IsUUID(orderID) {
+	oid, ok := orderArg(orderID)
+	if !ok {
 		return nil, nil
-	}
-	if orderID != "" {
-		oid = &orderID
 	}
 	return collectEvents(s.pool.Query(ctx, `SELECT `+eventCols+` FROM order_events
 		WHERE position > $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
 		ORDER BY position LIMIT $4`, after, scopeArg(sc), oid, limit))
+}
+
+// CommittedPositionsAfter returns up to limit positions of the committed
+// events of scope (and of orderID, when set) after position after, in
+// position order: what a stream opened now without a resume point must
+// not deliver, although its broker has not handed it out yet.
+func (s *Store) CommittedPositionsAfter(ctx context.Context, sc Scope, orderID string, after int64, limit int) ([]int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	oid, ok := orderArg(orderID)
+	if !ok {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT position FROM order_events
+		WHERE position > $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
+		ORDER BY position LIMIT $4`, after, scopeArg(sc), oid, limit)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	pos, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	return pos, interpretError(err)
+}
+
+// orderArg is the argument of an optional order filter: nil for "" (every
+// order of the scope), false for an id that cannot exist.
+func orderArg(orderID string) (*string, bool) {
+	if orderID == "" {
+		return nil, true
+	}
+	return &orderID, IsUUID(orderID)
 }
 
 // notFoundAs renames a NOT_FOUND error after what was missing.

@@ -12,6 +12,9 @@ import (
 const (
 	// replayPage is the number of events one replay query reads.
 	replayPage = 200
+	// committedPage is the number of positions one read of committedAfter
+	// returns.
+	committedPage = 1000
 	// maxReplayPasses bounds how often a stream that overflows while it
 	// replays starts another pass before it counts as too slow.
 	maxReplayPasses = 8
@@ -28,6 +31,10 @@ type cursor struct {
 	// last is the position after which the stream delivers; until is the
 	// head at registration (replay covers (last, until], live the rest).
 	last, until int64
+	// before are positions after until, in order, of events committed
+	// before a stream without a resume point opened: not this stream's,
+	// although the broker had not handed them out yet.
+	before []int64
 	// reset is the reason of an `event: reset`, "" for none.
 	reset string
 	// expires is when the viewer's session ends (zero: never); the stream
@@ -101,8 +108,49 @@ func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume s
 	c.last = h
 	if pos >= 0 {
 		c.last = pos
+	} else if c.before, err = b.committedAfter(ctx, c, h); err != nil {
+		b.unregister(c.s)
+		return nil, err
 	}
 	return c, nil
+}
+
+// committedAfter returns the positions after h of the events of c's
+// scope committed by now. A stream without a resume point starts at its
+// broker's head, which trails the commits by the time an event takes to
+// reach the broker (longer right after the broker starts): those events
+// were committed before the stream opened, so it skips them.
+func (b *Broker) committedAfter(ctx context.Context, c *cursor, h int64) ([]int64, error) {
+	var out []int64
+	for {
+		page, err := b.store.CommittedPositionsAfter(ctx, c.scope, c.orderID, h, committedPage)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) < committedPage {
+			return out, nil
+		}
+		h = page[len(page)-1]
+	}
+}
+
+// fresh reports whether the event at pos is still to be delivered: after
+// the last one delivered, and not committed before a live-only stream
+// opened. Events come in position order.
+func (c *cursor) fresh(pos int64) bool {
+	if pos <= c.last {
+		return false
+	}
+	for len(c.before) > 0 && c.before[0] < pos {
+		c.before = c.before[1:]
+	}
+	if len(c.before) > 0 && c.before[0] == pos {
+		c.before = c.before[1:]
+		c.last = pos
+		return false
+	}
+	return true
 }
 
 func (b *Broker) isClosing() bool {
@@ -142,6 +190,9 @@ func (b *Broker) replay(ctx context.Context, c *cursor, emit func(order.Event) e
 				if e.Position > c.until {
 					done = true
 					break
+				}
+				if !c.fresh(e.Position) {
+					continue
 				}
 				if err := emit(e); err != nil {
 					return err
@@ -206,7 +257,7 @@ func (b *Broker) Subscribe(ctx context.Context, viewer *order.User, orderID, aft
 		for {
 			select {
 			case it := <-c.s.ch:
-				if it.ev.Position <= c.last {
+				if !c.fresh(it.ev.Position) {
 					continue
 				}
 				if err := emit(it.ev); err != nil {

@@ -274,7 +274,7 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 // the caller after the flush): a child of the request that committed the
 // event, linked to the stream's own request.
 func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans []trace.Span) []trace.Span {
-	if it.ev.Position <= c.last {
+	if !c.fresh(it.ev.Position) {
 		return spans
 	}
 	if it.ev.TraceParent != "" {
