@@ -230,7 +230,8 @@ func (h *Handler) mutate(ctx context.Context, w http.ResponseWriter, r *http.Req
 		info.SetIdempotency(string(outcome))
 	}
 	if err != nil {
-		e := order.AsError(err)
+		// The keeper's failures are its transaction's: Postgres.
+		e := order.AsErrorFrom("postgres", err)
 		httpx.WriteError(w, r, httpx.Status(e.Code), e) // with Retry-After for a retryable code
 		return
 	}

@@ -95,15 +95,23 @@ func ErrorCode(err error) Code {
 	return CodeInternal
 }
 
-// AsError returns err as an *Error, wrapping foreign errors as INTERNAL (or
-// UNAVAILABLE for deadlines) with a generic message.
+// AsError returns err as an *Error, wrapping foreign errors as INTERNAL with
+// a generic message, or a deadline as a [Timeout] that names no dependency
+// (AsError cannot know what timed out; a caller that does uses [AsErrorFrom]).
 func AsError(err error) *Error {
+	return AsErrorFrom("", err)
+}
+
+// AsErrorFrom is [AsError] for a caller that knows which dependency err came
+// from ("postgres", "redis", "payments"): a deadline becomes a [Timeout] of
+// that dependency. An *Error in err's chain is returned as it is.
+func AsErrorFrom(dependency string, err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return Unavailable("postgres", err)
+		return Timeout(dependency, err)
 	}
 	return &Error{Code: CodeInternal, Message: "internal error", Cause: err}
 }
@@ -128,6 +136,18 @@ func Forbidden(msg string) *Error {
 // ("postgres", "redis", "payments").
 func Unavailable(dependency string, cause error) *Error {
 	return &Error{Code: CodeUnavailable, Message: dependency + " is unavailable, retry later",
+		Extensions: map[string]any{"dependency": dependency}, Cause: cause}
+}
+
+// Timeout is the retryable error for a deadline that passed. With a
+// dependency it is that dependency's UNAVAILABLE (its name in the message and
+// in the dependency extension); without one (dependency "") the message only
+// says that the request timed out, and no dependency is claimed.
+func Timeout(dependency string, cause error) *Error {
+	if dependency == "" {
+		return &Error{Code: CodeUnavailable, Message: "the request timed out, retry later", Cause: cause}
+	}
+	return &Error{Code: CodeUnavailable, Message: dependency + " did not answer in time, retry later",
 		Extensions: map[string]any{"dependency": dependency}, Cause: cause}
 }
 

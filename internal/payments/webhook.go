@@ -181,7 +181,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ev, applied, err := h.cfg.Store.ApplyPaymentResult(r.Context(), res)
 	if err != nil {
-		e := order.AsError(err)
+		e := order.AsErrorFrom("postgres", err)
 		status, result := http.StatusInternalServerError, "error"
 		switch e.Code {
 		case order.CodeBadUserInput:

@@ -175,7 +175,10 @@ func interpretError(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return order.NotFound("record")
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return order.Timeout("postgres", err)
+	}
+	if errors.Is(err, context.Canceled) {
 		return order.Unavailable("postgres", err)
 	}
 	var pgErr *pgconn.PgError

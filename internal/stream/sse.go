@@ -151,7 +151,7 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	c, err := b.open(ctx, viewer, orderID, resume, false)
 	if err != nil {
 		release()
-		e := order.AsError(err)
+		e := order.AsErrorFrom("postgres", err) // open reads the order and the resume point
 		status := httpx.Status(e.Code)
 		if e.Code == order.CodeNotFound {
 			status = http.StatusNotFound
