@@ -159,6 +159,11 @@ type Event struct {
 	Actor         string        `json:"actor"`
 	Status        Status        `json:"status"`
 	PaymentStatus PaymentStatus `json:"paymentStatus"`
+	// Reason is the reason given with a cancellation (cancelOrder's
+	// reason, see ValidateReason), on ORDER_CANCELLED only and only when one
+	// was given. The contract's OrderEvent has no field for it: it travels
+	// in the event's data (GET /events, outbound webhooks).
+	Reason *string `json:"reason,omitempty"`
 	// TraceParent is the W3C traceparent of the request that committed
 	// the event, when known (set by the broker on publication, carried
 	// between instances): the spans of its deliveries join that trace.

@@ -96,7 +96,16 @@ func ValidateAddress(path string, a Address) (Address, *Error) {
 // or tracking number has a line break or an escape sequence) with
 // BAD_USER_INPUT, constraint format.
 func CheckText(path, v string) *Error {
+	return checkText(path, v, false)
+}
+
+// checkText is [CheckText]; with lines, the line breaks and tabs of free
+// text (a cancellation reason typed in a text area) are allowed.
+func checkText(path, v string, lines bool) *Error {
 	for _, r := range v {
+		if lines && (r == '\n' || r == '\r' || r == '\t') {
+			continue
+		}
 		if r < 0x20 || r >= 0x7f && r < 0xa0 {
 			return BadInput(path, ConstraintFormat, path+" must not contain control characters")
 		}
@@ -125,16 +134,27 @@ func ValidateTracking(path, t string) (string, *Error) {
 	return t, nil
 }
 
-// ValidateReason checks an optional cancellation reason at path: at most
-// MaxReason characters. (The contract accepts a reason; the order keeps
-// none, and its events carry none.)
-func ValidateReason(path string, r *string) *Error {
-	if r != nil && utf8.RuneCountInString(*r) > MaxReason {
+// ValidateReason checks an optional cancellation reason at path and returns
+// it trimmed, or nil when it is absent or blank: at most MaxReason
+// characters of text, line breaks and tabs allowed but no other control
+// character. The reason is kept with the ORDER_CANCELLED event (Event.Reason).
+func ValidateReason(path string, r *string) (*string, *Error) {
+	if r == nil {
+		return nil, nil
+	}
+	v := strings.TrimSpace(*r)
+	if utf8.RuneCountInString(v) > MaxReason {
 		e := lengthError(path, MaxReason)
 		e.Extensions["min"] = 0
-		return e
+		return nil, e
 	}
-	return nil
+	if err := checkText(path, v, true); err != nil {
+		return nil, err
+	}
+	if v == "" {
+		return nil, nil
+	}
+	return &v, nil
 }
 
 // ValidateCurrency checks that c looks like an ISO 4217 code.

@@ -82,13 +82,30 @@ func TestValidateTrackingAndReason(t *testing.T) {
 		t.Errorf("ValidateTracking(MaxTracking characters) = %v", err)
 	}
 	ok, long := strings.Repeat("é", MaxReason), strings.Repeat("é", MaxReason+1)
-	if err := ValidateReason("reason", &ok); err != nil {
-		t.Errorf("ValidateReason(MaxReason characters) = %v", err)
+	if got, err := ValidateReason("reason", &ok); err != nil || got == nil || *got != ok {
+		t.Errorf("ValidateReason(MaxReason characters) = %v, %v", got, err)
 	}
-	if err := ValidateReason("reason", nil); err != nil {
-		t.Errorf("ValidateReason(nil) = %v", err)
+	padded := " \t" + ok + "\n "
+	if got, err := ValidateReason("reason", &padded); err != nil || got == nil || *got != ok {
+		t.Errorf("ValidateReason(MaxReason characters, padded) = %v, %v: the length counts after trimming", got, err)
 	}
-	if err := ValidateReason("reason", &long); err == nil || err.Extensions["constraint"] != string(ConstraintLength) || err.Extensions["max"] != MaxReason {
+	lines := "wrong size\r\nwill reorder\tsoon"
+	if got, err := ValidateReason("reason", &lines); err != nil || got == nil || *got != lines {
+		t.Errorf("ValidateReason(line breaks and tabs) = %v, %v", got, err)
+	}
+	for name, in := range map[string]*string{"nil": nil, "empty": new(string), "blank": ptr(" \n\t ")} {
+		if got, err := ValidateReason("reason", in); err != nil || got != nil {
+			t.Errorf("ValidateReason(%s) = %v, %v, want no reason", name, got, err)
+		}
+	}
+	if _, err := ValidateReason("reason", &long); err == nil || err.Extensions["constraint"] != string(ConstraintLength) || err.Extensions["max"] != MaxReason {
 		t.Errorf("ValidateReason(too long) = %v", err)
 	}
+	for _, bad := range []string{"a\x00b", "a\x1b[31mb", "a\u0085b", "a\x7fb"} {
+		if _, err := ValidateReason("reason", &bad); err == nil || err.Extensions["constraint"] != string(ConstraintFormat) || err.Extensions["field"] != "reason" {
+			t.Errorf("ValidateReason(%q) = %v, want a format error on reason", bad, err)
+		}
+	}
 }
+
+func ptr(s string) *string { return &s }

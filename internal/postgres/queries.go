@@ -189,7 +189,7 @@ type Summary struct {
 
 // eventCols are the columns scanEventRow reads, in its order.
 const eventCols = `position, customer_seq, customer_id::text, order_id::text, type, from_status, to_status,
-	version, at, actor, status, payment_status`
+	version, at, actor, status, payment_status, reason`
 
 // scanEventRow reads one row of eventCols, then the extra destinations.
 func scanEventRow(row pgx.Row, extra ...any) (order.Event, error) {
@@ -197,7 +197,7 @@ func scanEventRow(row pgx.Row, extra ...any) (order.Event, error) {
 	var from *string
 	var typ, to, st, ps string
 	dest := append([]any{&e.Position, &e.CustomerSeq, &e.CustomerID, &e.OrderID, &typ, &from, &to,
-		&e.Version, &e.At, &e.Actor, &st, &ps}, extra...)
+		&e.Version, &e.At, &e.Actor, &st, &ps, &e.Reason}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return e, err
 	}

@@ -60,9 +60,9 @@ func (t *Tx) writeEvents(ctx context.Context) error {
 		}
 		e, err := scanEvent(t.tx.QueryRow(ctx, `WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq)
 			INSERT INTO order_events
-			(customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status)
-			SELECT $1::uuid, s.event_seq, $2::uuid, $3, $4, $5, $6, $7, $5, $8 FROM s
-			RETURNING `+eventCols, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus)))
+			(customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status, reason)
+			SELECT $1::uuid, s.event_seq, $2::uuid, $3, $4, $5, $6, $7, $5, $8, $9 FROM s
+			RETURNING `+eventCols, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus), p.Reason))
 		if err != nil {
 			return interpretError(err)
 		}
@@ -165,6 +165,9 @@ type Change struct {
 	Address *order.Address
 	// TrackingNumber is set by SHIP.
 	TrackingNumber string
+	// Reason is CANCEL's optional reason (see order.ValidateReason), kept
+	// with the ORDER_CANCELLED event.
+	Reason *string
 }
 
 // ChangeOrder applies c under the order's row lock, in the order of checks
@@ -227,7 +230,10 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 			return nil, interpretError(err)
 		}
 	}
-	t.appendEvent(n, out.Event, &from, c.Viewer.ID)
+	e := t.appendEvent(n, out.Event, &from, c.Viewer.ID)
+	if c.Action == order.ActionCancel {
+		e.Reason = c.Reason
+	}
 	return n, nil
 }
 

@@ -364,10 +364,11 @@ func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*mode
 		}
 		c.TrackingNumber = t
 	case order.ActionCancel:
-		// Validated, not kept: see order.ValidateReason.
-		if err := order.ValidateReason("reason", in.Reason); err != nil {
+		r, err := order.ValidateReason("reason", in.Reason)
+		if err != nil {
 			return nil, err
 		}
+		c.Reason = r
 	}
 	var m *model.Order
 	err := s.write(ctx, func(tx *postgres.Tx) error {
