@@ -114,25 +114,19 @@ type body struct {
 	DocumentID *string `json:"documentId"`
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. A request takes these steps: the
+// caching headers; the subscription doors (graphql-sse, multipart) for a
+// POST that asks for a stream; the method and the response type; the fast
+// path of a known screen query; admission (parse, validate, cost, limits);
+// then the operation, as a mutation (through the idempotency keeper) or as
+// a query.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	CachePolicy(w.Header(), r)
-	if r.Method == http.MethodPost && acceptsEventStream(r) {
-		h.serveSSE(w, r)
+	if h.serveSubscription(w, r) {
 		return
 	}
-	if r.Method == http.MethodPost && acceptsMultipartSubscription(r) {
-		h.serveMultipart(w, r)
-		return
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "GET, POST")
-		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "use GET (queries) or POST"))
-		return
-	}
-	ct, ok := negotiate(r.Header.Get("Accept"))
+	ct, ok := checkRequest(w, r)
 	if !ok {
-		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(httpx.CodeBadRequest, "accept application/json or application/graphql-response+json"))
 		return
 	}
 	var fastKey string
@@ -146,15 +140,58 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx, rc := adm.Ctx, adm.Op
 	if adm.Mutation {
-		cacheHeaders(w.Header(), rc.Operation, "")
-		h.mutate(ctx, w, r, ct, rc)
+		cacheHeaders(w.Header(), adm.Op.Operation, "")
+		h.mutate(adm.Ctx, w, r, ct, adm.Op)
 		return
 	}
+	h.query(w, r, ct, adm, fastKey)
+}
+
+// serveSubscription serves a POST that asks for a stream on its door
+// (graphql-sse or a multipart subscription) and reports whether it did.
+func (h *Handler) serveSubscription(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	switch {
+	case acceptsEventStream(r):
+		h.serveSSE(w, r)
+	case acceptsMultipartSubscription(r):
+		h.serveMultipart(w, r)
+	default:
+		return false
+	}
+	return true
+}
+
+// checkRequest refuses a method other than GET and POST (405) and an
+// Accept that allows neither JSON response type (406); otherwise it
+// returns the negotiated content type.
+func checkRequest(w http.ResponseWriter, r *http.Request) (ct string, ok bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		httpx.WriteError(w, r, http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "use GET (queries) or POST"))
+		return "", false
+	}
+	ct, ok = negotiate(r.Header.Get("Accept"))
+	if !ok {
+		httpx.WriteError(w, r, http.StatusNotAcceptable, order.Errorf(httpx.CodeBadRequest, "accept application/json or application/graphql-response+json"))
+		return "", false
+	}
+	return ct, true
+}
+
+// query runs an admitted query: unless the caller asked to bypass the
+// caches, a conditional GET whose screen has not changed is answered 304;
+// the query is answered from the response cache or executed; a query
+// that reached here on a fast-path key teaches the fast path its
+// operation once it ran without errors; the response carries the cache
+// headers, the screen's ETag and the cache report.
+func (h *Handler) query(w http.ResponseWriter, r *http.Request, ct string, adm *Admitted, fastKey string) {
+	ctx, rc := adm.Ctx, adm.Op
 	ctx, report := cache.WithReport(ctx)
-	bypass := cache.BypassRequested(r.Header)
-	if bypass {
+	if cache.BypassRequested(r.Header) {
 		ctx = cache.WithBypass(ctx)
 	} else if rv, ok := h.cfg.Responses.(revalidator); ok && rv.NotModified(ctx, w, r, rc) {
 		return
@@ -165,18 +202,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx = context.WithValue(ctx, learnKey{}, slot)
 	}
 	ctx, validator := withValidator(ctx)
-	var resp *graphql.Response
-	if h.cfg.Responses != nil {
-		resp, _ = h.cfg.Responses.Serve(ctx, rc, func(ctx context.Context) *graphql.Response { return h.dispatch(ctx, rc) })
-	}
-	if resp == nil {
-		resp = h.dispatch(ctx, rc)
-	}
+	resp := h.answer(ctx, rc)
 	if slot != nil && len(resp.Errors) == 0 && resp.Data != nil {
 		h.fast.learn(fastKey, slot, rc.Operation.Name)
 	}
 	cacheHeaders(w.Header(), rc.Operation, ETag(*validator))
 	h.write(w, r, ct, http.StatusOK, resp, report)
+}
+
+// answer returns the response of query rc: from the response cache when
+// it caches the operation, else executed.
+func (h *Handler) answer(ctx context.Context, rc *graphql.OperationContext) *graphql.Response {
+	if h.cfg.Responses != nil {
+		if resp, _ := h.cfg.Responses.Serve(ctx, rc, func(ctx context.Context) *graphql.Response { return h.dispatch(ctx, rc) }); resp != nil {
+			return resp
+		}
+	}
+	return h.dispatch(ctx, rc)
 }
 
 // CachePolicy sets the caching headers of a /graphql response, the one

@@ -127,7 +127,8 @@ type webhookBody struct {
 	} `json:"data"`
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler, in steps: read the capped body,
+// authenticate its signature, parse it, apply it, acknowledge it.
 //
 // Answers: 200 {"received":true,"applied":…} when recorded (a duplicate or
 // a result for a payment that is not PROCESSING is 200 with applied false);
@@ -139,65 +140,120 @@ type webhookBody struct {
 // commit; 500 INTERNAL otherwise.
 func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.cfg.Logger.With("path", r.URL.Path) // request_id and trace_id come from the context
+	body, ok := h.readBody(w, r, log)
+	if !ok {
+		return
+	}
+	if !h.authenticate(w, r, log, body) {
+		return
+	}
+	res, ok := h.parse(w, r, log, body)
+	if !ok {
+		return
+	}
+	log = log.With("event_id", res.EventID, "type", res.Type, "order_id", res.OrderID)
+	ev, applied, ok := h.apply(w, r, log, res)
+	if !ok {
+		return
+	}
+	h.acknowledge(w, r, log, ev, applied)
+}
+
+// readBody reads the body of a POST, at most [MaxWebhookBody] bytes. It
+// answers 405 for another method, 413 for a larger body (announced or
+// read) and 400 for a body that cannot be read, and then returns false.
+func (h *WebhookHandler) readBody(w http.ResponseWriter, r *http.Request, log *slog.Logger) ([]byte, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(w, r, http.StatusMethodNotAllowed, order.Errorf(httpx.CodeBadRequest, "use POST"), "bad_request")
-		return
+		return nil, false
 	}
 	if r.ContentLength > MaxWebhookBody {
 		h.tooLarge(w, r, log)
-		return
+		return nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			h.tooLarge(w, r, log)
-			return
+			return nil, false
 		}
 		h.fail(w, r, http.StatusBadRequest, order.Errorf(httpx.CodeBadRequest, "cannot read body"), "bad_request")
-		return
+		return nil, false
 	}
+	return body, true
+}
 
+// authenticate verifies the body's signature, before anything reads the
+// body: a missing, malformed, stale or wrong signature is answered 401
+// (the reason logged, not told) and authenticate returns false.
+func (h *WebhookHandler) authenticate(w http.ResponseWriter, r *http.Request, log *slog.Logger, body []byte) bool {
 	if err := Verify(r.Header.Get(SignatureHeader), body, h.cfg.Secrets, h.cfg.Now(), h.cfg.Tolerance); err != nil {
 		log.WarnContext(r.Context(), "payment webhook refused", "reason", err.Error())
 		h.fail(w, r, http.StatusUnauthorized, order.Errorf(order.CodeUnauthenticated, "invalid webhook signature"), "unauthenticated")
-		return
+		return false
 	}
+	return true
+}
 
+// parse parses a verified body into the result to apply; a body that is
+// not a payment event of a known type with its required fields is
+// answered 400 and parse returns false.
+func (h *WebhookHandler) parse(w http.ResponseWriter, r *http.Request, log *slog.Logger, body []byte) (WebhookResult, bool) {
 	res, perr := parseWebhook(body)
 	if perr != nil {
 		log.WarnContext(r.Context(), "payment webhook rejected", "reason", perr.Message, "event_id", res.EventID, "type", res.Type)
 		h.fail(w, r, http.StatusBadRequest, perr, "bad_request")
-		return
+		return res, false
 	}
-	log = log.With("event_id", res.EventID, "type", res.Type, "order_id", res.OrderID)
+	return res, true
+}
 
+// apply applies res through the store, in its one transaction. An order id
+// that is not a UUID is 404 without asking the store; the store's errors
+// are answered as [applyFailure] maps them, and apply then returns ok
+// false.
+func (h *WebhookHandler) apply(w http.ResponseWriter, r *http.Request, log *slog.Logger, res WebhookResult) (ev *order.Event, applied, ok bool) {
 	if _, err := uuid.Parse(res.OrderID); err != nil {
 		log.WarnContext(r.Context(), "payment webhook for an unknown order")
 		h.fail(w, r, http.StatusNotFound, order.NotFound("order"), "not_found")
-		return
+		return nil, false, false
 	}
-
 	ev, applied, err := h.cfg.Store.ApplyPaymentResult(r.Context(), res)
 	if err != nil {
-		e := order.AsErrorFrom("postgres", err)
-		status, result := http.StatusInternalServerError, "error"
-		switch e.Code {
-		case order.CodeBadUserInput:
-			status, result = http.StatusBadRequest, "bad_request"
-		case order.CodeNotFound:
-			status, result = http.StatusNotFound, "not_found"
-		case order.CodeUnavailable:
-			status, result = http.StatusServiceUnavailable, "unavailable"
+		e, status, result := applyFailure(err)
+		if e.Code == order.CodeUnavailable {
 			w.Header().Set("Retry-After", "1")
-		default:
-			e = &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: err}
 		}
 		log.WarnContext(r.Context(), "payment webhook not applied", "code", string(e.Code), "error", err.Error())
 		h.fail(w, r, status, e, result)
-		return
+		return nil, false, false
 	}
+	return ev, applied, true
+}
+
+// applyFailure maps an error of the store (Postgres: a timeout names it) to
+// the answer: BAD_USER_INPUT (amount or currency differ) 400, NOT_FOUND
+// 404, UNAVAILABLE 503, anything else INTERNAL 500; result is the
+// metric's label.
+func applyFailure(err error) (e *order.Error, status int, result string) {
+	e = order.AsErrorFrom("postgres", err)
+	switch e.Code {
+	case order.CodeBadUserInput:
+		return e, http.StatusBadRequest, "bad_request"
+	case order.CodeNotFound:
+		return e, http.StatusNotFound, "not_found"
+	case order.CodeUnavailable:
+		return e, http.StatusServiceUnavailable, "unavailable"
+	}
+	return &order.Error{Code: order.CodeInternal, Message: "internal error", Cause: err}, http.StatusInternalServerError, "error"
+}
+
+// acknowledge answers 200 {"received":true,"applied":…} once the store has
+// committed, counts and logs the result, and then hands an applied event
+// to the notifier (streams, cached screens).
+func (h *WebhookHandler) acknowledge(w http.ResponseWriter, r *http.Request, log *slog.Logger, ev *order.Event, applied bool) {
 	if applied {
 		h.cfg.Metrics.webhook("applied")
 		log.InfoContext(r.Context(), "payment webhook applied")
