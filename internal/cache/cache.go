@@ -337,13 +337,29 @@ type lookup struct {
 }
 
 // read runs the read script: it reads the generations and, when get is set,
-// the entry under them.
-func (c *Cache) read(ctx context.Context, base string, genKeys []string, get bool) (lookup, error) {
+// the entry under them. With a rider, the script and the rider's commands
+// go to Redis in one pipeline (one round trip).
+func (c *Cache) read(ctx context.Context, base string, genKeys []string, get bool, rider Rider) (lookup, error) {
 	var lk lookup
 	bump, bumped := c.epochBump()
 	keys := append(slices.Clip(genKeys), base)
 	err := c.call(ctx, func(ctx context.Context) error {
-		res, err := readScript.Run(ctx, c.rdb, keys, flag(get), flag(bump), token(), c.cfg.GenTTL.Milliseconds()).Slice()
+		args := []any{flag(get), flag(bump), token(), c.cfg.GenTTL.Milliseconds()}
+		var cmd *redis.Cmd
+		if rider == nil {
+			cmd = readScript.Run(ctx, c.rdb, keys, args...)
+		} else {
+			pipe := c.rdb.Pipeline()
+			rider.Queue(ctx, pipe)
+			cmd = readScript.EvalSha(ctx, pipe, keys, args...)
+			_, _ = pipe.Exec(ctx) // each command keeps its own error
+			if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+				// Redis did not know the script (restarted, or its scripts
+				// flushed): it runs alone, loading it.
+				cmd = readScript.Run(ctx, c.rdb, keys, args...)
+			}
+		}
+		res, err := cmd.Slice()
 		if err != nil {
 			return err
 		}

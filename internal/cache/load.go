@@ -53,7 +53,7 @@ func Load[T any](ctx context.Context, c *Cache, key Key, load func(context.Conte
 func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (Result, T, error) {
 	base, genKeys := c.keys(key)
 	bypass := bypassed(ctx)
-	lk, err := c.read(ctx, base, genKeys, !bypass)
+	lk, err := c.read(ctx, base, genKeys, !bypass, nil)
 	if err != nil {
 		v, err := load(ctx)
 		return Result{Status: StatusError}, v, err
@@ -103,7 +103,7 @@ func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, de
 	var f flight[T]
 	pos := c.seen() // before the load: it reflects every event up to pos
 	if recheck {
-		lk, err := c.read(ctx, base, genKeys, true)
+		lk, err := c.read(ctx, base, genKeys, true, nil)
 		if err == nil && lk.hit && c.usable(lk.data, deps, &f.val) {
 			f.hit, f.ttl, f.gens = true, lk.pttl, lk.gens
 			return f, nil
@@ -158,7 +158,7 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 // ErrUnavailable when Redis cannot be used.
 func (c *Cache) Validator(ctx context.Context, key Key) (string, error) {
 	base, genKeys := c.keys(key)
-	lk, err := c.read(ctx, base, genKeys, false)
+	lk, err := c.read(ctx, base, genKeys, false, nil)
 	if err != nil {
 		return "", err
 	}

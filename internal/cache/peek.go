@@ -1,6 +1,10 @@
 package cache
 
-import "context"
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // Prepared is a Key with its Redis keys computed once, for a caller that
 // reads the same key many times (the response cache's fast path).
@@ -17,16 +21,28 @@ func (c *Cache) Prepare(k Key) Prepared {
 	return Prepared{screen: k.Screen, base: base, genKeys: genKeys, deps: k.Deps}
 }
 
+// Rider is Redis work of another component that rides in the round trip
+// of a cache read (the rate limit's charge on the fast path): Queue adds
+// its commands to the read's pipeline, which is sent right after, under
+// the cache's per-call timeout, and the rider reads their replies once the
+// read returned. Queue is called at most once, and only when the pipeline
+// is sent: a rider that was not queued (the circuit breaker open, a
+// bypass) does its work by itself.
+type Rider interface {
+	Queue(ctx context.Context, pipe redis.Pipeliner)
+}
+
 // Peek reads the entry of p under the current generations in one Redis
-// round trip (the read of Load, without its miss path). hit is false when
-// there is no current entry, or when Redis is unavailable (err): the
-// caller loads the value as usual, through Load, which counts that
-// request's status. A hit is counted here.
-func (c *Cache) Peek(ctx context.Context, p Prepared) (v []byte, res Result, hit bool, err error) {
+// round trip (the read of Load, without its miss path), with rider's
+// commands (nil: none) in the same round trip. hit is false when there is
+// no current entry, or when Redis is unavailable (err): the caller loads
+// the value as usual, through Load, which counts that request's status. A
+// hit is counted here.
+func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, res Result, hit bool, err error) {
 	if bypassed(ctx) {
 		return nil, Result{}, false, nil
 	}
-	lk, err := c.read(ctx, p.base, p.genKeys, true)
+	lk, err := c.read(ctx, p.base, p.genKeys, true, rider)
 	if err != nil || !lk.hit {
 		return nil, Result{}, false, err
 	}
@@ -39,9 +55,10 @@ func (c *Cache) Peek(ctx context.Context, p Prepared) (v []byte, res Result, hit
 }
 
 // PeekValidator returns the validator of p's current value (see
-// Cache.Validator) in one Redis round trip, without reading the entry.
-func (c *Cache) PeekValidator(ctx context.Context, p Prepared) (string, error) {
-	lk, err := c.read(ctx, p.base, p.genKeys, false)
+// Cache.Validator) in one Redis round trip, without reading the entry,
+// with rider's commands (nil: none) in the same round trip.
+func (c *Cache) PeekValidator(ctx context.Context, p Prepared, rider Rider) (string, error) {
+	lk, err := c.read(ctx, p.base, p.genKeys, false, rider)
 	if err != nil {
 		return "", err
 	}

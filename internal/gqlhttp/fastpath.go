@@ -23,8 +23,9 @@ import (
 // (POST) or query string (GET), the viewer, the role and the headers that
 // persisted operations are resolved by. The same raw request by the same
 // viewer in the same role is the same operation with the same variables,
-// so the fast path charges the query budget, reads the generations and the
-// entry in the one Redis round trip of the cache, and on a hit writes the
+// so the fast path charges the query budget and reads the generations and
+// the entry in one Redis round trip (the charge's GCRA step rides in the
+// pipeline of the cache's read, Config.Charge), and on a hit writes the
 // stored bytes in the same envelope (Cache-Status, extensions.cache) as
 // the whole path. Anything else (a miss, Redis unavailable, a bypass, a
 // request never seen) continues on the whole path, already charged.
@@ -143,19 +144,40 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	if !ok {
 		return false, r, key
 	}
-	if !h.allow(w, r, false, 1) {
+	// The charge: its Redis command rides in the cache's first read (or
+	// without Config.Charge, a round trip of its own before it).
+	var ch Charge
+	if h.cfg.Charge != nil {
+		ch = h.cfg.Charge(r)
+	} else if !h.allow(w, r, false, 1) {
 		return true, r, ""
 	}
-	ctx := context.WithValue(r.Context(), chargedKey{}, true)
-	r = r.WithContext(ctx)
+	ctx := r.Context()
+	settle := func() bool {
+		if ch == nil {
+			return true
+		}
+		ok := ch.Settle(w, r)
+		ch = nil
+		return ok
+	}
 	if r.Header.Get("If-None-Match") != "" {
 		// a revalidation: the generations alone answer it
-		if v, err := f.c.PeekValidator(ctx, e.key); err == nil && writeNotModified(w, r, ETag(v)) {
+		v, err := f.c.PeekValidator(ctx, e.key, rider(ch))
+		if !settle() {
+			return true, r, ""
+		}
+		if err == nil && writeNotModified(w, r, ETag(v)) {
 			f.hits.Add(1)
 			return true, r, ""
 		}
 	}
-	data, res, hit, _ := f.c.Peek(ctx, e.key)
+	data, res, hit, _ := f.c.Peek(ctx, e.key, rider(ch))
+	if !settle() {
+		return true, r, ""
+	}
+	ctx = context.WithValue(ctx, chargedKey{}, true)
+	r = r.WithContext(ctx)
 	if !hit {
 		return false, r, key
 	}
@@ -168,6 +190,14 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	h.write(w, r, ct, http.StatusOK, &graphql.Response{Data: data}, report)
 	f.hits.Add(1)
 	return true, r, ""
+}
+
+// rider is ch as the cache's rider: nil (no pipeline) without a charge.
+func rider(ch Charge) cache.Rider {
+	if ch == nil {
+		return nil
+	}
+	return ch
 }
 
 // learn remembers the raw form key of a request the whole path served

@@ -54,6 +54,12 @@ type Config struct {
 	Keeper *idempotency.Keeper
 	// Limit, optional, applies rate limits once the operation type is known.
 	Limit Limiter
+	// Charge, optional, prepares the query-budget charge of a request the
+	// fast path answers, whose Redis command then rides in the cache's
+	// round trip (ratelimit.Limiter.Charge; the limiter and the cache must
+	// share their Redis); nil for a request whose budget is off. Without
+	// it the fast path charges through Limit, in a round trip of its own.
+	Charge func(r *http.Request) Charge
 	// Responses, optional, serves whole screen queries from a cache.
 	Responses ResponseCache
 	// Operations, optional, resolves persisted operations (documentId or a
@@ -73,6 +79,15 @@ const DocumentIDKey = "documentId"
 // query (see package persisted).
 type Operations interface {
 	Resolve(ctx context.Context, h http.Header, p *graphql.RawParams) *gqlerror.Error
+}
+
+// Charge is one request's charge to its query budget whose Redis command
+// rides in another round trip (see ratelimit.Charge): the cache queues it
+// in its read (cache.Rider), then Settle decides and, over the budget,
+// writes the 429 and returns false.
+type Charge interface {
+	cache.Rider
+	Settle(w http.ResponseWriter, r *http.Request) bool
 }
 
 // ResponseCache answers cacheable queries from stored responses; ok is

@@ -2,7 +2,10 @@
 // budget for queries and one for mutations, keyed by the signed-in user's id
 // (or by the client address for anonymous requests), shared by every
 // instance through Redis with the GCRA algorithm of
-// github.com/go-redis/redis_rate.
+// github.com/go-redis/redis_rate (its script and keys, run by the limiter
+// itself so that a [Charge] can ride in the pipeline of another
+// component's round trip: the fast path of a repeated screen read charges
+// the budget in the screen cache's round trip).
 //
 // Redis is asked with a short per-call timeout. When it fails or is slow,
 // the [Limiter] switches to a local in-process limiter per key (a bounded

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -63,8 +62,8 @@ type Config struct {
 	// DefaultConfig: 20. When <= 0 with a rate set, it is the rate.
 	MutationsBurst int
 
-	// KeyPrefix starts every Redis key of the limiter (redis_rate puts its
-	// own "rate:" before it). Default "bff:rl:".
+	// KeyPrefix starts every Redis key of the limiter ("rate:" comes
+	// before it, as redis_rate puts it). Default "bff:rl:".
 	KeyPrefix string
 	// RedisTimeout bounds one Redis call; past it the local limiter
 	// decides. Default 50ms.
@@ -108,7 +107,7 @@ const (
 type budget struct {
 	kind  string // "query" or "mutation"
 	tag   string // key segment: "q" or "m"
-	limit redis_rate.Limit
+	limit gcraLimit
 	on    bool
 }
 
@@ -117,7 +116,7 @@ func newBudget(kind, tag string, perSecond, burst int) budget {
 		burst = perSecond
 	}
 	return budget{kind: kind, tag: tag, on: perSecond > 0,
-		limit: redis_rate.Limit{Rate: perSecond, Burst: burst, Period: time.Second}}
+		limit: gcraLimit{rate: perSecond, burst: burst, period: time.Second}}
 }
 
 // decision is the outcome of one check.
@@ -135,7 +134,7 @@ type decision struct {
 // Redis and key prefix share the budgets.
 type Limiter struct {
 	cfg       Config
-	rl        *redis_rate.Limiter
+	rdb       redis.UniversalClient // nil: local limits only
 	queries   budget
 	mutations budget
 	local     *lru.Cache[string, *rate.Limiter]
@@ -176,11 +175,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 		cfg:       cfg,
 		queries:   newBudget("query", "q", cfg.QueriesPerSecond, cfg.QueriesBurst),
 		mutations: newBudget("mutation", "m", cfg.MutationsPerSecond, cfg.MutationsBurst),
+		rdb:       rdb,
 		local:     local,
 		metrics:   newMetrics(),
-	}
-	if rdb != nil {
-		l.rl = redis_rate.NewLimiter(rdb)
 	}
 	l.metrics.healthy = l.RedisHealthy
 	return l
@@ -190,7 +187,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 // false without Redis and while the limiter limits locally after a Redis
 // failure (for readiness reports; it never fails readiness).
 func (l *Limiter) RedisHealthy() bool {
-	return l.rl != nil && l.retryAt.Load() == 0
+	return l.rdb != nil && l.retryAt.Load() == 0
 }
 
 // Allow checks r against the mutation budget (mutation true) or the query
@@ -213,18 +210,32 @@ func (l *Limiter) Allow(w http.ResponseWriter, r *http.Request, mutation bool) b
 // mutation root fields costs n mutations. A charge larger than the burst
 // never passes.
 func (l *Limiter) AllowN(w http.ResponseWriter, r *http.Request, mutation bool, n int) bool {
-	n = max(n, 1)
-	b := l.queries
-	if mutation {
-		b = l.mutations
-	}
+	b, n := l.budget(mutation, n)
 	if !b.on {
 		return true
 	}
-	key := l.cfg.KeyPrefix + b.tag + ":" + l.subject(r)
-	d := l.decide(r.Context(), key, b, n)
-	l.metrics.observe(b.kind, d)
+	key := l.key(r, b)
+	return l.respond(w, r, b, l.decide(r.Context(), key, b, n))
+}
 
+// budget returns the budget of a query or mutation and the units to
+// charge (at least 1).
+func (l *Limiter) budget(mutation bool, n int) (budget, int) {
+	if mutation {
+		return l.mutations, max(n, 1)
+	}
+	return l.queries, max(n, 1)
+}
+
+// key is the budget's key for r, without the "rate:" of Redis.
+func (l *Limiter) key(r *http.Request, b budget) string {
+	return l.cfg.KeyPrefix + b.tag + ":" + l.subject(r)
+}
+
+// respond counts decision d and answers it: the RateLimit headers, and
+// over the budget the 429 (see AllowN).
+func (l *Limiter) respond(w http.ResponseWriter, r *http.Request, b budget, d decision) bool {
+	l.metrics.observe(b.kind, d)
 	h := w.Header()
 	h.Set(HeaderLimit, strconv.Itoa(d.limit))
 	h.Set(HeaderRemaining, strconv.Itoa(d.remaining))
@@ -284,22 +295,30 @@ func RemoteIP(r *http.Request) string {
 // decide asks Redis when it is healthy (or due for a probe) and the local
 // limiter otherwise.
 func (l *Limiter) decide(ctx context.Context, key string, b budget, n int) decision {
-	if l.rl != nil && l.useRedis() {
+	if l.rdb != nil && l.useRedis() {
 		res, err := l.callRedis(ctx, key, b.limit, n)
-		if err == nil {
-			l.markHealthy()
-			return decision{
-				allowed:    res.Allowed > 0,
-				limit:      b.limit.Burst,
-				remaining:  res.Remaining,
-				retryAfter: res.RetryAfter,
-				resetAfter: res.ResetAfter,
-				source:     SourceRedis,
-			}
+		return l.decided(ctx, key, b, n, res, err)
+	}
+	return l.decideLocal(key, b, n)
+}
+
+// decided is the decision of a GCRA step that Redis answered with res, or
+// failed with err: then the local limiter decides, and Redis is left
+// alone for the cool-down.
+func (l *Limiter) decided(ctx context.Context, key string, b budget, n int, res gcraResult, err error) decision {
+	if err == nil {
+		l.markHealthy()
+		return decision{
+			allowed:    res.allowed > 0,
+			limit:      b.limit.burst,
+			remaining:  res.remaining,
+			retryAfter: res.retryAfter,
+			resetAfter: res.resetAfter,
+			source:     SourceRedis,
 		}
-		if ctx.Err() == nil { // a client that went away is not Redis's fault
-			l.markFailed(err)
-		}
+	}
+	if ctx.Err() == nil { // a client that went away is not Redis's fault
+		l.markFailed(err)
 	}
 	return l.decideLocal(key, b, n)
 }
@@ -338,19 +357,19 @@ var errTimeout = errors.New("redis rate limit call timed out")
 // callRedis runs one GCRA step, waiting at most RedisTimeout whatever the
 // client's own timeouts are (go-redis ignores context deadlines unless
 // ContextTimeoutEnabled is set).
-func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, error) {
+func (l *Limiter) callRedis(ctx context.Context, key string, limit gcraLimit, n int) (gcraResult, error) {
 	// The context is cancelled once the answer is taken, never by the call
 	// itself: a call that answered in time must not race its own
 	// cancellation in the select below and be taken for a timeout.
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RedisTimeout)
 	defer cancel()
 	type result struct {
-		res *redis_rate.Result
+		res gcraResult
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := l.rl.AllowN(ctx, key, limit, n)
+		res, err := parseGCRA(gcra.Run(ctx, l.rdb, []string{redisKeyPrefix + key}, gcraArgs(limit, n)...))
 		done <- result{res, err}
 	}()
 	select {
@@ -361,7 +380,7 @@ func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Li
 		case x := <-done: // it answered just as the budget ran out
 			return x.res, x.err
 		default:
-			return nil, errTimeout
+			return gcraResult{}, errTimeout
 		}
 	}
 }
@@ -370,7 +389,7 @@ func (l *Limiter) callRedis(ctx context.Context, key string, limit redis_rate.Li
 func (l *Limiter) decideLocal(key string, b budget, n int) decision {
 	lim, ok := l.local.Get(key)
 	if !ok {
-		fresh := rate.NewLimiter(rate.Limit(b.limit.Rate), b.limit.Burst)
+		fresh := rate.NewLimiter(rate.Limit(b.limit.rate), b.limit.burst)
 		if prev, found, _ := l.local.PeekOrAdd(key, fresh); found {
 			lim = prev
 		} else {
@@ -380,17 +399,17 @@ func (l *Limiter) decideLocal(key string, b budget, n int) decision {
 	now := l.cfg.Now()
 	allowed := lim.AllowN(now, n)
 	tokens := max(lim.TokensAt(now), 0)
-	perSecond := float64(b.limit.Rate)
+	perSecond := float64(b.limit.rate)
 	d := decision{
 		allowed:    allowed,
-		limit:      b.limit.Burst,
+		limit:      b.limit.burst,
 		remaining:  int(math.Floor(tokens)),
-		resetAfter: seconds((float64(b.limit.Burst) - tokens) / perSecond),
+		resetAfter: seconds((float64(b.limit.burst) - tokens) / perSecond),
 		source:     SourceLocal,
 	}
 	if !allowed {
 		d.remaining = 0
-		d.retryAfter = seconds((float64(min(n, b.limit.Burst)) - tokens) / perSecond)
+		d.retryAfter = seconds((float64(min(n, b.limit.burst)) - tokens) / perSecond)
 	}
 	return d
 }

@@ -1,11 +1,16 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shop/bff/internal/gqlhttp"
+	"github.com/shop/bff/internal/httpx"
 )
 
 // fastHits is how many reads the instance's fast path answered.
@@ -106,5 +111,74 @@ func TestFastPathIsRateLimited(t *testing.T) {
 	}
 	if ok > 6 || limited == 0 {
 		t.Fatalf("%d allowed, %d limited; want the burst of 5 (+1 refill)", ok, limited)
+	}
+}
+
+// requestTrips counts the Redis round trips made for requests (contexts
+// with a request id): commands sent alone and pipelines.
+type requestTrips struct{ singles, pipelines atomic.Int64 }
+
+func (c *requestTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *requestTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if httpx.RequestIDFrom(ctx) != "" {
+			c.singles.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c *requestTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if httpx.RequestIDFrom(ctx) != "" {
+			c.pipelines.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A fast hit with the query budget on costs one Redis round trip: the
+// charge rides in the pipeline of the cache's read.
+func TestFastPathChargesInTheCacheRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.RateQueriesPerSecond, cfg.RateQueriesBurst = 1000, 1000
+	in := e.start(cfg, Options{})
+	tok := in.token("alice@example.com")
+	in.post(tok, homeQuery, nil) // taught (and stored) by the whole path
+	in.post(tok, homeQuery, nil) // the script and a pipeline connection ready
+	trips := &requestTrips{}
+	in.srv.rdb.AddHook(trips)
+	before := in.fastHits()
+	r := in.post(tok, homeQuery, nil)
+	if r.Status != http.StatusOK || in.fastHits() != before+1 {
+		t.Fatalf("not a fast hit: %d %s", r.Status, r.Raw)
+	}
+	if r.Header.Get("RateLimit-Limit") != "1000" || r.Header.Get("RateLimit-Remaining") == "" {
+		t.Fatalf("the charge's headers are missing: %v", r.Header)
+	}
+	if s, p := trips.singles.Load(), trips.pipelines.Load(); s != 0 || p != 1 {
+		t.Fatalf("a fast hit made %d single commands and %d pipelines, want one pipeline", s, p)
+	}
+
+	// A revalidation (GET): 304 from the generations, charged in the same
+	// round trip.
+	get := func(headers ...string) *gqlResponse {
+		req, _ := http.NewRequest(http.MethodGet, in.URL+"/graphql?query="+urlEscape(homeQuery), nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for _, h := range headers {
+			k, v, _ := strings.Cut(h, ":")
+			req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+		}
+		return in.do(req)
+	}
+	etag := get().Header.Get("ETag") // taught by the whole path
+	get()
+	s, p := trips.singles.Load(), trips.pipelines.Load()
+	nm := get("If-None-Match: " + etag)
+	if nm.Status != http.StatusNotModified || nm.Header.Get("RateLimit-Remaining") == "" {
+		t.Fatalf("revalidation: %d %v", nm.Status, nm.Header)
+	}
+	if s2, p2 := trips.singles.Load()-s, trips.pipelines.Load()-p; s2 != 0 || p2 != 1 {
+		t.Fatalf("a fast revalidation made %d single commands and %d pipelines, want one pipeline", s2, p2)
 	}
 }

@@ -309,6 +309,14 @@ func (s *Server) assembleGraphQL(prefix string) error {
 			MaxRootFields: cfg.QueryMaxRootFields, MaxSelections: cfg.QueryMaxSelections}}
 	if s.cache != nil {
 		gcfg.Responses = gqlhttp.NewResponses(s.cache, shop.ScreenDeps)
+		// The fast path's charge rides in the cache's round trip: both use
+		// s.rdb.
+		gcfg.Charge = func(r *http.Request) gqlhttp.Charge {
+			if c := limiter.Charge(r, false, 1); c != nil {
+				return c
+			}
+			return nil
+		}
 	}
 	ops, err := s.persistedOperations(es.Schema())
 	if err != nil {
