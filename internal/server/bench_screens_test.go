@@ -166,17 +166,18 @@ func processCPU(b *testing.B) time.Duration {
 // allocs/op and cpu-µs/op, the CPU time (user + system, every thread) of
 // the whole process per read, which a busy machine disturbs far less than
 // throughput. "limited" charges the query budget (one no read exhausts),
-// "unlimited" runs with rate limits off as `make bench` does. fast-% is the
-// share of reads the fast path answered (at least 99%).
+// "unlimited" runs with rate limits off as `make bench` does; "serial" is
+// one read at a time, "parallel" 32 at once (the concurrency of `make
+// bench`), whose waits for Redis overlap. fast-% is the share of reads the
+// fast path answered (at least 99%).
 func BenchmarkHotRead(b *testing.B) {
 	e := newEnv(b)
 	body, _ := json.Marshal(map[string]any{"query": homeQuery})
-	run := func(b *testing.B, in *instance) {
+	run := func(b *testing.B, in *instance, parallel bool) {
 		tok := in.token("alice@example.com")
 		in.post(tok, homeQuery, nil) // store the screen and teach the fast path
 		h := in.srv.Handler()
-		w := &sinkWriter{h: http.Header{}}
-		read := func() {
+		read := func(w *sinkWriter) {
 			req, _ := http.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))
 			req.RemoteAddr = "127.0.0.1:40000"
 			req.Header.Set("Content-Type", "application/json")
@@ -185,16 +186,27 @@ func BenchmarkHotRead(b *testing.B) {
 			w.status, w.n = 0, 0
 			h.ServeHTTP(w, req)
 			if w.status != http.StatusOK || w.h.Get("Cache-Status") == "" {
-				b.Fatalf("status %d, Cache-Status %q", w.status, w.h.Get("Cache-Status"))
+				b.Errorf("status %d, Cache-Status %q", w.status, w.h.Get("Cache-Status"))
 			}
 		}
-		read()
+		read(&sinkWriter{h: http.Header{}})
 		hits := in.fastHits()
 		b.ReportAllocs()
 		b.ResetTimer()
 		cpu := processCPU(b)
-		for i := 0; i < b.N; i++ {
-			read()
+		if parallel {
+			b.SetParallelism(16) // × GOMAXPROCS 2
+			b.RunParallel(func(pb *testing.PB) {
+				w := &sinkWriter{h: http.Header{}}
+				for pb.Next() {
+					read(w)
+				}
+			})
+		} else {
+			w := &sinkWriter{h: http.Header{}}
+			for i := 0; i < b.N; i++ {
+				read(w)
+			}
 		}
 		cpu = processCPU(b) - cpu
 		b.StopTimer()
@@ -207,12 +219,20 @@ func BenchmarkHotRead(b *testing.B) {
 			b.Fatalf("%d of %d reads answered by the fast path", got, b.N)
 		}
 	}
-	b.Run("limited", func(b *testing.B) {
+	for _, limited := range []bool{true, false} {
+		name := "unlimited"
 		cfg := e.config()
-		cfg.RateQueriesPerSecond, cfg.RateQueriesBurst = 1_000_000, 1_000_000
-		run(b, e.start(cfg, Options{Logger: discardLogger()}))
-	})
-	b.Run("unlimited", func(b *testing.B) {
-		run(b, e.start(nil, Options{Logger: discardLogger()}))
-	})
+		if limited {
+			name = "limited"
+			cfg.RateQueriesPerSecond, cfg.RateQueriesBurst = 1_000_000_000, 1_000_000_000
+		}
+		in := e.start(cfg, Options{Logger: discardLogger()})
+		for _, parallel := range []bool{false, true} {
+			mode := "serial"
+			if parallel {
+				mode = "parallel"
+			}
+			b.Run(name+"/"+mode, func(b *testing.B) { run(b, in, parallel) })
+		}
+	}
 }
