@@ -29,7 +29,8 @@ type ExecConfig struct {
 	// Default config.DefaultQueryMaxDepth.
 	MaxDepth int
 	// MaxTokens bounds the tokens the executor's own parser reads, for a
-	// document that did not come through admission. Default 4000.
+	// document that did not come through admission. Default
+	// config.DefaultQueryMaxTokens, admission's budget.
 	MaxTokens int
 	// Introspection allows __schema and __type. Default off; the server
 	// turns it on by configuration.
@@ -51,7 +52,7 @@ func (cfg ExecConfig) withDefaults() ExecConfig {
 		cfg.MaxDepth = config.DefaultQueryMaxDepth
 	}
 	if cfg.MaxTokens <= 0 {
-		cfg.MaxTokens = 4000
+		cfg.MaxTokens = config.DefaultQueryMaxTokens
 	}
 	if cfg.QueryCache == nil {
 		cfg.QueryCache = lru.New[*ast.QueryDocument](1000)

@@ -8,6 +8,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 )
 
@@ -15,8 +16,6 @@ import (
 const (
 	DefaultTTL    = 24 * time.Hour
 	DefaultLeeway = 30 * time.Second
-	// DefaultMaxLifetime is the longest token lifetime accepted by default.
-	DefaultMaxLifetime = 7 * 24 * time.Hour
 )
 
 // MinSecretLength is the shortest HS256 secret accepted: 32 bytes, the
@@ -45,7 +44,7 @@ type Config struct {
 	// verified ones (JWT_AUDIENCE).
 	Audience string
 	// MaxLifetime is the longest lifetime (exp - iat) a verified token may
-	// have (default 7 days); a token without iat, or issued in the future,
+	// have (default config.DefaultJWTMaxLifetime); a token without iat, or issued in the future,
 	// is refused.
 	MaxLifetime time.Duration
 }
@@ -69,7 +68,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Now = time.Now
 	}
 	if c.MaxLifetime <= 0 {
-		c.MaxLifetime = DefaultMaxLifetime
+		c.MaxLifetime = config.DefaultJWTMaxLifetime
 	}
 	if c.TTL > c.MaxLifetime {
 		return c, fmt.Errorf("auth: token TTL %s is longer than the maximum lifetime %s", c.TTL, c.MaxLifetime)

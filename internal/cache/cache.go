@@ -16,6 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/shop/bff/internal/config"
 )
 
 // Dep names something screens depend on; a mutation bumps the generation of
@@ -49,12 +51,14 @@ type Key struct {
 
 // Config configures a Cache. The zero value of each field means its default.
 type Config struct {
-	// TTL is the lifetime of an entry before jitter. Default 60s.
+	// TTL is the lifetime of an entry before jitter (CACHE_TTL). Default
+	// config.DefaultCacheTTL.
 	TTL time.Duration
 	// Jitter spreads TTLs uniformly over TTL·(1±Jitter). Default 0.10;
 	// a negative value disables jitter; must be below 1.
 	Jitter float64
-	// Timeout bounds each Redis call. Default 50ms.
+	// Timeout bounds each Redis call (CACHE_TIMEOUT). Default
+	// config.DefaultCacheTimeout.
 	Timeout time.Duration
 	// GenTTL is how long a dependency generation counter lives after its
 	// last bump. Default max(24h, 10×TTL); must be at least 10×TTL, so that a counter
@@ -176,7 +180,7 @@ func New(client redis.UniversalClient, cfg Config, m Metrics) (*Cache, error) {
 
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.TTL == 0 {
-		cfg.TTL = 60 * time.Second
+		cfg.TTL = config.DefaultCacheTTL
 	}
 	if cfg.Jitter == 0 {
 		cfg.Jitter = 0.10
@@ -185,7 +189,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Jitter = 0
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 50 * time.Millisecond
+		cfg.Timeout = config.DefaultCacheTimeout
 	}
 	if cfg.InvalidateTimeout == 0 {
 		cfg.InvalidateTimeout = 3 * time.Second

@@ -16,7 +16,8 @@ import (
 )
 
 // Defaults that the packages configured from this table fall back to when
-// built without it (tests, tools): each written once, here.
+// built without it (tests, tools): each written once, here, and read by
+// the table below and by the package that applies it.
 const (
 	// DefaultPGMaxConns is PG_MAX_CONNS's default: the Postgres pool's size.
 	DefaultPGMaxConns = 20
@@ -25,7 +26,89 @@ const (
 	DefaultQueryMaxComplexity = 5000
 	// DefaultQueryMaxDepth is QUERY_MAX_DEPTH's default.
 	DefaultQueryMaxDepth = 15
+	// DefaultQueryMaxBytes is QUERY_MAX_BYTES's default: 32 KiB of query text.
+	DefaultQueryMaxBytes = 32 << 10
+	// DefaultQueryMaxTokens is QUERY_MAX_TOKENS's default: the parser's
+	// token budget, of admission and of the executor's own parser.
+	DefaultQueryMaxTokens = 4000
+	// DefaultQueryMaxRootFields is QUERY_MAX_ROOT_FIELDS's default.
+	DefaultQueryMaxRootFields = 20
+	// DefaultQueryMaxSelections is QUERY_MAX_SELECTIONS's default.
+	DefaultQueryMaxSelections = 400
+	// DefaultRateQueriesPerSecond is RATE_LIMIT_QUERIES_PER_SECOND's default.
+	DefaultRateQueriesPerSecond = 50
+	// DefaultRateQueriesBurst is RATE_LIMIT_QUERIES_BURST's default.
+	DefaultRateQueriesBurst = 100
+	// DefaultRateMutationsPerSecond is RATE_LIMIT_MUTATIONS_PER_SECOND's default.
+	DefaultRateMutationsPerSecond = 5
+	// DefaultRateMutationsBurst is RATE_LIMIT_MUTATIONS_BURST's default.
+	DefaultRateMutationsBurst = 20
+	// DefaultStreamMaxOpen is STREAM_MAX_OPEN's default.
+	DefaultStreamMaxOpen = 16
+	// DefaultStreamOpensPerMinute is STREAM_OPENS_PER_MINUTE's default.
+	DefaultStreamOpensPerMinute = 60
+	// DefaultMaxBodyBytes is MAX_BODY_BYTES's default: 1 MiB.
+	DefaultMaxBodyBytes = 1 << 20
+	// DefaultWebhookWorkers is WEBHOOK_WORKERS's default.
+	DefaultWebhookWorkers = 8
+	// DefaultWebhookEndpointConcurrency is WEBHOOK_ENDPOINT_CONCURRENCY's default.
+	DefaultWebhookEndpointConcurrency = 4
+	// DefaultPaymentsURL is PAYMENTS_URL's default: the payment simulator.
+	DefaultPaymentsURL = "http://127.0.0.1:8090"
+	// DefaultOTelServiceName is OTEL_SERVICE_NAME's default.
+	DefaultOTelServiceName = "bff"
 )
+
+// Durations that the packages configured from this table fall back to:
+// each written once, here.
+const (
+	// DefaultJWTMaxLifetime is JWT_MAX_LIFETIME's default: a week.
+	DefaultJWTMaxLifetime = 7 * 24 * time.Hour
+	// DefaultPaymentsTimeout is PAYMENTS_TIMEOUT's default.
+	DefaultPaymentsTimeout = 3 * time.Second
+	// DefaultCacheTTL is CACHE_TTL's default.
+	DefaultCacheTTL = 60 * time.Second
+	// DefaultCacheTimeout is CACHE_TIMEOUT's default.
+	DefaultCacheTimeout = 50 * time.Millisecond
+	// DefaultIdempotencyTTL is IDEMPOTENCY_TTL's default.
+	DefaultIdempotencyTTL = 24 * time.Hour
+	// DefaultStreamReplayWindow is STREAM_REPLAY_WINDOW's default.
+	DefaultStreamReplayWindow = 24 * time.Hour
+	// DefaultStreamPruneInterval is STREAM_PRUNE_INTERVAL's default.
+	DefaultStreamPruneInterval = time.Minute
+	// DefaultStreamHeartbeat is STREAM_HEARTBEAT's default, on every stream
+	// door.
+	DefaultStreamHeartbeat = 15 * time.Second
+	// DefaultStreamRetry is STREAM_RETRY's default.
+	DefaultStreamRetry = 3 * time.Second
+	// DefaultWebhookTimeout is WEBHOOK_TIMEOUT's default.
+	DefaultWebhookTimeout = 10 * time.Second
+	// DefaultWebhookRetryFor is WEBHOOK_RETRY_FOR's default.
+	DefaultWebhookRetryFor = 24 * time.Hour
+	// DefaultWebhookBackoff is WEBHOOK_BACKOFF's default.
+	DefaultWebhookBackoff = 5 * time.Second
+	// DefaultWebhookBackoffMax is WEBHOOK_BACKOFF_MAX's default.
+	DefaultWebhookBackoffMax = time.Hour
+	// DefaultWebhookDisableAfter is WEBHOOK_DISABLE_AFTER's default.
+	DefaultWebhookDisableAfter = 72 * time.Hour
+	// DefaultWebhookSecretOverlap is WEBHOOK_SECRET_OVERLAP's default.
+	DefaultWebhookSecretOverlap = 24 * time.Hour
+	// DefaultWebhookPollInterval is WEBHOOK_POLL_INTERVAL's default.
+	DefaultWebhookPollInterval = time.Second
+)
+
+// durText is d as the table writes it: 168h, 1m, 50ms (not 168h0m0s).
+func durText(d time.Duration) string {
+	s := d.String()
+	s = strings.TrimSuffix(s, "m0s")
+	if s != d.String() {
+		s += "m"
+	}
+	if t := strings.TrimSuffix(s, "h0m"); t != s {
+		s = t + "h"
+	}
+	return s
+}
 
 // DevJWTSecret is the development signing secret, used when JWT_SECRET is
 // unset in development mode. It must never sign production tokens.
@@ -334,23 +417,23 @@ var table = []variable{
 	{"JWT_SECRET", "", "HS256 secrets of at least 32 bytes, comma-separated: the first signs, all verify (rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.JWTSecrets })},
 	{"JWT_ISSUER", "", "when set, tokens must carry this iss (and issued tokens carry it)", str(func(c *Config) *string { return &c.JWTIssuer })},
 	{"JWT_AUDIENCE", "", "when set, tokens must carry this aud (and issued tokens carry it)", str(func(c *Config) *string { return &c.JWTAudience })},
-	{"JWT_MAX_LIFETIME", "168h", "longest accepted token lifetime (exp - iat); tokens without iat or issued in the future are refused", duration(time.Minute, func(c *Config) *time.Duration { return &c.JWTMaxLifetime })},
+	{"JWT_MAX_LIFETIME", durText(DefaultJWTMaxLifetime), "longest accepted token lifetime (exp - iat); tokens without iat or issued in the future are refused", duration(time.Minute, func(c *Config) *time.Duration { return &c.JWTMaxLifetime })},
 	{"WEBHOOK_SECRET", "", "payment webhook secrets of at least 32 bytes, comma-separated (two during rotation); required in production, a development secret otherwise", list(func(c *Config) *[]string { return &c.WebhookSecrets })},
-	{"PAYMENTS_URL", "http://127.0.0.1:8090", "base URL of the payment provider (the simulator by default)", urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.PaymentsURL })},
-	{"PAYMENTS_TIMEOUT", "3s", "timeout of one charge request to the provider", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.PaymentsTimeout })},
+	{"PAYMENTS_URL", DefaultPaymentsURL, "base URL of the payment provider (the simulator by default)", urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.PaymentsURL })},
+	{"PAYMENTS_TIMEOUT", durText(DefaultPaymentsTimeout), "timeout of one charge request to the provider", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.PaymentsTimeout })},
 	{"PAYMENT_WORKERS", "2", "charge worker goroutines on this instance (0: none)", integer(0, 64, func(c *Config) *int { return &c.PaymentWorkers })},
-	{"RATE_LIMIT_QUERIES_PER_SECOND", "50", "queries per second per user (0: no limit)", integer(0, 1_000_000, func(c *Config) *int { return &c.RateQueriesPerSecond })},
-	{"RATE_LIMIT_QUERIES_BURST", "100", "query burst per user", integer(0, 1_000_000, func(c *Config) *int { return &c.RateQueriesBurst })},
-	{"RATE_LIMIT_MUTATIONS_PER_SECOND", "5", "mutations per second per user (0: no limit)", integer(0, 1_000_000, func(c *Config) *int { return &c.RateMutationsPerSecond })},
-	{"RATE_LIMIT_MUTATIONS_BURST", "20", "mutation burst per user", integer(0, 1_000_000, func(c *Config) *int { return &c.RateMutationsBurst })},
+	{"RATE_LIMIT_QUERIES_PER_SECOND", strconv.Itoa(DefaultRateQueriesPerSecond), "queries per second per user (0: no limit)", integer(0, 1_000_000, func(c *Config) *int { return &c.RateQueriesPerSecond })},
+	{"RATE_LIMIT_QUERIES_BURST", strconv.Itoa(DefaultRateQueriesBurst), "query burst per user", integer(0, 1_000_000, func(c *Config) *int { return &c.RateQueriesBurst })},
+	{"RATE_LIMIT_MUTATIONS_PER_SECOND", strconv.Itoa(DefaultRateMutationsPerSecond), "mutations per second per user (0: no limit)", integer(0, 1_000_000, func(c *Config) *int { return &c.RateMutationsPerSecond })},
+	{"RATE_LIMIT_MUTATIONS_BURST", strconv.Itoa(DefaultRateMutationsBurst), "mutation burst per user", integer(0, 1_000_000, func(c *Config) *int { return &c.RateMutationsBurst })},
 	{"CACHE_ENABLED", "true", "serve the screens through the Redis screen cache", boolean(func(c *Config) *bool { return &c.CacheEnabled })},
-	{"CACHE_TTL", "60s", "lifetime of a cached screen (±10% jitter)", duration(time.Second, func(c *Config) *time.Duration { return &c.CacheTTL })},
-	{"CACHE_TIMEOUT", "50ms", "timeout of one Redis call of the screen cache", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.CacheTimeout })},
-	{"IDEMPOTENCY_TTL", "24h", "how long idempotency keys are remembered", duration(time.Minute, func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
-	{"STREAM_REPLAY_WINDOW", "24h", "how far back an event stream can be resumed", duration(time.Minute, func(c *Config) *time.Duration { return &c.StreamReplayWindow })},
-	{"STREAM_PRUNE_INTERVAL", "1m", "how often events older than the replay window are deleted (in batches of 1000)", duration(time.Second, func(c *Config) *time.Duration { return &c.StreamPruneInterval })},
-	{"STREAM_HEARTBEAT", "15s", "interval of the `: ping` heartbeat on event streams", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamHeartbeat })},
-	{"STREAM_RETRY", "3s", "reconnect delay sent to EventSource clients as `retry:`", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamRetry })},
+	{"CACHE_TTL", durText(DefaultCacheTTL), "lifetime of a cached screen (±10% jitter)", duration(time.Second, func(c *Config) *time.Duration { return &c.CacheTTL })},
+	{"CACHE_TIMEOUT", durText(DefaultCacheTimeout), "timeout of one Redis call of the screen cache", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.CacheTimeout })},
+	{"IDEMPOTENCY_TTL", durText(DefaultIdempotencyTTL), "how long idempotency keys are remembered", duration(time.Minute, func(c *Config) *time.Duration { return &c.IdempotencyTTL })},
+	{"STREAM_REPLAY_WINDOW", durText(DefaultStreamReplayWindow), "how far back an event stream can be resumed", duration(time.Minute, func(c *Config) *time.Duration { return &c.StreamReplayWindow })},
+	{"STREAM_PRUNE_INTERVAL", durText(DefaultStreamPruneInterval), "how often events older than the replay window are deleted (in batches of 1000)", duration(time.Second, func(c *Config) *time.Duration { return &c.StreamPruneInterval })},
+	{"STREAM_HEARTBEAT", durText(DefaultStreamHeartbeat), "interval of the `: ping` heartbeat on event streams", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamHeartbeat })},
+	{"STREAM_RETRY", durText(DefaultStreamRetry), "reconnect delay sent to EventSource clients as `retry:`", duration(100*time.Millisecond, func(c *Config) *time.Duration { return &c.StreamRetry })},
 	{"PERSISTED_OPERATIONS", "", "allow (any document, and persisted-operation ids) or require (only the operations of the manifests run); empty: require in production, allow in development", func(c *Config, v string) error {
 		if v != "" && v != "allow" && v != "require" {
 			return fmt.Errorf("want allow or require (or empty for the environment's default)")
@@ -360,7 +443,7 @@ var table = []variable{
 	}},
 	{"PERSISTED_OPERATIONS_DIR", "", "directory of persisted-operation manifests, <client name>/<version>.json of {\"<sha256>\": \"<document>\"}, loaded at start besides the built-in web app manifest", str(func(c *Config) *string { return &c.PersistedOperationsDir })},
 	{"COMPRESS_MIN_BYTES", "1024", "smallest JSON (or web app) response compressed with gzip or zstd as Accept-Encoding allows (0: never compress)", integer(0, 64<<20, func(c *Config) *int { return &c.CompressMinBytes })},
-	{"MAX_BODY_BYTES", "1048576", "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
+	{"MAX_BODY_BYTES", strconv.Itoa(DefaultMaxBodyBytes), "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"BODY_READ_TIMEOUT", "10s", "time allowed to read a request body (400 beyond), so slow bodies cannot hold in-flight slots", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
@@ -368,19 +451,19 @@ var table = []variable{
 	{"SHUTDOWN_GRACE", "15s", "time a shutdown waits for requests, streams and workers", duration(0, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
 	{"QUERY_MAX_COMPLEXITY", strconv.Itoa(DefaultQueryMaxComplexity), "largest cost of a GraphQL operation", integer(1, 1_000_000, func(c *Config) *int { return &c.QueryMaxComplexity })},
 	{"QUERY_MAX_DEPTH", strconv.Itoa(DefaultQueryMaxDepth), "deepest nesting of a GraphQL operation (introspection included)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxDepth })},
-	{"QUERY_MAX_BYTES", "32768", "largest GraphQL document (413 beyond; also the size cap of persisted queries)", integer(256, 1<<20, func(c *Config) *int { return &c.QueryMaxBytes })},
-	{"QUERY_MAX_TOKENS", "4000", "most parser tokens of a GraphQL document", integer(100, 1_000_000, func(c *Config) *int { return &c.QueryMaxTokens })},
-	{"QUERY_MAX_ROOT_FIELDS", "20", "most root fields of an operation (each mutation field counts against the mutation rate limit)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxRootFields })},
-	{"QUERY_MAX_SELECTIONS", "400", "most fields and fragments written in a GraphQL document (bounds validation work)", integer(10, 100_000, func(c *Config) *int { return &c.QueryMaxSelections })},
-	{"STREAM_MAX_OPEN", "16", "event streams one user may have open on an instance (/events and subscriptions; 429 beyond)", integer(1, 100_000, func(c *Config) *int { return &c.StreamMaxOpen })},
-	{"STREAM_OPENS_PER_MINUTE", "60", "event streams one user may open per minute (429 beyond)", integer(1, 1_000_000, func(c *Config) *int { return &c.StreamOpensPerMinute })},
+	{"QUERY_MAX_BYTES", strconv.Itoa(DefaultQueryMaxBytes), "largest GraphQL document (413 beyond; also the size cap of persisted queries)", integer(256, 1<<20, func(c *Config) *int { return &c.QueryMaxBytes })},
+	{"QUERY_MAX_TOKENS", strconv.Itoa(DefaultQueryMaxTokens), "most parser tokens of a GraphQL document", integer(100, 1_000_000, func(c *Config) *int { return &c.QueryMaxTokens })},
+	{"QUERY_MAX_ROOT_FIELDS", strconv.Itoa(DefaultQueryMaxRootFields), "most root fields of an operation (each mutation field counts against the mutation rate limit)", integer(1, 1000, func(c *Config) *int { return &c.QueryMaxRootFields })},
+	{"QUERY_MAX_SELECTIONS", strconv.Itoa(DefaultQueryMaxSelections), "most fields and fragments written in a GraphQL document (bounds validation work)", integer(10, 100_000, func(c *Config) *int { return &c.QueryMaxSelections })},
+	{"STREAM_MAX_OPEN", strconv.Itoa(DefaultStreamMaxOpen), "event streams one user may have open on an instance (/events and subscriptions; 429 beyond)", integer(1, 100_000, func(c *Config) *int { return &c.StreamMaxOpen })},
+	{"STREAM_OPENS_PER_MINUTE", strconv.Itoa(DefaultStreamOpensPerMinute), "event streams one user may open per minute (429 beyond)", integer(1, 1_000_000, func(c *Config) *int { return &c.StreamOpensPerMinute })},
 	{"INTROSPECTION", "true", "allow __schema and __type queries", boolean(func(c *Config) *bool { return &c.Introspection })},
 	{"GRAPHIQL", "true", "serve GraphiQL at /graphiql (development only)", boolean(func(c *Config) *bool { return &c.GraphiQL })},
 	{"MIGRATE_ON_START", "true", "apply pending migrations when serving", boolean(func(c *Config) *bool { return &c.MigrateOnStart })},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", oneOf([]string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel })},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "export traces over OTLP/HTTP to this base URL + /v1/traces (empty: tracing export off)", optional(urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.OTLPEndpoint }))},
 	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "full URL traces are exported to over OTLP/HTTP (wins over OTEL_EXPORTER_OTLP_ENDPOINT)", optional(urlOf([]string{"http", "https"}, func(c *Config) *string { return &c.OTLPTracesEndpoint }))},
-	{"OTEL_SERVICE_NAME", "bff", "service.name of the exported traces", str(func(c *Config) *string { return &c.OTelServiceName })},
+	{"OTEL_SERVICE_NAME", DefaultOTelServiceName, "service.name of the exported traces", str(func(c *Config) *string { return &c.OTelServiceName })},
 	{"OTEL_TRACES_SAMPLER", "parentbased_always_on", "trace sampler: parentbased_always_on, parentbased_always_off, parentbased_traceidratio, always_on, always_off or traceidratio", oneOf([]string{"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio", "always_on", "always_off", "traceidratio"}, func(c *Config) *string { return &c.TracesSampler })},
 	{"OTEL_TRACES_SAMPLER_ARG", "1", "share of new traces the traceidratio samplers keep, from 0 to 1", ratio(func(c *Config) *float64 { return &c.TracesSamplerArg })},
 	{"STALE_SENTINEL_INTERVAL", "1m", "interval of the stale-read sentinel's probe (a marker written and read back through this instance's cache path; 0: off)", duration(0, func(c *Config) *time.Duration { return &c.StaleSentinelInterval })},
@@ -390,15 +473,15 @@ var table = []variable{
 	{"CORS_ORIGINS", "", "web origins allowed to call the API with credentials, comma-separated (never *)", list(func(c *Config) *[]string { return &c.CORSOrigins })},
 	{"CORS_ALLOW_HEADERS", "", "request headers the CORS origins may send, comma-separated (empty: Accept, Authorization, Content-Type, Idempotency-Key, X-Request-ID, X-Requested-With, Apollo-Require-Preflight, Last-Event-ID, Cache-Control, If-None-Match, apollographql-client-name/-version, graphql-client-name/-version, traceparent, tracestate, sentry-trace, baggage)", list(func(c *Config) *[]string { return &c.CORSAllowHeaders })},
 	{"TRUSTED_PROXIES", "", "CIDRs of proxies whose X-Forwarded-* headers are trusted, comma-separated", list(func(c *Config) *[]string { return &c.TrustedProxies })},
-	{"WEBHOOK_WORKERS", "8", "concurrent outbound webhook sends on this instance (0: none)", integer(0, 1024, func(c *Config) *int { return &c.WebhookWorkers })},
-	{"WEBHOOK_ENDPOINT_CONCURRENCY", "4", "concurrent outbound webhook sends to one endpoint from this instance", integer(1, 1024, func(c *Config) *int { return &c.WebhookEndpointConcurrency })},
-	{"WEBHOOK_TIMEOUT", "10s", "time bound of one outbound webhook attempt (connect, send, read the answer)", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookTimeout })},
-	{"WEBHOOK_RETRY_FOR", "24h", "how long an outbound webhook is retried before it is dead-lettered", duration(time.Second, func(c *Config) *time.Duration { return &c.WebhookRetryFor })},
-	{"WEBHOOK_BACKOFF", "5s", "first outbound webhook retry delay cap (doubles per attempt, full jitter)", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookBackoff })},
-	{"WEBHOOK_BACKOFF_MAX", "1h", "largest outbound webhook retry delay cap", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookBackoffMax })},
-	{"WEBHOOK_DISABLE_AFTER", "72h", "an outbound webhook endpoint whose attempts all fail for this long is disabled", duration(time.Second, func(c *Config) *time.Duration { return &c.WebhookDisableAfter })},
-	{"WEBHOOK_SECRET_OVERLAP", "24h", "how long a rotated outbound webhook secret keeps signing beside the new one", duration(0, func(c *Config) *time.Duration { return &c.WebhookSecretOverlap })},
-	{"WEBHOOK_POLL_INTERVAL", "1s", "how often idle outbound webhook workers look for due deliveries", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookPollInterval })},
+	{"WEBHOOK_WORKERS", strconv.Itoa(DefaultWebhookWorkers), "concurrent outbound webhook sends on this instance (0: none)", integer(0, 1024, func(c *Config) *int { return &c.WebhookWorkers })},
+	{"WEBHOOK_ENDPOINT_CONCURRENCY", strconv.Itoa(DefaultWebhookEndpointConcurrency), "concurrent outbound webhook sends to one endpoint from this instance", integer(1, 1024, func(c *Config) *int { return &c.WebhookEndpointConcurrency })},
+	{"WEBHOOK_TIMEOUT", durText(DefaultWebhookTimeout), "time bound of one outbound webhook attempt (connect, send, read the answer)", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookTimeout })},
+	{"WEBHOOK_RETRY_FOR", durText(DefaultWebhookRetryFor), "how long an outbound webhook is retried before it is dead-lettered", duration(time.Second, func(c *Config) *time.Duration { return &c.WebhookRetryFor })},
+	{"WEBHOOK_BACKOFF", durText(DefaultWebhookBackoff), "first outbound webhook retry delay cap (doubles per attempt, full jitter)", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookBackoff })},
+	{"WEBHOOK_BACKOFF_MAX", durText(DefaultWebhookBackoffMax), "largest outbound webhook retry delay cap", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookBackoffMax })},
+	{"WEBHOOK_DISABLE_AFTER", durText(DefaultWebhookDisableAfter), "an outbound webhook endpoint whose attempts all fail for this long is disabled", duration(time.Second, func(c *Config) *time.Duration { return &c.WebhookDisableAfter })},
+	{"WEBHOOK_SECRET_OVERLAP", durText(DefaultWebhookSecretOverlap), "how long a rotated outbound webhook secret keeps signing beside the new one", duration(0, func(c *Config) *time.Duration { return &c.WebhookSecretOverlap })},
+	{"WEBHOOK_POLL_INTERVAL", durText(DefaultWebhookPollInterval), "how often idle outbound webhook workers look for due deliveries", duration(time.Millisecond, func(c *Config) *time.Duration { return &c.WebhookPollInterval })},
 	{"WEBHOOK_ALLOW_PRIVATE", "", "allow outbound webhook endpoints on loopback, private and link-local addresses (empty: true in development, false in production)", optBool(func(c *Config) **bool { return &c.webhookAllowPrivate })},
 }
 

@@ -16,16 +16,15 @@ import (
 	"github.com/vektah/gqlparser/v2/validator"
 	"github.com/vektah/gqlparser/v2/validator/rules"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 )
 
-// Defaults of [Limits].
+// Defaults of [Limits] that no configuration variable sets (the others are
+// config's: DefaultQueryMaxBytes, DefaultQueryMaxTokens,
+// DefaultQueryMaxRootFields, DefaultQueryMaxSelections).
 const (
-	DefaultMaxDocumentBytes = 32 << 10
-	DefaultMaxTokens        = 4000
-	DefaultMaxRootFields    = 20
-	DefaultMaxSelections    = 400
 	DefaultMaxSameKey       = 2
 	DefaultMaxSpreadsPerSet = 32
 	DefaultMaxFragments     = 64
@@ -40,15 +39,18 @@ const (
 // in the selections that share a response key.
 type Limits struct {
 	// MaxDocumentBytes bounds the query text (413 PAYLOAD_TOO_LARGE
-	// beyond; also the size cap of persisted queries). Default 32 KiB.
+	// beyond; also the size cap of persisted queries). Default
+	// config.DefaultQueryMaxBytes.
 	MaxDocumentBytes int
-	// MaxTokens bounds the parser's tokens (QUERY_TOO_COMPLEX). Default 4000.
+	// MaxTokens bounds the parser's tokens (QUERY_TOO_COMPLEX). Default
+	// config.DefaultQueryMaxTokens.
 	MaxTokens int
 	// MaxRootFields bounds the root fields of the operation that runs
-	// (QUERY_TOO_COMPLEX). Default 20.
+	// (QUERY_TOO_COMPLEX). Default config.DefaultQueryMaxRootFields.
 	MaxRootFields int
 	// MaxSelections bounds the fields, fragment spreads and inline
-	// fragments written in the document (QUERY_TOO_COMPLEX). Default 400.
+	// fragments written in the document (QUERY_TOO_COMPLEX). Default
+	// config.DefaultQueryMaxSelections.
 	MaxSelections int
 	// MaxSameKey bounds the fields of one selection set that share a
 	// response key (QUERY_TOO_COMPLEX). Default 2.
@@ -72,10 +74,10 @@ func (l Limits) withDefaults() Limits {
 			*v = d
 		}
 	}
-	def(&l.MaxDocumentBytes, DefaultMaxDocumentBytes)
-	def(&l.MaxTokens, DefaultMaxTokens)
-	def(&l.MaxRootFields, DefaultMaxRootFields)
-	def(&l.MaxSelections, DefaultMaxSelections)
+	def(&l.MaxDocumentBytes, config.DefaultQueryMaxBytes)
+	def(&l.MaxTokens, config.DefaultQueryMaxTokens)
+	def(&l.MaxRootFields, config.DefaultQueryMaxRootFields)
+	def(&l.MaxSelections, config.DefaultQueryMaxSelections)
 	def(&l.MaxSameKey, DefaultMaxSameKey)
 	def(&l.MaxSpreadsPerSet, DefaultMaxSpreadsPerSet)
 	def(&l.MaxFragments, DefaultMaxFragments)

@@ -67,7 +67,7 @@ type Config struct {
 	// only those may run.
 	Operations Operations
 	// Heartbeat is the interval of heartbeats on idle subscription streams
-	// (STREAM_HEARTBEAT; default DefaultHeartbeat).
+	// (STREAM_HEARTBEAT; default config.DefaultStreamHeartbeat).
 	Heartbeat time.Duration
 }
 

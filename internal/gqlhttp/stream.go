@@ -7,14 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/stream"
 )
-
-// DefaultHeartbeat is the interval of stream heartbeats when
-// Config.Heartbeat is zero.
-const DefaultHeartbeat = 15 * time.Second
 
 // lastEventIDHeader is the resume point of a reconnecting client; on every
 // subscription door it overrides the operation's after argument.
@@ -98,7 +95,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, f framing)
 	}()
 	every := h.cfg.Heartbeat
 	if every <= 0 {
-		every = DefaultHeartbeat
+		every = config.DefaultStreamHeartbeat
 	}
 	beat := time.NewTicker(every)
 	defer beat.Stop()

@@ -10,20 +10,19 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 )
 
-// DefaultBodyLimit is the request body cap when none is configured: 1 MiB.
-const DefaultBodyLimit int64 = 1 << 20
-
-// BodyLimit caps request bodies at n bytes (DefaultBodyLimit when n <= 0).
+// BodyLimit caps request bodies at n bytes (MAX_BODY_BYTES;
+// config.DefaultMaxBodyBytes when n <= 0).
 // A request whose Content-Length exceeds n fails at once with 413
 // PAYLOAD_TOO_LARGE; any other body (chunked ones included) is wrapped with
 // http.MaxBytesReader, so reading past n fails with an error that
 // [IsBodyTooLarge] recognises and [PayloadTooLargeError] maps.
 func BodyLimit(n int64) Middleware {
 	if n <= 0 {
-		n = DefaultBodyLimit
+		n = config.DefaultMaxBodyBytes
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -23,6 +23,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/formatter"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
@@ -145,7 +146,8 @@ type Metrics interface{ Outcome(o Outcome) }
 
 // Config configures a Keeper.
 type Config struct {
-	// TTL is how long records live. Default 24h.
+	// TTL is how long records live (IDEMPOTENCY_TTL). Default
+	// config.DefaultIdempotencyTTL.
 	TTL time.Duration
 	// OnCommit is called after a mutation transaction commits, before the
 	// response is written: it invalidates screens, then publishes events.
@@ -170,7 +172,7 @@ type Keeper struct {
 // New returns a Keeper.
 func New(store *postgres.Store, cfg Config) *Keeper {
 	if cfg.TTL <= 0 {
-		cfg.TTL = 24 * time.Hour
+		cfg.TTL = config.DefaultIdempotencyTTL
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

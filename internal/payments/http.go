@@ -13,18 +13,17 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-)
 
-// DefaultPaymentsURL is the provider base URL when PAYMENTS_URL is unset:
-// the simulator of cmd/paysim.
-const DefaultPaymentsURL = "http://127.0.0.1:8090"
+	"github.com/shop/bff/internal/config"
+)
 
 // HTTPConfig configures an [HTTPProvider].
 type HTTPConfig struct {
 	// BaseURL is the provider's base URL (PAYMENTS_URL). Default
-	// [DefaultPaymentsURL].
+	// config.DefaultPaymentsURL (the simulator of cmd/paysim).
 	BaseURL string
-	// Timeout bounds one charge call. Default 2s.
+	// Timeout bounds one charge call (PAYMENTS_TIMEOUT). Default
+	// config.DefaultPaymentsTimeout.
 	Timeout time.Duration
 	// Transport carries the requests; the server passes the instrumented
 	// transport of internal/telemetry, which makes the client span and
@@ -54,14 +53,14 @@ type HTTPProvider struct {
 // NewHTTPProvider validates cfg and returns the provider.
 func NewHTTPProvider(cfg HTTPConfig) (*HTTPProvider, error) {
 	if cfg.BaseURL == "" {
-		cfg.BaseURL = DefaultPaymentsURL
+		cfg.BaseURL = config.DefaultPaymentsURL
 	}
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("PAYMENTS_URL: %q is not an http(s) URL", cfg.BaseURL)
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Second
+		cfg.Timeout = config.DefaultPaymentsTimeout
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = http.DefaultTransport

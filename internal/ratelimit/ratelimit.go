@@ -18,21 +18,18 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 )
 
-// Defaults of [DefaultConfig] and of the zero durations and sizes of a
-// [Config].
+// Defaults of the zero durations and sizes of a [Config]. The rates and
+// bursts of [DefaultConfig] are config's (DefaultRateQueriesPerSecond, …).
 const (
-	DefaultQueriesPerSecond   = 50
-	DefaultQueriesBurst       = 100
-	DefaultMutationsPerSecond = 5
-	DefaultMutationsBurst     = 20
-	DefaultKeyPrefix          = "bff:rl:"
-	DefaultRedisTimeout       = 50 * time.Millisecond
-	DefaultCooldown           = 2 * time.Second
-	DefaultLocalMaxKeys       = 10000
+	DefaultKeyPrefix    = "bff:rl:"
+	DefaultRedisTimeout = 50 * time.Millisecond
+	DefaultCooldown     = 2 * time.Second
+	DefaultLocalMaxKeys = 10000
 )
 
 // Response headers set by [Limiter.Allow].
@@ -49,17 +46,20 @@ const (
 // defaults.
 type Config struct {
 	// QueriesPerSecond is the sustained rate of queries per user (or per
-	// client address when anonymous). DefaultConfig: 50. 0 turns the query
-	// limit off.
+	// client address when anonymous). DefaultConfig:
+	// config.DefaultRateQueriesPerSecond. 0 turns the query limit off.
 	QueriesPerSecond int
 	// QueriesBurst is how many queries a user may send at once.
-	// DefaultConfig: 100. When <= 0 with a rate set, it is the rate.
+	// DefaultConfig: config.DefaultRateQueriesBurst. When <= 0 with a rate
+	// set, it is the rate.
 	QueriesBurst int
 	// MutationsPerSecond is the sustained rate of mutations per user.
-	// DefaultConfig: 5. 0 turns the mutation limit off.
+	// DefaultConfig: config.DefaultRateMutationsPerSecond. 0 turns the
+	// mutation limit off.
 	MutationsPerSecond int
 	// MutationsBurst is how many mutations a user may send at once.
-	// DefaultConfig: 20. When <= 0 with a rate set, it is the rate.
+	// DefaultConfig: config.DefaultRateMutationsBurst. When <= 0 with a
+	// rate set, it is the rate.
 	MutationsBurst int
 
 	// KeyPrefix starts every Redis key of the limiter ("rate:" comes
@@ -86,14 +86,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns the documented defaults: 50 queries per second
-// with a burst of 100, 5 mutations per second with a burst of 20.
+// DefaultConfig returns the defaults of the RATE_LIMIT_* variables, as
+// config writes them.
 func DefaultConfig() Config {
 	return Config{
-		QueriesPerSecond:   DefaultQueriesPerSecond,
-		QueriesBurst:       DefaultQueriesBurst,
-		MutationsPerSecond: DefaultMutationsPerSecond,
-		MutationsBurst:     DefaultMutationsBurst,
+		QueriesPerSecond:   config.DefaultRateQueriesPerSecond,
+		QueriesBurst:       config.DefaultRateQueriesBurst,
+		MutationsPerSecond: config.DefaultRateMutationsPerSecond,
+		MutationsBurst:     config.DefaultRateMutationsBurst,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/ratelimit"
@@ -203,7 +204,7 @@ func TestMutationBudgetAndUsers(t *testing.T) {
 	assert.True(t, ok, "bob is not limited by alice")
 	ok, rec = call(t, l, alice(), false)
 	assert.True(t, ok, "alice's queries have their own budget")
-	assert.Equal(t, ratelimit.DefaultQueriesBurst, header(t, rec, ratelimit.HeaderLimit))
+	assert.Equal(t, config.DefaultRateQueriesBurst, header(t, rec, ratelimit.HeaderLimit))
 }
 
 func TestLimitOff(t *testing.T) {

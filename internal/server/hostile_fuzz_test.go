@@ -14,7 +14,7 @@ import (
 	"github.com/vektah/gqlparser/v2/lexer"
 	"github.com/vektah/gqlparser/v2/parser"
 
-	"github.com/shop/bff/internal/gqlhttp"
+	"github.com/shop/bff/internal/config"
 )
 
 // fuzzTokens counts the tokens of a document (comments aside), -1 when it
@@ -158,7 +158,7 @@ func FuzzGraphQLHandler(f *testing.F) {
 		}
 		if strings.Contains(body, `"data":{`) || strings.Contains(body, "event: next") || strings.Contains(body, `"payload":{`) {
 			// Admitted: the document fits the budgets.
-			if n := fuzzTokens(doc); n > gqlhttp.DefaultMaxTokens {
+			if n := fuzzTokens(doc); n > config.DefaultQueryMaxTokens {
 				t.Fatalf("admitted a document of %d tokens", n)
 			}
 			parsed, err := parser.ParseQuery(&ast.Source{Input: doc})
@@ -172,7 +172,7 @@ func FuzzGraphQLHandler(f *testing.F) {
 			for _, fr := range parsed.Fragments {
 				written += countSelections(fr.SelectionSet)
 			}
-			if written > gqlhttp.DefaultMaxSelections {
+			if written > config.DefaultQueryMaxSelections {
 				t.Fatalf("admitted %d selections", written)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/telemetry"
@@ -21,19 +22,21 @@ import (
 // Config configures a [Broker]. Zero fields take their defaults.
 type Config struct {
 	// ReplayWindow is how long events can be replayed to a client that
-	// resumes; an older resume point gets `event: reset`. Default 24h.
+	// resumes; an older resume point gets `event: reset`. Default
+	// config.DefaultStreamReplayWindow.
 	ReplayWindow time.Duration
 	// PruneInterval is how often the broker deletes events older than
 	// ReplayWindow (the oldest first, PruneBatch at a time, never past the
-	// last position a broker handed out). Default 1m.
+	// last position a broker handed out). Default
+	// config.DefaultStreamPruneInterval.
 	PruneInterval time.Duration
 	// PruneBatch bounds one delete of the pruner. Default 1000.
 	PruneBatch int
 	// Heartbeat is the interval of the `: ping` comment on an otherwise
-	// idle SSE connection. Default 15s.
+	// idle SSE connection. Default config.DefaultStreamHeartbeat.
 	Heartbeat time.Duration
 	// Retry is the reconnection delay sent as the first bytes of every SSE
-	// stream (`retry: 3000`). Default 3s.
+	// stream (`retry: 3000`). Default config.DefaultStreamRetry.
 	Retry time.Duration
 	// Buffer is the number of events buffered per stream; a stream whose
 	// buffer overflows is disconnected (it resumes with Last-Event-ID).
@@ -77,19 +80,19 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.ReplayWindow <= 0 {
-		c.ReplayWindow = 24 * time.Hour
+		c.ReplayWindow = config.DefaultStreamReplayWindow
 	}
 	if c.PruneInterval <= 0 {
-		c.PruneInterval = time.Minute
+		c.PruneInterval = config.DefaultStreamPruneInterval
 	}
 	if c.PruneBatch <= 0 {
 		c.PruneBatch = 1000
 	}
 	if c.Heartbeat <= 0 {
-		c.Heartbeat = 15 * time.Second
+		c.Heartbeat = config.DefaultStreamHeartbeat
 	}
 	if c.Retry <= 0 {
-		c.Retry = 3 * time.Second
+		c.Retry = config.DefaultStreamRetry
 	}
 	if c.Buffer <= 0 {
 		c.Buffer = 64

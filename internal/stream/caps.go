@@ -11,24 +11,19 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
-)
-
-// Defaults of [CapsConfig].
-const (
-	DefaultMaxOpen        = 16
-	DefaultOpensPerMinute = 60
 )
 
 // CapsConfig configures [Caps].
 type CapsConfig struct {
 	// MaxOpen is how many streams one user may have open on this instance
-	// (STREAM_MAX_OPEN, default 16).
+	// (STREAM_MAX_OPEN, default config.DefaultStreamMaxOpen).
 	MaxOpen int
 	// OpensPerMinute is how many streams one user may open per minute on
-	// this instance (STREAM_OPENS_PER_MINUTE, default 60), with a burst of
-	// as many.
+	// this instance (STREAM_OPENS_PER_MINUTE, default
+	// config.DefaultStreamOpensPerMinute), with a burst of as many.
 	OpensPerMinute int
 	// ClientIP keys anonymous callers (default: the host of RemoteAddr).
 	ClientIP func(*http.Request) string
@@ -50,10 +45,10 @@ type Caps struct {
 // NewCaps returns the caps of cfg.
 func NewCaps(cfg CapsConfig) *Caps {
 	if cfg.MaxOpen <= 0 {
-		cfg.MaxOpen = DefaultMaxOpen
+		cfg.MaxOpen = config.DefaultStreamMaxOpen
 	}
 	if cfg.OpensPerMinute <= 0 {
-		cfg.OpensPerMinute = DefaultOpensPerMinute
+		cfg.OpensPerMinute = config.DefaultStreamOpensPerMinute
 	}
 	if cfg.ClientIP == nil {
 		cfg.ClientIP = func(r *http.Request) string { return r.RemoteAddr }

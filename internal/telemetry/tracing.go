@@ -15,13 +15,12 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shop/bff/internal/config"
 )
 
 // instrumentationName names the tracers of this package.
 const instrumentationName = "github.com/shop/bff/internal/telemetry"
-
-// DefaultServiceName is the service.name of the traces when none is set.
-const DefaultServiceName = "bff"
 
 // Sampler names of OTEL_TRACES_SAMPLER (the OpenTelemetry SDK's standard
 // values). The ratio of the traceidratio samplers is OTEL_TRACES_SAMPLER_ARG.
@@ -52,7 +51,8 @@ const (
 // OTEL_EXPORTER_OTLP_* variables (headers, timeout, compression, TLS
 // files).
 type TracingConfig struct {
-	// ServiceName is the service.name resource attribute. Default "bff".
+	// ServiceName is the service.name resource attribute (OTEL_SERVICE_NAME).
+	// Default config.DefaultOTelServiceName.
 	ServiceName string
 	// ServiceVersion is the service.version resource attribute, if set.
 	ServiceVersion string
@@ -158,7 +158,7 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	}
 	name := cfg.ServiceName
 	if name == "" {
-		name = DefaultServiceName
+		name = config.DefaultOTelServiceName
 	}
 	attrs := []attribute.KeyValue{semconv.ServiceName(name)}
 	if cfg.ServiceVersion != "" {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/shop/bff/graph/model"
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 )
@@ -24,7 +25,8 @@ type AdminConfig struct {
 	// link-local addresses (development).
 	AllowPrivate bool
 	// SecretOverlap is how long the previous secret keeps signing after a
-	// rotation. Default 24h.
+	// rotation (WEBHOOK_SECRET_OVERLAP). Default
+	// config.DefaultWebhookSecretOverlap.
 	SecretOverlap time.Duration
 	// Resolver resolves endpoint hosts at registration. Default
 	// net.DefaultResolver.
@@ -43,7 +45,7 @@ type Admin struct {
 // NewAdmin returns the staff operations over cfg.Store.
 func NewAdmin(cfg AdminConfig) *Admin {
 	if cfg.SecretOverlap <= 0 {
-		cfg.SecretOverlap = 24 * time.Hour
+		cfg.SecretOverlap = config.DefaultWebhookSecretOverlap
 	}
 	return &Admin{cfg: cfg}
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/stream"
@@ -39,25 +40,28 @@ const UserAgent = "shop-bff-webhooks/1"
 type Config struct {
 	// Store holds the endpoints and deliveries. Required.
 	Store *postgres.Store
-	// Workers is the number of concurrent sends of this instance.
-	// Default 8.
+	// Workers is the number of concurrent sends of this instance
+	// (WEBHOOK_WORKERS). Default config.DefaultWebhookWorkers.
 	Workers int
 	// PerEndpoint bounds the concurrent sends to one endpoint from this
-	// instance. Default 4.
+	// instance (WEBHOOK_ENDPOINT_CONCURRENCY). Default
+	// config.DefaultWebhookEndpointConcurrency.
 	PerEndpoint int
 	// Timeout bounds one attempt: connecting, sending and reading the
-	// answer. Default 10s.
+	// answer (WEBHOOK_TIMEOUT). Default config.DefaultWebhookTimeout.
 	Timeout time.Duration
 	// RetryFor is how long a delivery is retried before it is
-	// dead-lettered. Default 24h.
+	// dead-lettered (WEBHOOK_RETRY_FOR). Default config.DefaultWebhookRetryFor.
 	RetryFor time.Duration
 	// InitialBackoff caps the first retry delay; the cap doubles per
 	// attempt up to MaxBackoff and the delay is uniform in [0, cap] (full
-	// jitter). Defaults 5s and 1h.
+	// jitter). Defaults config.DefaultWebhookBackoff and
+	// config.DefaultWebhookBackoffMax (WEBHOOK_BACKOFF, WEBHOOK_BACKOFF_MAX).
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 	// DisableAfter disables an endpoint whose attempts have all failed for
-	// that long. Default 72h.
+	// that long (WEBHOOK_DISABLE_AFTER). Default
+	// config.DefaultWebhookDisableAfter.
 	DisableAfter time.Duration
 	// BreakerFailures consecutive failed attempts open an endpoint's
 	// circuit breaker, which then lets one trial attempt through after
@@ -70,7 +74,8 @@ type Config struct {
 	// attempt itself and time to record its result.
 	Lease time.Duration
 	// PollInterval is the wait between claims when nothing is due (cut
-	// short by [Worker.Wake]). Default 1s.
+	// short by [Worker.Wake]; WEBHOOK_POLL_INTERVAL). Default
+	// config.DefaultWebhookPollInterval.
 	PollInterval time.Duration
 	// AllowPrivate lets deliveries connect to loopback, private and
 	// link-local addresses (development and tests).
@@ -93,25 +98,25 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Workers <= 0 {
-		c.Workers = 8
+		c.Workers = config.DefaultWebhookWorkers
 	}
 	if c.PerEndpoint <= 0 {
-		c.PerEndpoint = 4
+		c.PerEndpoint = config.DefaultWebhookEndpointConcurrency
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
+		c.Timeout = config.DefaultWebhookTimeout
 	}
 	if c.RetryFor <= 0 {
-		c.RetryFor = 24 * time.Hour
+		c.RetryFor = config.DefaultWebhookRetryFor
 	}
 	if c.InitialBackoff <= 0 {
-		c.InitialBackoff = 5 * time.Second
+		c.InitialBackoff = config.DefaultWebhookBackoff
 	}
 	if c.MaxBackoff < c.InitialBackoff {
-		c.MaxBackoff = max(time.Hour, c.InitialBackoff)
+		c.MaxBackoff = max(config.DefaultWebhookBackoffMax, c.InitialBackoff)
 	}
 	if c.DisableAfter <= 0 {
-		c.DisableAfter = 72 * time.Hour
+		c.DisableAfter = config.DefaultWebhookDisableAfter
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 5
@@ -120,7 +125,7 @@ func (c *Config) defaults() {
 		c.BreakerOpenFor = 30 * time.Second
 	}
 	if c.PollInterval <= 0 {
-		c.PollInterval = time.Second
+		c.PollInterval = config.DefaultWebhookPollInterval
 	}
 	if c.Lease <= 0 {
 		c.Lease = 2*c.Timeout + 30*time.Second

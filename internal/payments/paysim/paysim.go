@@ -56,8 +56,8 @@ const (
 )
 
 // DefaultAddr is the listen address of the command: the host and port of
-// [payments.DefaultPaymentsURL], where the BFF looks by default.
-var DefaultAddr = strings.TrimPrefix(payments.DefaultPaymentsURL, "http://")
+// config.DefaultPaymentsURL, where the BFF looks by default.
+var DefaultAddr = strings.TrimPrefix(config.DefaultPaymentsURL, "http://")
 
 // Outcome is what the simulator does with one charge request.
 type Outcome string

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/payments"
 	"github.com/shop/bff/internal/payments/paysim"
 )
@@ -408,8 +409,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		c.Latency != want.Latency || c.DeclineRate != 0 || c.ErrorRate != 0 || c.TimeoutRate != 0 {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
-	if "http://"+c.Addr != payments.DefaultPaymentsURL {
-		t.Errorf("the default address %s is not where the BFF looks (%s)", c.Addr, payments.DefaultPaymentsURL)
+	if "http://"+c.Addr != config.DefaultPaymentsURL {
+		t.Errorf("the default address %s is not where the BFF looks (%s)", c.Addr, config.DefaultPaymentsURL)
 	}
 }
 
