@@ -5,46 +5,37 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/shop/bff/internal/simserver"
 	"github.com/shop/bff/internal/webhooks/hooksim"
 )
 
+// keep is how many received requests the command remembers.
+const keep = 10000
+
 func main() {
-	cfg, err := hooksim.LoadConfig(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hooksim:", err)
-		os.Exit(2)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg.Logger = log
-	cfg.Keep = 10000
-	sim, err := hooksim.New(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hooksim: HOOKSIM_ADDR:", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	log.Info("hooksim listening", "addr", ln.Addr().String(), "latency", cfg.Latency, "failureRate", cfg.FailureRate,
-		"timeoutRate", cfg.TimeoutRate, "verifying", cfg.Secret != "")
-	if err := sim.Serve(ctx, ln); err != nil {
-		log.Error("hooksim stopped", "error", err.Error())
-		os.Exit(1)
-	}
+	var rcv *hooksim.Receiver
+	simserver.Main(simserver.Command{
+		Name:    "hooksim",
+		AddrEnv: "HOOKSIM_ADDR",
+		Start: func(args []string, getenv func(string) string, usage io.Writer, log *slog.Logger) (string, []any, error) {
+			cfg, err := hooksim.LoadConfig(args, getenv, usage)
+			if err != nil {
+				return "", nil, err
+			}
+			cfg.Logger = log
+			cfg.Keep = keep
+			if rcv, err = hooksim.New(cfg); err != nil {
+				return "", nil, err
+			}
+			return cfg.Addr, []any{"latency", cfg.Latency, "failureRate", cfg.FailureRate,
+				"timeoutRate", cfg.TimeoutRate, "verifying", cfg.Secret != ""}, nil
+		},
+		Serve: func(ctx context.Context, ln net.Listener, _ *slog.Logger) error {
+			return rcv.Serve(ctx, ln)
+		},
+	})
 }

@@ -6,51 +6,47 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
-	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/shop/bff/internal/payments/paysim"
+	"github.com/shop/bff/internal/simserver"
 )
 
+// grace is how long a stopping simulator still tries to deliver its
+// pending webhooks.
+const grace = 10 * time.Second
+
 func main() {
-	cfg, err := paysim.LoadConfig(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "paysim:", err)
-		os.Exit(2)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg.Logger = log
-	sim, err := paysim.New(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "paysim: PAYSIM_ADDR:", err)
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	log.Info("paysim listening", "addr", ln.Addr().String(), "webhookUrl", cfg.WebhookURL, "latency", cfg.Latency,
-		"declineRate", cfg.DeclineRate, "errorRate", cfg.ErrorRate, "timeoutRate", cfg.TimeoutRate)
-	err = sim.Serve(ctx, ln, 10*time.Second)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		log.Warn("paysim stopped; webhooks still undelivered after 10s were abandoned", "stats", sim.Stats())
-	case err != nil:
-		log.Error("paysim stopped", "error", err.Error())
-		os.Exit(1)
-	default:
-		log.Info("paysim stopped", "stats", sim.Stats())
-	}
+	var sim *paysim.Server
+	simserver.Main(simserver.Command{
+		Name:    "paysim",
+		AddrEnv: "PAYSIM_ADDR",
+		Start: func(args []string, getenv func(string) string, usage io.Writer, log *slog.Logger) (string, []any, error) {
+			cfg, err := paysim.LoadConfig(args, getenv, usage)
+			if err != nil {
+				return "", nil, err
+			}
+			cfg.Logger = log
+			if sim, err = paysim.New(cfg); err != nil {
+				return "", nil, err
+			}
+			return cfg.Addr, []any{"webhookUrl", cfg.WebhookURL, "latency", cfg.Latency,
+				"declineRate", cfg.DeclineRate, "errorRate", cfg.ErrorRate, "timeoutRate", cfg.TimeoutRate}, nil
+		},
+		Serve: func(ctx context.Context, ln net.Listener, log *slog.Logger) error {
+			err := sim.Serve(ctx, ln, grace)
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				log.Warn("paysim stopped; webhooks still undelivered after 10s were abandoned", "stats", sim.Stats())
+			case err != nil:
+				return err
+			default:
+				log.Info("paysim stopped", "stats", sim.Stats())
+			}
+			return nil
+		},
+	})
 }

@@ -9,20 +9,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/shop/bff/internal/simserver"
 )
 
 // Hang is the status [Config.Respond] returns to leave a request
@@ -242,96 +240,47 @@ func (h *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// setting is one setting of cmd/hooksim: a variable and the flag that
-// overrides it.
-type setting struct {
-	env, flag, def, doc string
-	set                 func(c *Config, v string) error
-}
-
-var settings = []setting{
-	{"HOOKSIM_ADDR", "addr", DefaultAddr, "listen address (host:port)", func(c *Config, v string) error {
-		if _, _, err := net.SplitHostPort(v); err != nil {
-			return fmt.Errorf("%q is not host:port", v)
-		}
-		c.Addr = v
-		return nil
-	}},
-	{"HOOKSIM_LATENCY", "latency", "0s", "wait before every answer (e.g. 50ms)", func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fmt.Errorf("%q is not a duration of zero or more", v)
-		}
-		c.Latency = d
-		return nil
-	}},
-	{"HOOKSIM_FAILURE_RATE", "failure-rate", "0", "share of requests answered 503, 0..1", rate(func(c *Config) *float64 { return &c.FailureRate })},
-	{"HOOKSIM_TIMEOUT_RATE", "timeout-rate", "0", "share of requests never answered, 0..1", rate(func(c *Config) *float64 { return &c.TimeoutRate })},
-	{"HOOKSIM_SECRET", "secret", "", "the endpoint's whsec_ secret: verify every signature (401 when it does not verify); empty: no check (prefer the variable: flags show in ps)", func(c *Config, v string) error {
-		if v != "" {
-			if _, err := standardwebhooks.NewWebhook(v); err != nil {
-				return errors.New("not a whsec_ secret")
-			}
-		}
-		c.Secret = v
-		return nil
-	}},
-}
-
-func rate(dst func(*Config) *float64) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || r < 0 || r > 1 {
-			return fmt.Errorf("%q is not a number in [0, 1]", v)
-		}
-		*dst(c) = r
-		return nil
-	}
+// settings is the table behind [LoadConfig] and `hooksim -h`.
+var settings = simserver.Settings[Config]{
+	Command: "hooksim",
+	About: `hooksim receives the BFF's outbound webhooks: it answers every POST with
+204 (or 503, or never, at the configured rates) after the configured
+latency, verifies signatures when it knows the secret, and lists what it
+received at GET /received. Every setting is read from its environment
+variable; a flag overrides it.
+`,
+	List: []simserver.Setting[Config]{
+		{Env: "HOOKSIM_ADDR", Flag: "addr", Default: DefaultAddr, Doc: "listen address (host:port)",
+			Set: simserver.HostPort(func(c *Config) *string { return &c.Addr })},
+		{Env: "HOOKSIM_LATENCY", Flag: "latency", Default: "0s", Doc: "wait before every answer (e.g. 50ms)",
+			Set: simserver.Duration(func(c *Config) *time.Duration { return &c.Latency }, "50ms")},
+		{Env: "HOOKSIM_FAILURE_RATE", Flag: "failure-rate", Default: "0", Doc: "share of requests answered 503, 0..1",
+			Set: simserver.Rate(func(c *Config) *float64 { return &c.FailureRate })},
+		{Env: "HOOKSIM_TIMEOUT_RATE", Flag: "timeout-rate", Default: "0", Doc: "share of requests never answered, 0..1",
+			Set: simserver.Rate(func(c *Config) *float64 { return &c.TimeoutRate })},
+		{Env: "HOOKSIM_SECRET", Flag: "secret", Default: "",
+			Doc: "the endpoint's whsec_ secret: verify every signature (401 when it does not verify); empty: no check (prefer the variable: flags show in ps)",
+			Set: func(c *Config, v string) error {
+				if v != "" {
+					if _, err := standardwebhooks.NewWebhook(v); err != nil {
+						return errors.New("not a whsec_ secret")
+					}
+				}
+				c.Secret = v
+				return nil
+			}},
+	},
 }
 
 // LoadConfig reads the settings of cmd/hooksim: each from its variable,
 // overridden by its flag. -h prints them and returns flag.ErrHelp.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
-	var c Config
-	fs := flag.NewFlagSet("hooksim", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() { printUsage(usage) }
-	for _, s := range settings {
-		v := getenv(s.env)
-		if v == "" {
-			v = s.def
-		}
-		if err := s.set(&c, v); err != nil {
-			return Config{}, fmt.Errorf("invalid %s: %w", s.env, err)
-		}
-		fs.Func(s.flag, s.doc, func(v string) error { return s.set(&c, v) })
-	}
-	if err := fs.Parse(args); err != nil {
+	c, err := settings.Load(args, getenv, usage)
+	if err != nil {
 		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	if c.FailureRate+c.TimeoutRate > 1 {
 		return Config{}, errors.New("HOOKSIM_FAILURE_RATE + HOOKSIM_TIMEOUT_RATE is more than 1")
 	}
 	return c, nil
-}
-
-func printUsage(w io.Writer) {
-	fmt.Fprint(w, `Usage: hooksim [flags]
-
-hooksim receives the BFF's outbound webhooks: it answers every POST with
-204 (or 503, or never, at the configured rates) after the configured
-latency, verifies signatures when it knows the secret, and lists what it
-received at GET /received. Every setting is read from its environment
-variable; a flag overrides it.
-
-`)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  flag\tvariable\tdefault\tmeaning")
-	for _, s := range settings {
-		fmt.Fprintf(tw, "  -%s\t%s\t%s\t%s\n", s.flag, s.env, s.def, s.doc)
-	}
-	_ = tw.Flush()
 }
