@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/shop/bff/internal/config"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
 )
@@ -236,6 +237,37 @@ func TestRedisClusterShapeAndMasterFailover(t *testing.T) {
 	})
 	write("last")
 	feed.waitVersions(start, version)
+}
+
+// TestRedisClusterClientFollowsFailover: a killed master answers nothing,
+// so no MOVED tells the client that its replica took over; only a reload
+// of the slot map does. With go-redis's default (a reload a minute) every
+// call to the dead master's slots failed for up to a minute after the
+// cluster had failed over (the scale-out test saw 58 s of failed cache
+// invalidations after a 3 s failover). NewRedis's client reloads the map
+// every redisClusterReload, so once the cluster itself says it has failed
+// over, calls with the screen cache's budget reach the new master long
+// before a minute has passed (the wait below gives up after 30 s).
+func TestRedisClusterClientFollowsFailover(t *testing.T) {
+	rc := testenv.StartRedisCluster(t, 3, 1)
+	rdb, err := NewRedis(&config.Config{RedisURL: rc.Addrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	set := func(budget time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		defer cancel()
+		return rdb.Set(ctx, "{cache}:failover", "x", 0).Err()
+	}
+	if err := set(5 * time.Second); err != nil { // loads the slot map
+		t.Fatalf("before the failover: %v", err)
+	}
+	rc.MasterOf("{cache}").Kill()
+	rc.WaitHealthy(60 * time.Second)
+	waitFor(t, "a call with the cache's 50 ms budget to reach the new master", func() bool {
+		return set(50*time.Millisecond) == nil
+	})
 }
 
 func TestPostgresThroughPgBouncerTransactionPooling(t *testing.T) {

@@ -187,13 +187,26 @@ func NewRedis(cfg *config.Config) (redis.UniversalClient, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("invalid REDIS_URL: empty")
 	}
+	o := &redis.UniversalOptions{Addrs: addrs, MasterName: cfg.RedisMasterName,
+		ContextTimeoutEnabled: true, MaxRetries: 1, DialTimeout: time.Second}
+	if cfg.RedisMasterName != "" {
+		return redis.NewFailoverClient(o.Failover()), nil
+	}
 	// A list without a master name is a Redis Cluster, even with one seed
 	// address. Commands go to the masters only (a replica may lag behind
-	// an invalidation); a MOVED after a failover is followed, and the slot
-	// map is reloaded.
-	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, MasterName: cfg.RedisMasterName,
-		IsClusterMode: cfg.RedisMasterName == "", ContextTimeoutEnabled: true, MaxRetries: 1, DialTimeout: time.Second}), nil
+	// an invalidation); a MOVED is followed, and the slot map is reloaded.
+	// A master that died answers no MOVED: only a reload of the map moves
+	// the client to the replica that took over, so it is reloaded every
+	// redisClusterReload rather than go-redis's default minute.
+	co := o.Cluster()
+	co.ClusterStateReloadInterval = redisClusterReload
+	return redis.NewClusterClient(co), nil
 }
+
+// redisClusterReload is how often a Cluster client reloads its slot map
+// (one CLUSTER SLOTS, while commands flow): it bounds how long calls to a
+// dead master's slots go on failing after the cluster has failed over.
+const redisClusterReload = time.Second
 
 // NewLogger returns the JSON logger at level.
 func NewLogger(level string) *slog.Logger {
