@@ -18,12 +18,15 @@ type Counts struct {
 	// Lost: events of a subscriber's customer it never received.
 	Lost int
 	// Multi: idempotency keys with more than one effect (different
-	// successful answers, or more than one order placed).
+	// successful answers, or more than one order placed), and keys
+	// answered CONFLICT although the version they conflicted with was
+	// committed by the key itself (a retry must replay that answer).
 	Multi int
 	// Version: orderScreen timelines whose versions are not 1..n (n the
 	// order's version; a suffix k..n for orders older than the replay
-	// window, whose first events are pruned), and stale-expectedVersion
-	// writes that succeeded.
+	// window, whose first events are pruned), stale-expectedVersion
+	// writes that succeeded, and CONFLICT answers that no other committed
+	// write explains (see conflictWrong).
 	Version int
 	// Dup: events a subscriber received twice.
 	Dup int
@@ -38,8 +41,9 @@ type Counts struct {
 	Internal int
 
 	// Writes, Reads and Events are the successful writes, reads and the
-	// events received that were checked.
-	Writes, Reads, Events int
+	// events received that were checked; Conflicts the CONFLICT answers
+	// that were checked and found right.
+	Writes, Reads, Events, Conflicts int
 
 	// Details describe the violations, one line each.
 	Details []string
@@ -124,6 +128,18 @@ func Check(h *History, truth Truth) Counts {
 		if w.Code == "INTERNAL" {
 			c.Internal++
 			c.detail("internal: %s %s on instance %d", w.Op, w.Key, w.Instance)
+		}
+		if w.Code == "CONFLICT" && w.OrderID != "" {
+			switch own, why := conflictWrong(w, truth); {
+			case why == "":
+				c.Conflicts++
+			case own:
+				c.Multi++
+				c.detail("multi: %s %s of %s answered CONFLICT at expectedVersion %d of order %s: %s", w.Op, w.Key, w.Actor, w.ExpectedVersion, w.OrderID, why)
+			default:
+				c.Version++
+				c.detail("version: %s %s of %s answered CONFLICT at expectedVersion %d of order %s: %s", w.Op, w.Key, w.Actor, w.ExpectedVersion, w.OrderID, why)
+			}
 		}
 		if w.Code != "" || w.Result == nil {
 			continue
@@ -258,6 +274,32 @@ func Check(h *History, truth Truth) Counts {
 		}
 	}
 	return c
+}
+
+// conflictWrong says why a CONFLICT answer to w was wrong ("" when it was
+// right), and whether the fault is the key's own commit not replayed.
+//
+// A CONFLICT is right when the order had left the expected version e
+// before the answer: version e+1 was committed, its event written before
+// the answer arrived, by a write that is not this request. That write may
+// be another client's, a payment result, or this client's own earlier
+// attempt at the same change sent under another key or none (a retry under
+// a new key conflicts with its own first attempt, rightly). It is wrong
+// when e+1 was never committed, or only after the answer, or when it was
+// committed by this very key: a retry with the key of a committed request
+// must get that request's answer replayed, never a CONFLICT.
+func conflictWrong(w Write, truth Truth) (own bool, why string) {
+	e := w.ExpectedVersion
+	m, ok := truth.Commits[w.OrderID][e+1]
+	switch {
+	case !ok:
+		return false, fmt.Sprintf("version %d was never committed", e+1)
+	case w.Key != "" && m.Key == w.Key && m.Actor == w.Actor:
+		return true, fmt.Sprintf("version %d was committed by this key at %s: a retry must replay its answer", e+1, m.At.Format("15:04:05.000"))
+	case !m.At.Before(w.End):
+		return false, fmt.Sprintf("version %d was committed at %s, after the answer at %s", e+1, m.At.Format("15:04:05.000"), w.End.Format("15:04:05.000"))
+	}
+	return false, ""
 }
 
 // around describes the events a subscriber received next to position p.

@@ -39,6 +39,10 @@ func clean() (*History, Truth, time.Time) {
 		OrderCustomer:  map[string]string{"o1": "c1", "o2": "c2"},
 		CustomerEvents: map[string][]int64{"c1": {1, 3}, "c2": {2}},
 		PlacedByKey:    map[string]int{"k2": 0},
+		Commits: map[string]map[int]Commit{
+			"o1": {1: {At: at(-100)}, 2: {Actor: "c1", Key: "k1", At: at(9)}},
+			"o2": {1: {At: at(-100)}},
+		},
 	}
 	return h, truth, t0
 }
@@ -135,6 +139,63 @@ func TestCheckCountsEachViolation(t *testing.T) {
 			if tc.check != nil {
 				tc.check(t, c)
 			}
+		})
+	}
+}
+
+// A CONFLICT is right when another committed write had moved the order off
+// the expected version before the answer, this client's own earlier
+// attempt under another key (or none) included; it is a violation when
+// nothing moved it, when the move came after the answer, or when the move
+// was the key's own commit (a retry must replay it). Each case adds
+// attempts at expectedVersion 2 on order o1 (at version 2 in the clean
+// history) and says who committed its version 3, and when.
+func TestCheckClassifiesConflicts(t *testing.T) {
+	type attempt struct {
+		key, code string
+		end       int // ms
+	}
+	type commit struct {
+		actor, key string
+		at         int // ms; 0: version 3 never committed
+	}
+	const none = "stale=0 lost=0 multi=0 version=0 dup=0 order=0 gap=0 leak=0 internal=0"
+	cases := []struct {
+		name     string
+		attempts []attempt
+		v3       commit
+		want     string
+		right    int
+	}{
+		{"another writer moved the version", []attempt{{"k3", "CONFLICT", 60}}, commit{"c1", "k9", 50}, none, 1},
+		{"an unkeyed writer (a payment result, the stale-read sentinel) moved it", []attempt{{"k3", "CONFLICT", 60}}, commit{"", "", 50}, none, 1},
+		{"the client's own first attempt under another key committed, its answer lost",
+			[]attempt{{"k3", "TRANSPORT", 55}, {"k4", "CONFLICT", 70}}, commit{"c1", "k3", 50}, none, 1},
+		{"the client's own unkeyed first attempt committed, its answer lost",
+			[]attempt{{"", "TRANSPORT", 55}, {"", "CONFLICT", 70}}, commit{"c1", "", 50}, none, 1},
+		{"the same key string of another user is another write", []attempt{{"k3", "CONFLICT", 60}}, commit{"c2", "k3", 50}, none, 1},
+		{"the key's own first attempt committed and its retry got CONFLICT instead of the replay",
+			[]attempt{{"k3", "TRANSPORT", 55}, {"k3", "CONFLICT", 70}}, commit{"c1", "k3", 50},
+			"stale=0 lost=0 multi=1 version=0 dup=0 order=0 gap=0 leak=0 internal=0", 0},
+		{"nothing moved the version", []attempt{{"k3", "CONFLICT", 60}}, commit{},
+			"stale=0 lost=0 multi=0 version=1 dup=0 order=0 gap=0 leak=0 internal=0", 0},
+		{"the move committed only after the answer", []attempt{{"k3", "CONFLICT", 60}}, commit{"c1", "k9", 65},
+			"stale=0 lost=0 multi=0 version=1 dup=0 order=0 gap=0 leak=0 internal=0", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h, truth, t0 := clean()
+			at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+			for _, a := range tc.attempts {
+				h.AddWrite(Write{Actor: "c1", Instance: 0, Key: a.key, Op: "updateShippingAddress", OrderID: "o1", ExpectedVersion: 2,
+					Start: at(a.end - 5), End: at(a.end), Code: a.code})
+			}
+			if tc.v3.at != 0 {
+				truth.Commits["o1"][3] = Commit{Actor: tc.v3.actor, Key: tc.v3.key, At: at(tc.v3.at)}
+			}
+			c := Check(h, truth)
+			assert.Equal(t, tc.want, c.String(), c.Details)
+			assert.Equal(t, tc.right, c.Conflicts)
 		})
 	}
 }

@@ -249,7 +249,11 @@ func (d *database) truth(ctx context.Context) (Truth, error) {
 		}
 		t.CustomerEvents[cust] = append(t.CustomerEvents[cust], pos)
 	}
-	return t, rows.Err()
+	if err := rows.Err(); err != nil {
+		return t, err
+	}
+	t.Commits, err = ReadCommits(ctx, conn, nil)
+	return t, err
 }
 
 // lastPositions returns the newest event position of each customer.

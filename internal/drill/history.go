@@ -24,6 +24,11 @@ type Write struct {
 	// StaleVersion marks a request sent on purpose with an expectedVersion
 	// below a version a response already confirmed: it must not succeed.
 	StaleVersion bool
+	// OrderID and ExpectedVersion are the order a mutation of an existing
+	// order named and the version it expected ("" and 0 for placeOrder):
+	// a CONFLICT answer is checked against them (see Check).
+	OrderID         string
+	ExpectedVersion int
 	// Start is when the request was sent, End when its response was
 	// received (the drill's monotonic clock).
 	Start, End time.Time
@@ -147,4 +152,19 @@ type Truth struct {
 	CustomerEvents map[string][]int64
 	// PlacedByKey counts the orders carrying each placeOrder key.
 	PlacedByKey map[string]int
+	// Commits lists, for each order, who committed each of its versions
+	// (version → Commit).
+	Commits map[string]map[int]Commit
+}
+
+// Commit is one committed version of an order.
+type Commit struct {
+	// Actor and Key are the Idempotency-Key whose stored response answered
+	// this version and the email of the user it belongs to; both "" when
+	// no key's record holds it (an unkeyed mutation, a payment result, a
+	// writer whose response does not name the order).
+	Actor, Key string
+	// At is when its event was written, just before the commit (the
+	// database's clock: the same machine's as the history's).
+	At time.Time
 }

@@ -316,8 +316,8 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 		}
 	}
 	logf("successful mutations: %v (attempts %d, retried after a transient failure %d)", ops, attempts, w.unavail.Load())
-	fmt.Fprintf(out, "checked: writes=%d reads=%d events=%d (reads sent %d, subscribers %d, connections %d)\n",
-		c.Writes, c.Reads, c.Events, readsAll, len(w.h.Subscribers), connects)
+	fmt.Fprintf(out, "checked: writes=%d reads=%d events=%d conflicts=%d (reads sent %d, subscribers %d, connections %d)\n",
+		c.Writes, c.Reads, c.Events, c.Conflicts, readsAll, len(w.h.Subscribers), connects)
 	fmt.Fprintf(out, "stale reads: after a write on the same instance %d, on the other instance %d, after an event %d\n",
 		c.StaleSame, c.StaleOther, c.StaleEvent)
 	if c.Writes == 0 {

@@ -161,6 +161,8 @@ func (w *workload) attempt(u *user, inst *instance, op, query string, vars map[s
 	resp, code := post(ctx, w.c, inst.base, u.token, query, vars, key)
 	end := time.Now()
 	rec := Write{Actor: u.email, Instance: inst.idx, Key: key, Op: op, StaleVersion: stale, Start: start, End: end, Code: code}
+	rec.OrderID, _ = vars["id"].(string)
+	rec.ExpectedVersion, _ = vars["v"].(int)
 	var o order
 	if code == "" {
 		var p struct {
