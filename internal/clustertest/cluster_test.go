@@ -25,6 +25,7 @@ import (
 
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/config"
+	"github.com/shop/bff/internal/drill"
 	"github.com/shop/bff/internal/postgres"
 )
 
@@ -155,6 +156,36 @@ func post(base, tok, query string, vars map[string]any, key string) reply {
 	return r
 }
 
+// recorded is the reply's code as the drill's history records it: "" for
+// a success, the error code, "TRANSPORT" when no complete response came,
+// HTTP_<status> for a response that is not the BFF's JSON.
+func (r reply) recorded() string {
+	switch {
+	case r.err == nil:
+		return ""
+	case r.code != "":
+		return r.code
+	case r.body == nil:
+		return "TRANSPORT"
+	}
+	return fmt.Sprintf("HTTP_%d", r.status)
+}
+
+// currentVersion is the version a CONFLICT answer says the order is at.
+func (r reply) currentVersion() (int, bool) {
+	var parsed struct {
+		Errors []struct {
+			Extensions struct {
+				CurrentVersion *int `json:"currentVersion"`
+			} `json:"extensions"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(r.body, &parsed) != nil || len(parsed.Errors) == 0 || parsed.Errors[0].Extensions.CurrentVersion == nil {
+		return 0, false
+	}
+	return *parsed.Errors[0].Extensions.CurrentVersion, true
+}
+
 func dig(v any, path ...string) any {
 	for _, p := range path {
 		m, ok := v.(map[string]any)
@@ -176,14 +207,20 @@ const (
 // target is an order under load: its customer's token, and the version
 // and last event id read before the streams opened.
 type target struct {
-	id, email, tok, lastEvent string
-	v0                        int
-	version                   atomic.Int64 // last written
+	id, customer, email, tok, lastEvent string
+	v0                                  int
+	version                             atomic.Int64 // last written, or named by a CONFLICT
+	done                                atomic.Int64 // writes finished (answered, or CONFLICT)
+	stopped                             atomic.Bool  // its writer gave up
 }
 
+// targets picks n pending orders of n customers. The stale-read
+// sentinel's reserved customer is left out: every instance writes its
+// order once a minute, so a writer of the test on it would meet commits
+// it did not make (one CONFLICT per probe during the load).
 func (c *cluster) targets(n int) []*target {
-	rows, err := c.db.Query(context.Background(), `SELECT DISTINCT ON (u.id) o.id::text, u.email FROM orders o JOIN users u ON u.id = o.customer_id
-		WHERE o.status = 'PENDING_PAYMENT' AND u.role = 'CUSTOMER' ORDER BY u.id, o.created_at LIMIT $1`, n)
+	rows, err := c.db.Query(context.Background(), `SELECT DISTINCT ON (u.id) o.id::text, u.id::text, u.email FROM orders o JOIN users u ON u.id = o.customer_id
+		WHERE o.status = 'PENDING_PAYMENT' AND u.role = 'CUSTOMER' AND u.email <> $2 ORDER BY u.id, o.created_at LIMIT $1`, n, postgres.SentinelEmail)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -191,7 +228,7 @@ func (c *cluster) targets(n int) []*target {
 	var out []*target
 	for rows.Next() {
 		tg := &target{}
-		if err := rows.Scan(&tg.id, &tg.email); err != nil {
+		if err := rows.Scan(&tg.id, &tg.customer, &tg.email); err != nil {
 			c.t.Fatal(err)
 		}
 		out = append(out, tg)
@@ -216,11 +253,20 @@ func (c *cluster) targets(n int) []*target {
 // last event id it saw, and records every version it received.
 type streamClient struct {
 	tg       *target
-	door     string // "events" or "graphql-sse"
+	door     string        // "events" or "graphql-sse"
+	received chan struct{} // told (without blocking) of every event
 	mu       sync.Mutex
 	versions []int
 	last     string
 	connects int
+}
+
+// has reports whether the client received version want (or needs none).
+func (s *streamClient) has(want int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.versions)
+	return n > 0 && s.versions[n-1] >= want || want == s.tg.v0
 }
 
 func (s *streamClient) run(ctx context.Context, base string) {
@@ -296,16 +342,28 @@ func (s *streamClient) take(data string) {
 	s.versions = append(s.versions, ev.Version)
 	s.last = ev.ID
 	s.mu.Unlock()
+	select {
+	case s.received <- struct{}{}:
+	default:
+	}
 }
 
 // load is the keyed write load: one writer per order, each write retried
 // with its key while the failure is retryable; after each write a read
-// through HAProxy must show it.
+// through HAProxy. Every attempt and read goes into a drill.History, which
+// the fault drill's checker judges (stale reads, keys with two answers,
+// CONFLICTs no other committed write explains); a final error other than
+// CONFLICT, which a client could not retry, fails the run here.
 type load struct {
-	writes, retries, stale, unsafe atomic.Int64
-	mu                             sync.Mutex
-	failures                       []string
+	h                       *drill.History
+	writes, retries, unsafe atomic.Int64
+	conflicts               atomic.Int64
+	progress                chan struct{} // a write finished
+	mu                      sync.Mutex
+	failures                []string
 }
+
+func newLoad() *load { return &load{h: &drill.History{}, progress: make(chan struct{}, 1)} }
 
 func (l *load) fail(format string, args ...any) {
 	l.unsafe.Add(1)
@@ -327,18 +385,69 @@ func backoff(ctx context.Context, r reply) {
 	}
 }
 
+// attempt sends one write and records it.
+func (l *load) attempt(base string, tg *target, v, n int, key string) reply {
+	start := time.Now()
+	r := post(base, tg.tok, writeQuery, map[string]any{"id": tg.id, "v": v, "city": fmt.Sprintf("C%d", n)}, key)
+	w := drill.Write{Actor: tg.email, Key: key, Op: "updateShippingAddress", OrderID: tg.id, ExpectedVersion: v,
+		Start: start, End: time.Now(), Code: r.recorded()}
+	if r.err == nil {
+		nv, ok := dig(r.data, "updateShippingAddress", "order", "version").(float64)
+		if !ok {
+			w.Code = "BAD_RESPONSE"
+		} else {
+			w.Result = &drill.OrderState{ID: tg.id, Version: int(nv)}
+		}
+	}
+	l.h.AddWrite(w)
+	return r
+}
+
+// read reads the order's screen through base and records it.
+func (l *load) read(base string, tg *target) reply {
+	start := time.Now()
+	r := post(base, tg.tok, screenQuery, map[string]any{"id": tg.id}, "")
+	rd := drill.Read{Viewer: tg.customer, Screen: "orderScreen", Start: start, End: time.Now(), Code: r.recorded()}
+	if r.err == nil {
+		id, _ := dig(r.data, "orderScreen", "order", "id").(string)
+		v, _ := dig(r.data, "orderScreen", "order", "version").(float64)
+		rd.Orders = []drill.OrderState{{ID: id, Version: int(v)}}
+	}
+	l.h.AddRead(rd)
+	return r
+}
+
 func (l *load) writer(ctx context.Context, base string, tg *target) {
+	defer func() {
+		tg.stopped.Store(true)
+		l.notify()
+	}()
 	for n := 0; ctx.Err() == nil; n++ {
 		v := int(tg.version.Load())
 		key := fmt.Sprintf("cluster-%s-%d", tg.id, v)
 		var r reply
 		for attempt := 0; ; attempt++ {
-			r = post(base, tg.tok, writeQuery, map[string]any{"id": tg.id, "v": v, "city": fmt.Sprintf("C%d", n)}, key)
+			r = l.attempt(base, tg, v, n, key)
 			if r.err == nil || !r.retry || attempt > 100 {
 				break
 			}
 			l.retries.Add(1)
 			backoff(context.Background(), r)
+		}
+		if r.code == "CONFLICT" {
+			// Another committed write moved the order (whether one did
+			// is the checker's to say): go on from the version the
+			// answer names, as a client does after re-reading.
+			cur, ok := r.currentVersion()
+			if !ok {
+				l.fail("write %s v%d: CONFLICT without currentVersion: %s", tg.id, v, r.body)
+				return
+			}
+			l.conflicts.Add(1)
+			tg.version.Store(int64(cur))
+			tg.done.Add(1)
+			l.notify()
+			continue
 		}
 		if r.err != nil {
 			l.fail("write %s v%d: %v", tg.id, v, r.err)
@@ -352,7 +461,7 @@ func (l *load) writer(ctx context.Context, base string, tg *target) {
 		tg.version.Store(int64(nv))
 		l.writes.Add(1)
 		for attempt := 0; ; attempt++ {
-			r = post(base, tg.tok, screenQuery, map[string]any{"id": tg.id}, "")
+			r = l.read(base, tg)
 			if r.err == nil || !r.retry || attempt > 100 {
 				break
 			}
@@ -361,14 +470,74 @@ func (l *load) writer(ctx context.Context, base string, tg *target) {
 		}
 		if r.err != nil {
 			l.fail("read %s: %v", tg.id, r.err)
-		} else if got := int(dig(r.data, "orderScreen", "order", "version").(float64)); got < nv {
-			l.stale.Add(1)
 		}
+		tg.done.Add(1)
+		l.notify()
 		select {
 		case <-ctx.Done():
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+func (l *load) notify() {
+	select {
+	case l.progress <- struct{}{}:
+	default:
+	}
+}
+
+// await waits until every writer still running has finished n more
+// writes: the load has gone on through the state the cluster is in now.
+// It fails the test when that takes longer than limit.
+func (l *load) await(t *testing.T, tgs []*target, n int64, limit time.Duration, what string) {
+	t.Helper()
+	from := make([]int64, len(tgs))
+	for i, tg := range tgs {
+		from[i] = tg.done.Load()
+	}
+	deadline := time.After(limit)
+	for {
+		behind := 0
+		for i, tg := range tgs {
+			if !tg.stopped.Load() && tg.done.Load() < from[i]+n {
+				behind++
+			}
+		}
+		if behind == 0 {
+			return
+		}
+		select {
+		case <-l.progress:
+		case <-deadline:
+			t.Fatalf("%s: %d writers did not finish %d writes within %s (failures: %v)", what, behind, n, limit, l.failures)
+		}
+	}
+}
+
+// check judges the load's history with the fault drill's checker, against
+// the database: who committed each version of the targets.
+func (l *load) check(t *testing.T, c *cluster, tgs []*target) drill.Counts {
+	t.Helper()
+	truth := drill.Truth{OrderCustomer: map[string]string{}}
+	var ids []string
+	for _, tg := range tgs {
+		truth.OrderCustomer[tg.id] = tg.customer
+		ids = append(ids, tg.id)
+	}
+	var err error
+	if truth.Commits, err = drill.ReadCommits(context.Background(), c.db, ids); err != nil {
+		t.Fatalf("commits: %v", err)
+	}
+	counts := drill.Check(l.h, truth)
+	for i, d := range counts.Details {
+		if i == 10 {
+			t.Logf("... %d more", len(counts.Details)-10)
+			break
+		}
+		t.Log(d)
+	}
+	return counts
 }
 
 func TestReadYourWritesAcrossInstances(t *testing.T) {
@@ -397,7 +566,10 @@ func TestReadYourWritesAcrossInstances(t *testing.T) {
 // clients × 2 doors) and a keyed write load through HAProxy while the
 // three instances restart one at a time, then while the master of the
 // screen cache's slot is killed with SIGKILL; then checks that every
-// client received every event of its order exactly once.
+// client received every event of its order exactly once, and judges the
+// writes and reads with the fault drill's checker. Each phase lasts until
+// every writer has finished writes in it (not for a fixed time), and the
+// failover is over when the cluster itself says so.
 func TestRollingRestartAndRedisFailover(t *testing.T) {
 	c := open(t)
 	tgs := c.targets(50)
@@ -405,34 +577,35 @@ func TestRollingRestartAndRedisFailover(t *testing.T) {
 	defer cancel()
 	var clients []*streamClient
 	var wg sync.WaitGroup
+	received := make(chan struct{}, 1)
 	for _, tg := range tgs {
 		for _, door := range []string{"events", "graphql-sse", "events", "graphql-sse"} {
-			s := &streamClient{tg: tg, door: door}
+			s := &streamClient{tg: tg, door: door, received: received}
 			clients = append(clients, s)
 			wg.Add(1)
 			go func() { defer wg.Done(); s.run(ctx, c.url) }()
 		}
 	}
 	wctx, stopWriters := context.WithCancel(ctx)
-	l := &load{}
+	l := newLoad()
 	var writers sync.WaitGroup
 	for _, tg := range tgs {
 		writers.Add(1)
 		go func() { defer writers.Done(); l.writer(wctx, c.url, tg) }()
 	}
-	pause := func(d time.Duration) { time.Sleep(d) } // load keeps running meanwhile
+	const phase = 2 * time.Minute // a guard: each phase normally takes seconds
 
-	pause(3 * time.Second)
+	l.await(t, tgs, 3, phase, "load before the restarts")
 	for n := 1; n <= 3; n++ {
 		c.script("stop-bff", strconv.Itoa(n))
 		c.script("start-bff", strconv.Itoa(n))
+		l.await(t, tgs, 2, phase, fmt.Sprintf("load after instance %d restarted", n))
 		t.Logf("instance %d restarted; %d writes so far", n, l.writes.Load())
-		pause(2 * time.Second)
 	}
 	restartWrites := l.writes.Load()
 
 	// A Redis master killed with SIGKILL: the one serving the screen
-	// cache's slot.
+	// cache's slot; 20 placeOrders with one key meanwhile.
 	port := c.masterPort("{cache}")
 	pid, err := os.ReadFile(filepath.Join(c.root, "bin/cluster", "redis-"+port+".pid"))
 	if err != nil {
@@ -443,29 +616,37 @@ func TestRollingRestartAndRedisFailover(t *testing.T) {
 		t.Fatalf("kill redis master %s: %v", port, err)
 	}
 	killedAt := time.Now()
-	double := c.doubleEffect(tgs[0])
+	doubles := make(chan int, 1)
+	go func() { doubles <- c.doubleEffect(tgs[0]) }()
 	c.waitClusterOK(port)
-	t.Logf("redis master :%s killed; cluster ok again after %s", port, time.Since(killedAt).Round(100*time.Millisecond))
-	pause(3 * time.Second)
+	failover := time.Since(killedAt)
+	l.await(t, tgs, 1, phase, "load after the failover")
+	recovered := time.Since(killedAt)
+	double := <-doubles
+	placed := time.Since(killedAt)
+	l.await(t, tgs, 3, phase, "load on the new master")
+	t.Logf("redis master :%s killed: the cluster failed over in %s; every writer wrote again %s after the kill; the 20 placeOrders with one key were answered after %s",
+		port, failover.Round(100*time.Millisecond), recovered.Round(100*time.Millisecond), placed.Round(100*time.Millisecond))
 	c.script("start-redis", port) // it rejoins as a replica
 	stopWriters()
 	writers.Wait()
 
 	// Every client: every version after v0 up to the last written, once.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.After(60 * time.Second)
+	for _, s := range clients {
+		want := int(s.tg.version.Load())
+	wait:
+		for !s.has(want) {
+			select {
+			case <-received:
+			case <-deadline:
+				break wait
+			}
+		}
+	}
 	var dups, lost, events, connects int
 	for _, s := range clients {
 		want := int(s.tg.version.Load())
-		for {
-			s.mu.Lock()
-			n := len(s.versions)
-			done := n > 0 && s.versions[n-1] >= want || want == s.tg.v0
-			s.mu.Unlock()
-			if done || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
 		s.mu.Lock()
 		seen := map[int]int{}
 		for _, v := range s.versions {
@@ -486,24 +667,26 @@ func TestRollingRestartAndRedisFailover(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	t.Logf("RESULT clients=%d connects=%d events=%d duplicates=%d lost=%d writes=%d (%d by the end of the rolling restart) retries=%d stale_reads=%d unsafe_failures=%d double_effects=%d",
-		len(clients), connects, events, dups, lost, l.writes.Load(), restartWrites, l.retries.Load(), l.stale.Load(), l.unsafe.Load(), double)
-	if dups != 0 || lost != 0 || l.stale.Load() != 0 || l.unsafe.Load() != 0 || double != 0 {
+	counts := l.check(t, c, tgs)
+	t.Logf("RESULT clients=%d connects=%d events=%d duplicates=%d lost=%d writes=%d (%d by the end of the rolling restart) retries=%d conflicts=%d (explained by another commit: %d) unsafe_failures=%d double_effects=%d checker: %s",
+		len(clients), connects, events, dups, lost, l.writes.Load(), restartWrites, l.retries.Load(), l.conflicts.Load(), counts.Conflicts, l.unsafe.Load(), double, counts)
+	if dups != 0 || lost != 0 || l.unsafe.Load() != 0 || double != 0 || counts.Violations() != 0 {
 		t.Errorf("failures: %v", l.failures)
 	}
-	if l.writes.Load() < 100 || connects <= len(clients) {
-		t.Errorf("too little exercised: %d writes, %d connects for %d clients", l.writes.Load(), connects, len(clients))
+	if l.writes.Load() < 100 || connects <= len(clients) || counts.Reads == 0 {
+		t.Errorf("too little exercised: %d writes, %d reads checked, %d connects for %d clients", l.writes.Load(), counts.Reads, connects, len(clients))
 	}
 }
 
 // doubleEffect sends 20 concurrent placeOrder requests with one key
 // (retrying retryable failures with the same key) and returns how many
-// orders beyond one the key produced.
+// orders beyond one the key produced. It may run beside the test's
+// goroutine: it reports failures with Errorf.
 func (c *cluster) doubleEffect(tg *target) int {
-	c.t.Helper()
 	var pid string
 	if err := c.db.QueryRow(context.Background(), `SELECT id::text FROM products ORDER BY sku LIMIT 1`).Scan(&pid); err != nil {
-		c.t.Fatal(err)
+		c.t.Errorf("product: %v", err)
+		return 0
 	}
 	count := func() int {
 		var n int
@@ -532,7 +715,7 @@ func (c *cluster) doubleEffect(tg *target) int {
 					c.t.Errorf("placeOrder: %v", r.err)
 					return
 				}
-				time.Sleep(200 * time.Millisecond)
+				backoff(context.Background(), r)
 			}
 		}()
 	}
@@ -555,23 +738,16 @@ func (c *cluster) doubleEffect(tg *target) int {
 // masterPort is the port of the Redis master serving key's slot.
 func (c *cluster) masterPort(key string) string {
 	c.t.Helper()
-	p, err := c.findMaster(key, "")
+	p, err := c.masterSeenBy(strings.Fields(c.env["REDIS_PORTS"])[0], key)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return p
 }
 
-// findMaster asks a node other than skip which live master serves key's
-// slot.
-func (c *cluster) findMaster(key, skip string) (string, error) {
-	var ask string
-	for _, p := range strings.Fields(c.env["REDIS_PORTS"]) {
-		if p != skip {
-			ask = p
-			break
-		}
-	}
+// masterSeenBy asks the node on port ask which master, not flagged as
+// failing, serves key's slot.
+func (c *cluster) masterSeenBy(ask, key string) (string, error) {
 	out, err := exec.Command("redis-cli", "-p", ask, "cluster", "keyslot", key).Output()
 	if err != nil {
 		return "", err
@@ -603,28 +779,36 @@ func (c *cluster) findMaster(key, skip string) (string, error) {
 	return "", fmt.Errorf("no live master for slot %d", slot)
 }
 
-// waitClusterOK waits until a surviving node reports cluster_state:ok.
+// waitClusterOK waits until the cluster itself says it has failed over:
+// every surviving node reports cluster_state:ok and names a live master
+// for the screen cache's slot. It asks every 100 ms and fails the test
+// after a minute.
 func (c *cluster) waitClusterOK(dead string) {
 	c.t.Helper()
-	var alive string
-	for _, p := range strings.Fields(c.env["REDIS_PORTS"]) {
-		if p != dead {
-			alive = p
-			break
-		}
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, _ := exec.Command("redis-cli", "-p", alive, "cluster", "info").Output()
-		if bytes.Contains(out, []byte("cluster_state:ok")) {
-			if p, err := c.findMaster("{cache}", dead); err == nil && p != dead {
-				return
+	over := func() bool {
+		for _, p := range strings.Fields(c.env["REDIS_PORTS"]) {
+			if p == dead {
+				continue
+			}
+			out, err := exec.Command("redis-cli", "-p", p, "cluster", "info").Output()
+			if err != nil || !bytes.Contains(out, []byte("cluster_state:ok")) {
+				return false
+			}
+			if m, err := c.masterSeenBy(p, "{cache}"); err != nil || m == dead {
+				return false
 			}
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("redis cluster did not fail over within 60 s")
+		return true
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(time.Minute)
+	for !over() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			c.t.Fatalf("redis cluster did not fail over within a minute")
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
