@@ -340,15 +340,20 @@ type lookup struct {
 	pttl time.Duration // its remaining TTL
 }
 
-// read runs the read script: it reads the generations and, when get is set,
-// the entry under them. With a rider, the script and the rider's commands
+// read runs the read script: it reads the generations and the entry under
+// them (with get unset, only the entry's position: lk.data is then the
+// entry's first 8 bytes). With a rider, the script and the rider's commands
 // go to Redis in one pipeline (one round trip).
 func (c *Cache) read(ctx context.Context, base string, genKeys []string, get bool, rider Rider) (lookup, error) {
 	var lk lookup
 	bump, bumped := c.epochBump()
 	keys := append(slices.Clip(genKeys), base)
+	what := "p"
+	if get {
+		what = "t"
+	}
 	err := c.call(ctx, func(ctx context.Context) error {
-		args := []any{flag(get), flag(bump), token(), c.cfg.GenTTL.Milliseconds()}
+		args := []any{what, flag(bump), token(), c.cfg.GenTTL.Milliseconds()}
 		var cmd *redis.Cmd
 		if rider == nil {
 			cmd = readScript.Run(ctx, c.rdb, keys, args...)

@@ -262,7 +262,131 @@ func TestWatermarksStayBounded(t *testing.T) {
 	for i := range maxWatermarks + 1 {
 		e.cache.Observe(int64(i+1), OrderDep(strconv.Itoa(i)))
 	}
-	require.LessOrEqual(t, len(e.cache.marks.deps), maxWatermarks)
+	require.LessOrEqual(t, len(e.cache.marks.cur.deps), maxWatermarks)
 	loadIs(t, e.cache, k, db, "v1", StatusMiss) // loaded before the floor: refused
 	loadIs(t, e.cache, k, db, "v1", StatusHit)
+}
+
+// An entry whose loader read the event (Reflects) is not refused when
+// this instance's broker hands the event out later: what the entry
+// reflects is read with its value, not taken from how far the broker had
+// got (which refused fresh entries while the broker caught up). An entry
+// built on an inner entry reflects what the inner one does.
+func TestEntryReflectingAnEventSurvivesItsObservation(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	c := e.cache
+	c.Observe(3, OrderDep("o1"))
+	model, response := orderKey("c1"), orderKey("c1")
+	response.Args = "response"
+	db := newOrigin("v2")
+	// The write of event 7 committed; the broker has not handed it out.
+	v, res, err := Load(ctx, c, model, func(ctx context.Context) (string, error) {
+		Reflects(ctx, 7) // the loader read the order's newest event: 7
+		return db.load(ctx)
+	})
+	require.NoError(t, err)
+	require.Equal(t, "v2", v)
+	require.Equal(t, StatusMiss, res.Status)
+	outer := func(ctx context.Context) (string, error) {
+		v, _, err := Load(ctx, c, model, db.load) // a hit on the entry above
+		return v, err
+	}
+	_, res, err = Load(ctx, c, response, outer)
+	require.NoError(t, err)
+	require.Equal(t, StatusMiss, res.Status)
+	plain := orderKey("c2") // a loader that tells nothing: stored as of 3
+	loadIs(t, c, plain, db, "v2", StatusMiss)
+
+	c.Observe(7, OrderDep("o1"))
+	loadIs(t, c, model, db, "v2", StatusHit)
+	_, res, err = Load(ctx, c, response, outer)
+	require.NoError(t, err)
+	require.Equal(t, StatusHit, res.Status, "the response entry reflects 7 through the model entry")
+	loadIs(t, c, plain, db, "v2", StatusMiss) // refused: nothing said it reflects 7
+	loadIs(t, c, plain, db, "v2", StatusHit)  // reloaded after 7 was seen
+}
+
+// An entry built from an inner entry (the rendered response from the
+// screen model) expires no later than the inner one: a screen cached in
+// two layers is served at most TTL·(1+Jitter) after its data was read from
+// the origin, not twice that.
+func TestOuterEntryNeverOutlivesInner(t *testing.T) {
+	rp := testenv.StartRedis(t)
+	rdb := client(t, rp.Addr())
+	inner := newCache(t, rdb, "t:", Config{TTL: 2 * time.Second, Jitter: -1})
+	outer := newCache(t, rdb, "t:", Config{TTL: time.Hour})
+	ctx := context.Background()
+	model, response := orderKey("c1"), orderKey("c1")
+	response.Args = "response"
+	db := newOrigin("v1")
+	loadIs(t, inner, model, db, "v1", StatusMiss)
+
+	_, res, err := Load(ctx, outer, response, func(ctx context.Context) (string, error) {
+		v, _, err := Load(ctx, inner, model, db.load)
+		return v, err
+	})
+	require.NoError(t, err)
+	require.True(t, res.Stored)
+	require.LessOrEqual(t, res.TTL, 2*time.Second, "the response entry outlives the model entry it was built from")
+	keys, err := rdb.Keys(ctx, "t:*:e:orderScreen:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 2)
+	for _, k := range keys {
+		pttl, err := rdb.PTTL(ctx, k).Result()
+		require.NoError(t, err)
+		require.LessOrEqual(t, pttl, 2*time.Second, "entry %s", k)
+	}
+}
+
+// Observations are forgotten once every entry loaded before them has
+// expired (TTL·(1+Jitter) after its load started), not before.
+func TestObservationsAreKeptForAnEntryLifetime(t *testing.T) {
+	e := newEnv(t, Config{TTL: time.Minute})
+	c := e.cache
+	now := time.Unix(1_000_000, 0)
+	c.marks.now = func() time.Time { return now }
+	d := []Dep{OrderDep("o1")}
+	c.Observe(7, d...)
+	require.Equal(t, int64(7), c.newest(d))
+	now = now.Add(c.maxAge() - time.Millisecond)
+	require.Equal(t, int64(7), c.newest(d), "forgotten while an entry loaded before it may live")
+	now = now.Add(time.Millisecond)
+	c.Observe(8, OrderDep("o2"))
+	require.Equal(t, int64(7), c.newest(d), "kept for one period after the rotation")
+	now = now.Add(c.maxAge())
+	require.Equal(t, int64(0), c.newest(d), "kept beyond two periods")
+	require.Equal(t, int64(8), c.seen(), "the head is never forgotten")
+}
+
+// The validator names the entry a read serves: it stays the same when this
+// instance observes an event the entry reflects, and changes when it
+// observes one the entry does not reflect (the entry is refused, so a
+// client's copy of it must not be confirmed).
+func TestValidatorFollowsObservedEvents(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	c := e.cache
+	k := orderKey("c1")
+	c.Observe(3, OrderDep("o1"))
+	load := func(ctx context.Context) (string, error) { Reflects(ctx, 5); return "v5", nil }
+	_, res, err := Load(ctx, c, k, load)
+	require.NoError(t, err)
+	v1, err := c.Validator(ctx, k)
+	require.NoError(t, err)
+	require.Equal(t, res.Validator, v1)
+
+	c.Observe(5, OrderDep("o1"))
+	v, err := c.Validator(ctx, k)
+	require.NoError(t, err)
+	require.Equal(t, v1, v, "an event the entry reflects changed its validator")
+
+	c.Observe(7, OrderDep("o1"))
+	v, err = c.Validator(ctx, k)
+	require.NoError(t, err)
+	require.NotEqual(t, v1, v, "a refused entry's validator is still confirmed")
+	_, res, err = Load(ctx, c, k, func(context.Context) (string, error) { return "v7", nil })
+	require.NoError(t, err)
+	require.Equal(t, StatusMiss, res.Status)
+	require.Equal(t, v, res.Validator, "the validator read before the reload names the reloaded entry")
 }

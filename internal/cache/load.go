@@ -29,6 +29,9 @@ type flight[T any] struct {
 	failed bool          // a Redis call failed
 	ttl    time.Duration // TTL left (hit) or set (stored)
 	gens   string        // the generations the value is found or stored under
+
+	pos     int64     // the position the value reflects (see Reflects)
+	expires time.Time // when the value expires in the cache (zero: never stored)
 }
 
 // Load returns the cached value of key, or calls load and caches its result.
@@ -55,13 +58,18 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	bypass := bypassed(ctx)
 	lk, err := c.read(ctx, base, genKeys, !bypass, nil)
 	if err != nil {
-		v, err := load(ctx)
+		seen := c.seen()
+		lctx, n := withNote(ctx)
+		v, err := load(lctx)
+		pos, expires := n.result(seen)
+		tell(ctx, pos, expires)
 		return Result{Status: StatusError}, v, err
 	}
 	if lk.hit {
 		var v T
-		if c.usable(lk.data, key.Deps, &v) {
-			return Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(base, lk.gens, key.Deps)}, v, nil
+		if pos, ok := c.usable(lk.data, key.Deps, &v); ok {
+			tell(ctx, pos, time.Now().Add(lk.pttl))
+			return Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(base, lk.gens, pos)}, v, nil
 		}
 		// An entry that does not decode, or is older than an event this
 		// instance has seen, is treated as a miss and replaced.
@@ -88,36 +96,53 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 		v, err := load(ctx)
 		return Result{Status: status}, v, err
 	}
+	tell(ctx, f.pos, f.expires)
 	switch {
 	case f.hit:
-		return Result{Status: StatusHit, TTL: f.ttl, Validator: c.validator(base, f.gens, key.Deps)}, f.val, nil
+		return Result{Status: StatusHit, TTL: f.ttl, Validator: c.validator(base, f.gens, f.pos)}, f.val, nil
 	case f.failed:
 		return Result{Status: StatusError}, f.val, nil
 	}
-	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: c.validator(base, f.gens, key.Deps)}, f.val, nil
+	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: c.validator(base, f.gens, f.pos)}, f.val, nil
 }
 
 // fly is the shared part of a miss: re-check (a flight that ended between
 // our read and now may have stored the value), load, store.
+//
+// The entry records the position its value reflects: the newest position
+// observed before the load started (every event up to it had committed),
+// or what the loader told (Reflects, or the entries of an inner Load it
+// was built from) when newer. Its TTL counts from the start of the load
+// and never outlasts an inner entry it was built from, so every entry
+// expires within TTL·(1+Jitter) of the moment its data was read from the
+// origin: a screen cached in two layers (the rendered response over the
+// screen model) is not served twice as long.
 func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, deps []Dep, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
 	var f flight[T]
-	pos := c.seen() // before the load: it reflects every event up to pos
+	started := time.Now()
+	seen := c.seen() // before the load: it reflects every event up to it
 	if recheck {
 		lk, err := c.read(ctx, base, genKeys, true, nil)
-		if err == nil && lk.hit && c.usable(lk.data, deps, &f.val) {
-			f.hit, f.ttl, f.gens = true, lk.pttl, lk.gens
-			return f, nil
+		if err == nil && lk.hit {
+			if pos, ok := c.usable(lk.data, deps, &f.val); ok {
+				f.hit, f.ttl, f.gens, f.pos, f.expires = true, lk.pttl, lk.gens, pos, time.Now().Add(lk.pttl)
+				return f, nil
+			}
 		}
 		if err == nil {
 			gens = lk.gens // newer, and still read before the load starts
 		}
 	}
 	f.gens = gens
-	v, err := load(ctx)
+	lctx, n := withNote(ctx)
+	v, err := load(lctx)
 	if err != nil {
 		return f, err
 	}
 	f.val = v
+	var inner time.Time
+	f.pos, inner = n.result(seen)
+	f.expires = inner
 	data, err := c.cfg.Codec.Marshal(v)
 	if err != nil {
 		return f, nil // not cacheable; serve it anyway
@@ -125,20 +150,28 @@ func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, de
 	if c.cfg.StoreDelay != nil {
 		c.cfg.StoreDelay(ctx)
 	}
-	ttl := c.ttl()
-	if err := c.store(ctx, base, gens, encodeEntry(pos, data), ttl); err != nil {
+	expires := started.Add(c.ttl())
+	if !inner.IsZero() && inner.Before(expires) {
+		expires = inner
+	}
+	ttl := time.Until(expires)
+	if ttl < time.Millisecond {
+		return f, nil // expired already: serve it, do not store it
+	}
+	if err := c.store(ctx, base, gens, encodeEntry(f.pos, data), ttl); err != nil {
 		f.failed = true
 		return f, nil
 	}
-	f.stored, f.ttl = true, ttl
+	f.stored, f.ttl, f.expires = true, ttl, expires
 	return f, nil
 }
 
-// usable decodes an entry into v unless it does not decode or its loader
-// had not seen an event of deps that this instance has seen.
-func (c *Cache) usable(entry []byte, deps []Dep, v any) bool {
+// usable decodes an entry into v and returns the position it reflects,
+// unless it does not decode or its value does not reflect an event of deps
+// that this instance has seen.
+func (c *Cache) usable(entry []byte, deps []Dep, v any) (int64, bool) {
 	pos, data, ok := decodeEntry(entry)
-	return ok && pos >= c.newest(deps) && c.cfg.Codec.Unmarshal(data, v) == nil
+	return pos, ok && pos >= c.newest(deps) && c.cfg.Codec.Unmarshal(data, v) == nil
 }
 
 // detach keeps ctx's values and deadline but not its cancellation, so that
@@ -154,21 +187,36 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 // Validator returns the validator of key's current value (see
 // Result.Validator) in one Redis round trip, without reading the value:
 // equal to the Validator of a Load result exactly when no dependency of
-// key changed since (and the cache epoch did not). It fails with
+// key changed since (and the cache epoch did not), and the entry then
+// served is still the one this instance would serve. It fails with
 // ErrUnavailable when Redis cannot be used.
 func (c *Cache) Validator(ctx context.Context, key Key) (string, error) {
 	base, genKeys := c.keys(key)
-	lk, err := c.read(ctx, base, genKeys, false, nil)
+	return c.currentValidator(ctx, base, genKeys, key.Deps, nil)
+}
+
+// currentValidator reads the generations and the current entry's position
+// (with rider's commands, nil: none, in the same round trip) and returns
+// the validator of what a read would serve now.
+func (c *Cache) currentValidator(ctx context.Context, base string, genKeys []string, deps []Dep, rider Rider) (string, error) {
+	lk, err := c.read(ctx, base, genKeys, false, rider)
 	if err != nil {
 		return "", err
 	}
-	return c.validator(base, lk.gens, key.Deps), nil
+	newest := c.newest(deps)
+	if pos, _, ok := decodeEntry(lk.data); lk.hit && ok && pos >= newest {
+		return c.validator(base, lk.gens, pos), nil
+	}
+	// No entry, or one this instance refuses: the next read loads a value
+	// that reflects at least newest.
+	return c.validator(base, lk.gens, newest), nil
 }
 
-// validator names the value of the entry base under gens, as of the newest
-// event of deps this instance has seen (an entry older than that event is
-// refused, so a client's copy of it must not be confirmed either).
-func (c *Cache) validator(base, gens string, deps []Dep) string {
-	sum := sha256.Sum256([]byte(base + ":" + gens + "@" + strconv.FormatInt(c.newest(deps), 10)))
+// validator names the value of the entry base under gens whose value
+// reflects the events up to pos: an entry refused because this instance
+// saw a newer event is replaced by one that reflects it, so a client's
+// copy of the refused one is not confirmed.
+func (c *Cache) validator(base, gens string, pos int64) string {
+	sum := sha256.Sum256([]byte(base + ":" + gens + "@" + strconv.FormatInt(pos, 10)))
 	return base64.RawURLEncoding.EncodeToString(sum[:18])
 }

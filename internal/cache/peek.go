@@ -46,21 +46,18 @@ func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, re
 	if err != nil || !lk.hit {
 		return nil, Result{}, false, err
 	}
-	if !c.usable(lk.data, p.deps, &v) {
+	pos, ok := c.usable(lk.data, p.deps, &v)
+	if !ok {
 		return nil, Result{}, false, nil // replaced by the next Load
 	}
-	res = Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(p.base, lk.gens, p.deps)}
+	res = Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(p.base, lk.gens, pos)}
 	c.metrics.Observe(p.screen, StatusHit)
 	return v, res, true, nil
 }
 
 // PeekValidator returns the validator of p's current value (see
-// Cache.Validator) in one Redis round trip, without reading the entry,
-// with rider's commands (nil: none) in the same round trip.
+// Cache.Validator) in one Redis round trip, reading only the entry's
+// position, with rider's commands (nil: none) in the same round trip.
 func (c *Cache) PeekValidator(ctx context.Context, p Prepared, rider Rider) (string, error) {
-	lk, err := c.read(ctx, p.base, p.genKeys, false, rider)
-	if err != nil {
-		return "", err
-	}
-	return c.validator(p.base, lk.gens, p.deps), nil
+	return c.currentValidator(ctx, p.base, p.genKeys, p.deps, rider)
 }

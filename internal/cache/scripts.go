@@ -12,13 +12,14 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS: epoch, generation keys..., entry key without generations (the entry
 // key read is KEYS[n]..":"..gens; it shares the hash tag, hence the slot).
-// ARGV[1]: "t" to read the entry, "f" to read the generations only.
+// ARGV[1]: "t" to read the entry, "p" to read only its first 8 bytes (the
+// position its value reflects).
 // ARGV[2]: "t" to replace the epoch first (an invalidation may have been
 // lost).
 // ARGV[3]: a fresh random token, for the epoch or a generation that is
 // missing or replaced.
 // ARGV[4]: TTL of a generation in milliseconds.
-// Reply: {gens} on a miss, {gens, value, pttl} on a hit.
+// Reply: {gens} on a miss, {gens, value (or its position), pttl} on a hit.
 var readScript = redis.NewScript(`
 if ARGV[2] == 't' then redis.call('SET', KEYS[1], ARGV[3]) end
 local n = #KEYS
@@ -34,10 +35,13 @@ for i = 1, n - 1 do
   end
 end
 local g = table.concat(gens, '.')
+local k = KEYS[n] .. ':' .. g
 if ARGV[1] == 't' then
-  local k = KEYS[n] .. ':' .. g
   local v = redis.call('GET', k)
   if v then return {g, v, redis.call('PTTL', k)} end
+else
+  local v = redis.call('GETRANGE', k, 0, 7)
+  if v ~= '' then return {g, v, redis.call('PTTL', k)} end
 end
 return {g}
 `)

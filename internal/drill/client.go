@@ -24,6 +24,7 @@ type gqlResponse struct {
 		Message    string         `json:"message"`
 		Extensions map[string]any `json:"extensions"`
 	} `json:"errors"`
+	Extensions map[string]json.RawMessage `json:"extensions"`
 }
 
 // code is the first error's code, "INTERNAL" for an HTTP 500, "" when

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,8 +79,8 @@ func (in *instance) costOf(f func()) sqlCost {
 // batch in a read-only snapshot (BEGIN, the orders, their lines with
 // products, their customers, the screen's own reads, COMMIT).
 var screenSQL = map[string]sqlCost{
-	"homeScreen":   {Statements: 6, RoundTrips: 1}, // + status counts
-	"ordersScreen": {Statements: 6, RoundTrips: 1}, // + status counts
+	"homeScreen":   {Statements: 7, RoundTrips: 1}, // + status counts, last stream position
+	"ordersScreen": {Statements: 7, RoundTrips: 1}, // + status counts, last stream position
 	"orderScreen":  {Statements: 7, RoundTrips: 1}, // + timeline, last stream position
 }
 
@@ -342,6 +343,99 @@ func TestScreensSurviveARedisPartition(t *testing.T) {
 			t.Fatalf("caching did not resume: %v", r.Extensions)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// An instance cut off from Redis cannot invalidate its write, and another
+// instance that still reaches Redis holds the old screens. Once that other
+// instance's broker hands out the write's event (here from its Postgres
+// catch-up, after the writer marked the event published, so the catch-up
+// does not invalidate it on the writer's behalf), it refuses every cached
+// screen of the order and customer that does not reflect the event,
+// although their generations never changed.
+func TestPartitionedWriterEventRefusesOlderScreens(t *testing.T) {
+	e := newEnv(t)
+	rp := testenv.StartRedis(t)
+	redisA := testenv.StartProxy(t, rp.Addr())
+	u, _ := url.Parse(e.dbURL)
+	pgB := testenv.StartProxy(t, u.Host)
+	cfgA, cfgB := e.config(), e.config()
+	cfgA.RedisURL, cfgB.RedisURL = "redis://"+redisA.Addr()+"/0", "redis://"+rp.Addr()+"/0"
+	u.Host = pgB.Addr()
+	cfgB.DatabaseURL = u.String()
+	a, b := e.start(cfgA, Options{}), e.start(cfgB, Options{})
+	tok := a.token("alice@example.com")
+	id, version := pendingOrder(t, b, tok)
+	versionAt := func(r *gqlResponse, path ...any) int {
+		t.Helper()
+		v, ok := field(r.Data, path...).(float64)
+		if !ok {
+			t.Fatalf("no version at %v: %s", path, r.Raw)
+		}
+		return int(v)
+	}
+	orderVersionIn := func(r *gqlResponse) int {
+		edges, _ := field(r.Data, "ordersScreen", "orders", "edges").([]any)
+		for _, e := range edges {
+			if field(e, "node", "id") == id {
+				return int(field(e, "node", "version").(float64))
+			}
+		}
+		t.Fatalf("order %s not on ordersScreen: %s", id, r.Raw)
+		return 0
+	}
+	readB := func() (order, orders *gqlResponse) {
+		return b.post(tok, orderScreenQuery, map[string]any{"id": id}), b.post(tok, ordersScreenQuery, map[string]any{"first": 50})
+	}
+	readB()
+	o, l := readB()
+	if field(o.Extensions, "cache", "orderScreen", "status") != "hit" || field(l.Extensions, "cache", "ordersScreen", "status") != "hit" {
+		t.Fatalf("B's screens not cached before the partition: %v %v", o.Extensions, l.Extensions)
+	}
+	events := readEvents(openStream(t, b, tok, false, "").Body)
+
+	redisA.Cut()
+	pgB.Cut()
+	m := a.post(tok, updateAddress, map[string]any{"id": id, "v": version, "city": "Partitioned"})
+	if len(m.Errors) > 0 {
+		t.Fatalf("mutation on the partitioned writer: %s", m.Raw)
+	}
+	var pos int64
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// The writer marks the event published once its Redis publish
+		// failed; from then on no catch-up invalidates it.
+		var published bool
+		err := a.db().QueryRow(context.Background(), `SELECT position, published_at IS NOT NULL FROM order_events
+			WHERE order_id = $1 AND version = $2`, id, version+1).Scan(&pos, &published)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if published {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never marked its event published")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	o, _ = readB() // B has not seen the event: the old screens, from Redis
+	if v := versionAt(o, "orderScreen", "order", "version"); v != version {
+		t.Fatalf("B before its broker saw the event: version %d, want the old %d (the test does not exercise the refusal)", v, version)
+	}
+
+	pgB.Restore()
+	for next(t, events, false).id != fmt.Sprint(pos) { // B's broker handed the event out
+	}
+	o, l = readB()
+	if v := versionAt(o, "orderScreen", "order", "version"); v != version+1 {
+		t.Fatalf("orderScreen on B after its broker handed out the event: version %d, want %d (cache %v)", v, version+1, o.Extensions["cache"])
+	}
+	if v := orderVersionIn(l); v != version+1 {
+		t.Fatalf("ordersScreen on B after its broker handed out the event: version %d, want %d (cache %v)", v, version+1, l.Extensions["cache"])
+	}
+	if v := versionAt(a.post(tok, orderScreenQuery, map[string]any{"id": id}), "orderScreen", "order", "version"); v != version+1 {
+		t.Fatalf("the writer served version %d, want %d", v, version+1)
 	}
 }
 

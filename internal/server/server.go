@@ -62,8 +62,9 @@ type Options struct {
 	// WebhookObserve is told about every recorded outbound webhook attempt
 	// (tests wait on it).
 	WebhookObserve func(webhooks.Attempt)
-	// SkipInvalidation leaves the cached screens alone after writes: a
-	// broken cache invariant, for the test that the stale-read sentinel
+	// SkipInvalidation leaves the cached screens alone after writes and
+	// events (no invalidation, no refusal of entries older than an event):
+	// a broken cache invariant, for the test that the stale-read sentinel
 	// notices one. Never set outside tests.
 	SkipInvalidation bool
 }
@@ -272,7 +273,7 @@ func (s *Server) assembleStreams(prefix string) error {
 	s.streamCaps = stream.NewCaps(stream.CapsConfig{MaxOpen: cfg.StreamMaxOpen, OpensPerMinute: cfg.StreamOpensPerMinute,
 		ClientIP: ratelimit.RemoteIP})
 	broker, err := stream.New(s.store, s.rdb, stream.Config{ReplayWindow: cfg.StreamReplayWindow, PruneInterval: cfg.StreamPruneInterval, Heartbeat: cfg.StreamHeartbeat,
-		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Logger: s.log, Caps: s.streamCaps,
+		Retry: cfg.StreamRetry, Channel: prefix + "events", BeforePublish: s.invalidate, Observe: s.observe, Logger: s.log, Caps: s.streamCaps,
 		Tracer: s.tracing.Provider().Tracer("github.com/shop/bff/internal/stream"), Metrics: s.metrics})
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
@@ -523,6 +524,20 @@ func (i idempotencyMetrics) Outcome(o idempotency.Outcome) {
 		i.m.ObserveIdempotency(telemetry.IdempotencyReused)
 	case idempotency.OutcomeNotSaved:
 		i.m.ObserveIdempotency(telemetry.IdempotencyNotStored)
+	}
+}
+
+// observe tells the screen cache of the events this instance's broker
+// hands out: from then on the instance refuses every cached screen of
+// their orders and customers that does not reflect them, even when the
+// writer's invalidation never reached Redis (a writer cut off from Redis
+// while this instance reaches it).
+func (s *Server) observe(events []order.Event) {
+	if s.cache == nil || s.skipInvalidation {
+		return
+	}
+	for i, e := range events {
+		s.cache.Observe(e.Position, shop.InvalidatedBy(events[i:i+1])...)
 	}
 }
 

@@ -60,10 +60,11 @@ func (s *Shop) HomeScreen(ctx context.Context, v *order.User) (*model.HomeScreen
 	return screen(ctx, s.cache, ScreenHome, "", v, scopeDeps(sc),
 		func(ctx context.Context) (*model.HomeScreen, error) {
 			res, err := loaders.Load(ctx, s.store, loaders.Request{
-				Orders: postgres.OrderSet{Scope: sc, First: RecentOrders}, Summary: &sc})
+				Orders: postgres.OrderSet{Scope: sc, First: RecentOrders}, Summary: &sc, LastPosition: &sc})
 			if err != nil {
 				return nil, err
 			}
+			cache.Reflects(ctx, res.LastPosition)
 			sum := res.Summary
 			open := 0
 			for st, n := range sum.Counts {
@@ -95,10 +96,11 @@ func (s *Shop) OrdersScreen(ctx context.Context, v *order.User, status *order.St
 	args := "status=" + string(ptrOr(status)) + "&first=" + strconv.Itoa(n) + "&after=" + ptrStr(after)
 	return screen(ctx, s.cache, ScreenOrders, args, v, scopeDeps(sc),
 		func(ctx context.Context) (*model.OrdersScreen, error) {
-			conn, sum, err := s.countedConnection(ctx, sc, status, n, cur)
+			conn, sum, last, err := s.countedConnection(ctx, sc, status, n, cur, true)
 			if err != nil {
 				return nil, err
 			}
+			cache.Reflects(ctx, last)
 			return &model.OrdersScreen{Orders: conn, StatusCounts: statusCounts(sum.Counts)}, nil
 		})
 }
@@ -128,6 +130,14 @@ func (s *Shop) OrderScreen(ctx context.Context, v *order.User, id string) (*mode
 			for len(events) > 0 && events[len(events)-1].Version > o.Version {
 				events = events[:len(events)-1]
 			}
+			// The screen reflects every event of its scope up to the resume
+			// point (read first) and the order's own events up to its
+			// version (one order's positions follow commit order).
+			reflects := res.LastPosition
+			if len(events) > 0 {
+				reflects = max(reflects, events[len(events)-1].Position)
+			}
+			cache.Reflects(ctx, reflects)
 			tl := make([]*model.OrderEvent, len(events))
 			for i, e := range events {
 				tl[i] = Event(e)
@@ -172,17 +182,21 @@ func (s *Shop) Orders(ctx context.Context, v *order.User, status *order.Status, 
 		return nil, err
 	}
 	sc := postgres.ScopeFor(v)
-	conn, _, err := s.countedConnection(ctx, sc, status, n, cur)
+	conn, _, _, err := s.countedConnection(ctx, sc, status, n, cur, false)
 	return conn, err
 }
 
 // countedConnection is a page of orders with its totalCount, and the
-// status counts of the scope it was taken from: one batch.
-func (s *Shop) countedConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor) (*model.OrderConnection, *postgres.Summary, error) {
-	res, err := loaders.Load(ctx, s.store, loaders.Request{
-		Orders: postgres.OrderSet{Scope: sc, Status: st, First: n, After: cur}, Summary: &sc})
+// status counts of the scope it was taken from, and when asked the scope's
+// newest stream position (read first): one batch.
+func (s *Shop) countedConnection(ctx context.Context, sc postgres.Scope, st *order.Status, n int, cur *postgres.OrderCursor, position bool) (*model.OrderConnection, *postgres.Summary, int64, error) {
+	req := loaders.Request{Orders: postgres.OrderSet{Scope: sc, Status: st, First: n, After: cur}, Summary: &sc}
+	if position {
+		req.LastPosition = &sc
+	}
+	res, err := loaders.Load(ctx, s.store, req)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(res.Orders)), PageInfo: &model.PageInfo{HasNextPage: res.More}}
 	for i, o := range res.Orders {
@@ -196,7 +210,7 @@ func (s *Shop) countedConnection(ctx context.Context, sc postgres.Scope, st *ord
 	} else {
 		conn.TotalCount = total(sum.Counts)
 	}
-	return conn, sum, nil
+	return conn, sum, res.LastPosition, nil
 }
 
 // Products is a page of the catalogue. It needs no sign-in.

@@ -60,6 +60,13 @@ type Config struct {
 	// (the relay, and the sequencer when it fills a gap from Postgres);
 	// events given to Publish must already be invalidated. Optional.
 	BeforePublish func(ctx context.Context, events []order.Event)
+	// Observe, optional, is told of the events the broker hands out, in
+	// position order (a position is handed out once every position before
+	// it is final), each before it reaches a stream of this instance: the
+	// screen cache's Observe, so that an instance that has seen an event
+	// never serves a screen older than it, even when the writer could not
+	// invalidate it. An event may be told more than once.
+	Observe func(events []order.Event)
 	// WriteTimeout bounds every write to an SSE connection (it is set as a
 	// per-write deadline, so it replaces the server's WriteTimeout for
 	// streams). Default 10s. (Not in the original API sketch; added so the
@@ -519,6 +526,13 @@ func (b *Broker) dispatch(items []*item) {
 				dropped = append(dropped, s)
 			}
 		}
+	}
+	if b.cfg.Observe != nil {
+		evs := make([]order.Event, len(items))
+		for i, it := range items {
+			evs[i] = it.ev
+		}
+		b.cfg.Observe(evs)
 	}
 	b.mu.Lock()
 	for _, it := range items {

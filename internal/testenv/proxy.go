@@ -9,13 +9,15 @@ import (
 
 // Proxy is a TCP proxy in front of a service that a test can cut and
 // restore, to simulate a network partition: while cut, every connection
-// is closed at once and new ones are refused; the service itself keeps
-// its data.
+// is closed at once and new ones are refused; while blackholed, every
+// byte is dropped and connections hang (calls time out instead of
+// failing at once). The service itself keeps its data.
 type Proxy struct {
 	target string
 	ln     net.Listener
 	mu     sync.Mutex
 	cut    bool
+	hole   bool
 	conns  map[net.Conn]struct{}
 }
 
@@ -61,6 +63,13 @@ func (p *Proxy) accept() {
 			_ = c.Close()
 			continue
 		}
+		if p.hole {
+			// Held open, its bytes dropped, until Restore closes it.
+			p.conns[c] = struct{}{}
+			p.mu.Unlock()
+			go p.pipe(io.Discard, c)
+			continue
+		}
 		up, err := net.Dial("tcp", p.target)
 		if err != nil {
 			p.mu.Unlock()
@@ -74,14 +83,35 @@ func (p *Proxy) accept() {
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	_ = dst.Close()
-	_ = src.Close()
+// pipe copies src to dst until either ends, dropping what it reads while
+// the proxy is blackholed, then closes both.
+func (p *Proxy) pipe(dst io.Writer, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.holed() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	p.mu.Lock()
-	delete(p.conns, dst)
+	if c, ok := dst.(net.Conn); ok {
+		_ = c.Close()
+		delete(p.conns, c)
+	}
+	_ = src.Close()
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+func (p *Proxy) holed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hole
 }
 
 // Cut closes every connection and refuses new ones until Restore.
@@ -95,9 +125,25 @@ func (p *Proxy) Cut() {
 	p.conns = map[net.Conn]struct{}{}
 }
 
-// Restore accepts connections again.
+// Blackhole drops every byte in both directions from now on, keeps the
+// connections open and accepts new ones without forwarding them, until
+// Restore: a partition that loses packets instead of refusing them.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hole = true
+}
+
+// Restore forwards new connections again. After Blackhole it closes every
+// connection first: their streams lost bytes, and the clients reconnect.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = false
+	if p.hole {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		p.conns = map[net.Conn]struct{}{}
+	}
+	p.cut, p.hole = false, false
 }
