@@ -51,8 +51,8 @@ type Key struct {
 
 // Config configures a Cache. The zero value of each field means its default.
 type Config struct {
-	// TTL is the lifetime of an entry before jitter (CACHE_TTL). Default
-	// config.DefaultCacheTTL.
+	// TTL is the lifetime of an entry before jitter, counted from the start
+	// of its load (CACHE_TTL). Default config.DefaultCacheTTL.
 	TTL time.Duration
 	// Jitter spreads TTLs uniformly over TTL·(1±Jitter). Default 0.10;
 	// a negative value disables jitter; must be below 1.

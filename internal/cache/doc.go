@@ -13,10 +13,26 @@
 // or paused (SIGSTOP) for longer than the per-call timeout. The one case
 // where no cache can promise it is a partition: the writing instance cannot
 // reach Redis (for longer than Config.InvalidateTimeout) while another
-// instance can. Then the other instance serves an entry it already has for
-// at most the entry's remaining TTL (at most TTL·(1+Jitter), 66 s with the
-// defaults), or until the writer reaches Redis again, whichever comes
-// first; the writer itself never serves it.
+// instance can. The writer itself never serves the old entry. Another
+// instance serves it until the first of: its event broker's Postgres
+// catch-up invalidates the event on the writer's behalf (it finds it
+// committed and unpublished: the writer publishes only after its
+// invalidation gave up); its broker hands the event out ([Cache.Observe]:
+// from then on it refuses the entry); the entry expires, at most
+// TTL·(1+Jitter) (66 s with the defaults) after its data was read from the
+// origin, whichever cache layer it is served from.
+//
+// Measured on the served binary (go run ./cmd/drill -partition -ttl 5s
+// -rounds 2, see the README, "Guarantees through faults"): with the writer's
+// connections to Redis refused or blackholed, 0 of 2271 reads on the other
+// instance after the writer's answer were stale (its catch-up invalidated
+// the event 0.55–0.85 s after the mutation was sent; the writer answered
+// after 3.0 s); with the other instance also cut off from Postgres until
+// 1 s after the answer, the longest staleness was 1.93 s (the event
+// observed 0.7–1.0 s after it reached Postgres again), and until the bound
+// had passed, 1.48 s (the entries expired), against a bound of 5.5 s. The
+// code before the broker's observation and the two-layer TTL cap served
+// the old screen for up to 6.87 s in those last two cases.
 //
 // # How
 //
@@ -55,12 +71,24 @@
 // opening counts as a miss too (another instance's invalidation may have
 // failed while Redis was down).
 //
-// Entries carry the newest event position their loader had seen (as
-// told by [Cache.Observe]); an instance refuses, as a miss, an entry of a
-// dependency loaded before an event of it that the instance has observed.
-// Fed with every event an instance's broker hands out, this would bound the
-// partition above by the event's delivery time instead of the TTL; the
-// server does not feed it yet (see the README).
+// Entries carry the stream position their value reflects: what the loader
+// told with [Reflects] (the newest event of the screen's scope, read in
+// the screen's own snapshot), or the entries of an inner Load it was built
+// from, or else the newest position this instance had observed when the
+// load started. An instance refuses, as a miss, an entry of a dependency
+// whose value does not reflect an event of it that the instance has
+// observed ([Cache.Observe], fed by the server with every event its broker
+// hands out, before the event reaches a stream). Since every instance's
+// broker receives every committed event (Redis pub/sub, or the Postgres
+// catch-up), this bounds the partition above by the event's delivery time
+// on that instance instead of the TTL. A position read with the value,
+// rather than taken from how far the broker had got, keeps an entry loaded
+// after the event from being refused while the event is still on its way.
+//
+// An entry's TTL counts from the start of its load and never outlasts an
+// inner entry it was built from (the rendered response over the screen
+// model), so every entry expires within TTL·(1+Jitter) of the moment its
+// data was read, and an observation is kept that long (at most twice).
 //
 // Redis is optional at run time: every Redis call of a read has a short
 // timeout and runs behind a circuit breaker; when Redis fails, values come

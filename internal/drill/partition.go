@@ -29,8 +29,10 @@ type PartitionOptions struct {
 	Out io.Writer
 	// TTL is CACHE_TTL of both instances. Default 5s.
 	TTL time.Duration
-	// Rounds is the number of rounds per way of cutting (connections
-	// refused, then blackholed). Default 2.
+	// Rounds is the number of rounds per way of cutting (A's connections
+	// to Redis refused, blackholed, refused while B is cut off from
+	// Postgres for a second after A's answer, then until the bound has
+	// passed). Default 2.
 	Rounds int
 }
 
@@ -307,6 +309,12 @@ func Partition(ctx context.Context, opt PartitionOptions) (PartitionResult, erro
 			cut:         func() { proxy.Cut(); pgB.Cut() },
 			afterAnswer: func() { sleep(ctx, time.Second); pgB.Restore() },
 			restore:     func() { proxy.Restore(); pgB.Restore() }},
+		// B cannot hear of the event before its entries expire: the TTL
+		// alone bounds what it serves.
+		{name: "refused, and B cut off from Postgres until the bound has passed since A's answer",
+			cut:         func() { proxy.Cut(); pgB.Cut() },
+			afterAnswer: func() { sleep(ctx, opt.TTL+opt.TTL/10); pgB.Restore() },
+			restore:     func() { proxy.Restore(); pgB.Restore() }},
 	} {
 		for range opt.Rounds {
 			r, err := m.round(ctx, a, b, mode, version, opt.TTL)
@@ -421,8 +429,25 @@ func (m *measurer) round(ctx context.Context, a, b *instance, mode partitionMode
 			record(m.read(ctx, a, screen))
 		}
 	}
-	// Read on B until the bound (and a second) has passed since the answer.
+	// Read on B until the bound (and a second) has passed since the answer,
+	// and then until B's last read of each screen shows the new version
+	// (at most three times the bound), so a read over the bound is seen
+	// with its real staleness.
 	sleep(ctx, time.Until(r.Answered.Add(r.Bound()+time.Second)))
+	for limit := r.Answered.Add(3 * r.Bound()); r.After > 0 && time.Now().Before(limit) && ctx.Err() == nil; {
+		mu.Lock()
+		last := map[string]int{}
+		for _, rd := range reads {
+			if rd.Instance == "B" && rd.Code == "" {
+				last[rd.Screen] = rd.Version
+			}
+		}
+		mu.Unlock()
+		if last["orderScreen"] >= r.After && last["ordersScreen"] >= r.After {
+			break
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
 	close(stop)
 	wg.Wait()
 	r.Reads = reads
