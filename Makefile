@@ -107,12 +107,14 @@ drill: services build
 	$(GO) run ./cmd/drill $(if $(filter 1 true yes,$(DRILL_SHORT)),-short,)
 
 ## drill-partition: measure the staleness bound of an instance cut off from Redis while another reaches it (about
-## 40 s): instance A behind a TCP proxy that is cut (refused, then blackholed), a mutation through A, reads on B; fails
-## when a read breaks the bound (CACHE_TTL*1.1 after the answer) or the writer serves an old screen (README, "Guarantees
-## through faults"). PARTITION_TTL sets CACHE_TTL (default 5s)
-PARTITION_TTL ?= 5s
+## 80 s): instance A behind a TCP proxy that is cut (refused, blackholed; B also cut off from Postgres for a while),
+## a mutation through A, reads on B; fails when a read breaks the bound (CACHE_TTL*1.1 after the answer) or the writer
+## serves an old screen (README, "Guarantees through faults"). PARTITION_TTL sets CACHE_TTL (default 5s),
+## PARTITION_ROUNDS the rounds per case (default 2)
+PARTITION_TTL    ?= 5s
+PARTITION_ROUNDS ?= 2
 drill-partition: services build
-	$(GO) run ./cmd/drill -partition -ttl $(PARTITION_TTL)
+	$(GO) run ./cmd/drill -partition -ttl $(PARTITION_TTL) -rounds $(PARTITION_ROUNDS)
 
 ## bench: start a BFF on a fresh database (bff_bench) and its own Redis, run the load tool's scenarios (tools/bffload, a module of its own), write docs/benchmarks.md
 ## (BENCH_SHORT=1: a few seconds per scenario on the existing bff_bench, report in bin/, fails only on errors, stale reads or lost events)
