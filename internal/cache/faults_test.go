@@ -107,14 +107,16 @@ func TestDataLossBetweenReadAndStore(t *testing.T) {
 			rp := testenv.StartRedis(t)
 			reached, release := make(chan struct{}), make(chan struct{})
 			var first atomic.Bool
-			reader := newCache(t, client(t, rp.Addr()), "l:", Config{StoreDelay: func(context.Context) {
+			// Generous timeouts: the subject is the data loss, and a store
+			// that times out on a busy machine would not be a late store.
+			reader := newCache(t, client(t, rp.Addr()), "l:", Config{Timeout: 10 * time.Second, StoreDelay: func(context.Context) {
 				if first.CompareAndSwap(false, true) {
 					close(reached)
 					<-release
 				}
 			}})
 			wrdb := client(t, rp.Addr())
-			writer := newCache(t, wrdb, "l:", Config{})
+			writer := newCache(t, wrdb, "l:", Config{Timeout: 10 * time.Second})
 			ctx := context.Background()
 			k := orderKey("c1")
 			db := newOrigin("v1")
