@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -45,6 +46,36 @@ type env struct {
 	hook     *httptest.Server
 	reg      *prometheus.Registry
 	logger   *slog.Logger
+	jobs     jobLog // what the worker made of its claims
+}
+
+// jobLog records the claims the worker processed (WorkerConfig.Observe).
+type jobLog struct {
+	mu   sync.Mutex
+	seen []payments.JobProcessed
+	// changed is closed, and replaced, on every record.
+	changed chan struct{}
+}
+
+func (l *jobLog) record(p payments.JobProcessed) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = append(l.seen, p)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// results returns the results of the claims of one payment, in order.
+func (l *jobLog) results(orderID string, attempt int) ([]string, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, p := range l.seen {
+		if p.OrderID == orderID && p.Attempt == attempt {
+			out = append(out, p.Result)
+		}
+	}
+	return out, l.changed
 }
 
 type envOptions struct {
@@ -62,7 +93,8 @@ func newEnv(t *testing.T, opt envOptions) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, store: store, db: testenv.DB(t, url), alice: alice, reg: prometheus.NewRegistry(),
-		logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		jobs:   jobLog{changed: make(chan struct{})}}
 	m := payments.NewMetrics()
 	if err := m.Register(e.reg); err != nil {
 		t.Fatal(err)
@@ -108,6 +140,7 @@ func newEnv(t *testing.T, opt envOptions) *env {
 	}
 	wc := opt.worker
 	wc.Jobs, wc.Provider, wc.Store, wc.Metrics, wc.Logger = store, e.provider, results, m, e.logger
+	wc.Observe = e.jobs.record
 	if wc.PollInterval == 0 {
 		wc.PollInterval = 5 * time.Millisecond
 	}
@@ -267,6 +300,26 @@ func (e *env) waitDelivered(n int64) {
 	payments.WaitFor(e.t, fmt.Sprintf("%d webhooks delivered", n), func() bool { return e.sim.Stats().WebhooksDelivered >= n })
 }
 
+// waitJob waits until the worker has processed a claim of the payment
+// (orderID, attempt) with result (recorded and counted by then), and
+// returns the results of all its claims so far, in order.
+func (e *env) waitJob(orderID string, attempt int, result string) []string {
+	e.t.Helper()
+	guard := time.NewTimer(time.Minute) // only against a hang
+	defer guard.Stop()
+	for {
+		got, changed := e.jobs.results(orderID, attempt)
+		if slices.Contains(got, result) {
+			return got
+		}
+		select {
+		case <-changed:
+		case <-guard.C:
+			e.t.Fatalf("the worker never processed a claim of %s/%d with result %q (results %v)", orderID, attempt, result, got)
+		}
+	}
+}
+
 func equalTypes(got []order.EventType, want ...order.EventType) bool {
 	return fmt.Sprint(got) == fmt.Sprint(want)
 }
@@ -315,9 +368,13 @@ func TestChargeRetriedThroughProviderErrorsThenPaid(t *testing.T) {
 	if types := e.timeline(o.ID); !equalTypes(types, order.EventOrderPlaced, order.EventPaymentRequested, order.EventPaymentSucceeded) {
 		t.Errorf("timeline %v", types)
 	}
-	payments.WaitFor(t, "the job to be done", func() bool { return e.job(o.ID, 1).State == "done" })
+	// The worker counts a claim's result after recording it: once it has
+	// reported the done claim, the job is done and the counts are final.
+	if results := e.waitJob(o.ID, 1, "done"); !slices.Equal(results, []string{"retry", "retry", "done"}) {
+		t.Errorf("claims of the job: %v, want retry, retry, done", results)
+	}
 	e.waitDelivered(1)
-	if j := e.job(o.ID, 1); j.Tries != 3 {
+	if j := e.job(o.ID, 1); j.State != "done" || j.Tries != 3 {
 		t.Errorf("job %+v, want done after 3 tries", j)
 	}
 	s := e.sim.Stats()

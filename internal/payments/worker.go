@@ -65,6 +65,22 @@ type WorkerConfig struct {
 	// Tracer makes the span of each job, a child of the request that
 	// queued it (its stored traceparent). Default: no spans.
 	Tracer trace.Tracer
+	// Observe is called after every processed claim, once its outcome is
+	// recorded in Jobs and counted in Metrics (tests wait on it). Optional.
+	Observe func(JobProcessed)
+}
+
+// JobProcessed is what became of one claim of a charge job, as
+// [WorkerConfig.Observe] is told.
+type JobProcessed struct {
+	// OrderID and Attempt name the payment; Try is the claim's try.
+	OrderID      string
+	Attempt, Try int
+	// Result is the result counted in bff_payments_charge_jobs_total
+	// (done, retry, deferred, failed), or "" when none was: the send
+	// failed for good but the payment could not be marked failed, and the
+	// job runs again.
+	Result string
 }
 
 // Worker drains the charge_jobs outbox: it claims due jobs (FOR UPDATE SKIP
@@ -178,11 +194,16 @@ func (w *Worker) RunOnce(ctx context.Context) (worked bool, err error) {
 	if err != nil || j == nil {
 		return false, err
 	}
-	w.process(context.WithoutCancel(ctx), *j)
+	result := w.process(context.WithoutCancel(ctx), *j)
+	if w.cfg.Observe != nil {
+		w.cfg.Observe(JobProcessed{OrderID: j.OrderID, Attempt: j.Attempt, Try: j.Tries, Result: result})
+	}
 	return true, nil
 }
 
-func (w *Worker) process(ctx context.Context, j job) {
+// process sends the charge of claim j and records the outcome; it returns
+// the result it counted ("" for none, see [JobProcessed]).
+func (w *Worker) process(ctx context.Context, j job) string {
 	ctx, span := w.cfg.Tracer.Start(telemetry.ContextWithTraceParent(ctx, j.TraceParent), "payments.charge",
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 			attribute.String("bff.order_id", j.OrderID), attribute.Int("bff.payment_attempt", j.Attempt),
@@ -190,8 +211,7 @@ func (w *Worker) process(ctx context.Context, j job) {
 	defer span.End()
 	log := w.cfg.Logger.With("order_id", j.OrderID, "attempt", j.Attempt, "job_id", j.ID, "try", j.Tries)
 	if j.Tries > w.cfg.MaxAttempts {
-		w.fail(ctx, log, j, FailureUnavailable, "attempts exhausted")
-		return
+		return w.fail(ctx, log, j, FailureUnavailable, "attempts exhausted")
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, w.cfg.Lease/2)
 	res, err := w.cfg.Provider.Charge(sendCtx, ChargeRequest{OrderID: j.OrderID, Attempt: j.Attempt,
@@ -206,8 +226,9 @@ func (w *Worker) process(ctx context.Context, j job) {
 		w.update(ctx, log, j, postgres.ChargeJobOutcome{State: "done"})
 		w.cfg.Metrics.chargeJob("done")
 		log.Info("charge accepted by the provider", "charge_id", res.ChargeID)
+		return "done"
 	case IsPermanent(err):
-		w.fail(ctx, log, j, FailureRejected, err.Error())
+		return w.fail(ctx, log, j, FailureRejected, err.Error())
 	case isBreakerRejection(err):
 		// Nothing was sent: the claim does not count against MaxAttempts,
 		// so jobs wait out an outage instead of failing. They come back
@@ -217,19 +238,22 @@ func (w *Worker) process(ctx context.Context, j job) {
 		w.update(ctx, log, j, retry(d, err.Error(), true))
 		w.cfg.Metrics.chargeJob("deferred")
 		log.Debug("charge not sent: the provider's circuit breaker is open, will retry", "in", d)
+		return "deferred"
 	case j.Tries >= w.cfg.MaxAttempts:
-		w.fail(ctx, log, j, FailureUnavailable, err.Error())
+		return w.fail(ctx, log, j, FailureUnavailable, err.Error())
 	default:
 		d := w.backoff(j.Tries)
 		w.update(ctx, log, j, retry(d, err.Error(), false))
 		w.cfg.Metrics.chargeJob("retry")
 		log.Warn("charge failed, will retry", "error", err.Error(), "in", d)
+		return "retry"
 	}
 }
 
-// fail marks the payment failed, then the job. If the store cannot mark the
-// payment, the job stays pending and runs again later.
-func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason string) {
+// fail marks the payment failed, then the job, and returns "failed". If
+// the store cannot mark the payment, the job stays pending and runs again
+// later, and fail returns "" (nothing counted).
+func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason string) string {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	ev, err := w.cfg.Store.MarkPaymentFailed(sctx, j.OrderID, j.Attempt, code)
 	cancel()
@@ -237,7 +261,7 @@ func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason
 		d := w.backoff(min(j.Tries, w.cfg.MaxAttempts))
 		w.update(ctx, log, j, retry(d, fmt.Sprintf("%s; marking the payment failed: %v", reason, err), false))
 		log.Error("charge failed but the payment could not be marked failed; will retry", "error", err.Error())
-		return
+		return ""
 	}
 	w.update(ctx, log, j, postgres.ChargeJobOutcome{State: "failed", LastError: &reason})
 	w.cfg.Metrics.chargeJob("failed")
@@ -245,6 +269,7 @@ func (w *Worker) fail(ctx context.Context, log *slog.Logger, j job, code, reason
 	if ev != nil && w.cfg.Notifier != nil {
 		w.cfg.Notifier.Committed(ctx, []order.Event{*ev})
 	}
+	return "failed"
 }
 
 // retry is the outcome of a job that runs again after d; unclaim when
