@@ -433,11 +433,15 @@ func TestCORS(t *testing.T) {
 
 func TestTrustedProxies(t *testing.T) {
 	e := newEnv(t)
+	// The limiter's clock stands still: a budget spent stays spent, however
+	// long the requests take, so each 429 below depends only on who was
+	// charged.
+	frozen := time.Now()
 	limited := func(trusted []string) *instance {
 		cfg := e.config()
 		cfg.TrustedProxies = trusted
 		cfg.RateQueriesPerSecond, cfg.RateQueriesBurst = 1, 2
-		return e.start(cfg, Options{})
+		return e.start(cfg, Options{RateLimitClock: func() time.Time { return frozen }})
 	}
 	anon := func(in *instance, headers ...string) int {
 		resp, _ := secRequest(t, nil, "POST", in.URL+"/graphql", `{"query":"{ viewer { id } }"}`,

@@ -67,6 +67,11 @@ type Options struct {
 	// a broken cache invariant, for the test that the stale-read sentinel
 	// notices one. Never set outside tests.
 	SkipInvalidation bool
+	// RateLimitClock, when set, is the rate limiter's clock, and the
+	// limiter then decides locally (per instance): on Redis it would read
+	// Redis's clock, which a test cannot hold still. For tests of who is
+	// charged, whatever time the requests take. Never set outside tests.
+	RateLimitClock func() time.Time
 }
 
 // Server is one BFF instance.
@@ -233,7 +238,7 @@ func (s *Server) assemble(prefix string, opt Options) error {
 	if err := s.assembleWebhooks(opt); err != nil {
 		return err
 	}
-	if err := s.assembleGraphQL(prefix); err != nil {
+	if err := s.assembleGraphQL(prefix, opt); err != nil {
 		return err
 	}
 	webhook, err := s.assemblePayments()
@@ -299,7 +304,7 @@ func (s *Server) assembleShop() {
 
 // assembleGraphQL builds the executor, the rate limiter and the GraphQL
 // over HTTP handler (with the response cache when the cache is on).
-func (s *Server) assembleGraphQL(prefix string) error {
+func (s *Server) assembleGraphQL(prefix string, opt Options) error {
 	cfg := s.cfg
 	execCfg := graph.ExecConfig{MaxComplexity: cfg.QueryMaxComplexity, MaxDepth: cfg.QueryMaxDepth,
 		MaxTokens: cfg.QueryMaxTokens, Introspection: cfg.Introspection, Logger: s.log, QueryCache: gqlhttp.DocumentCache{},
@@ -310,7 +315,11 @@ func (s *Server) assembleGraphQL(prefix string) error {
 	rlCfg.MutationsPerSecond, rlCfg.MutationsBurst = cfg.RateMutationsPerSecond, cfg.RateMutationsBurst
 	rlCfg.KeyPrefix = prefix + "rl:"
 	rlCfg.Logger = s.log
-	limiter := ratelimit.New(s.rdb, rlCfg)
+	shared := s.rdb
+	if opt.RateLimitClock != nil {
+		rlCfg.Now, shared = opt.RateLimitClock, nil
+	}
+	limiter := ratelimit.New(shared, rlCfg)
 	for _, c := range limiter.Collectors() {
 		if err := s.metrics.Register(c); err != nil {
 			return err
