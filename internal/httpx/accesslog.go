@@ -137,6 +137,13 @@ func AccessLog(logger *slog.Logger) Middleware {
 			sw := wrap(w)
 			next.ServeHTTP(sw, r.WithContext(ctx))
 
+			level := slog.LevelInfo
+			if sw.status >= 500 {
+				level = slog.LevelError
+			}
+			if !logger.Enabled(ctx, level) {
+				return // LOG_LEVEL above the line's: nothing to build
+			}
 			f := info.Fields()
 			attrs := make([]slog.Attr, 0, 14)
 			attrs = append(attrs, slog.String("request_id", RequestIDFrom(ctx)))
@@ -158,10 +165,6 @@ func AccessLog(logger *slog.Logger) Middleware {
 			}
 			if len(f.Causes) > 0 {
 				attrs = append(attrs, slog.Any("error", f.Causes))
-			}
-			level := slog.LevelInfo
-			if sw.status >= 500 {
-				level = slog.LevelError
 			}
 			logger.LogAttrs(ctx, level, "request", attrs...)
 		})

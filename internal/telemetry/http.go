@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -78,33 +79,21 @@ func Middleware(opts ...Option) httpx.Middleware {
 				return
 			}
 			ctx := o.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-			attrs := []attribute.KeyValue{
-				semconv.HTTPRequestMethodKey.String(r.Method),
-				semconv.URLPath(r.URL.Path),
-				semconv.URLScheme(scheme(r)),
-				semconv.NetworkProtocolVersion(strconv.Itoa(r.ProtoMajor) + "." + strconv.Itoa(r.ProtoMinor)),
-			}
-			if host, port := splitHostPort(r.Host); host != "" {
-				attrs = append(attrs, semconv.ServerAddress(host))
-				if port > 0 {
-					attrs = append(attrs, semconv.ServerPort(port))
-				}
-			}
-			if host, _ := splitHostPort(r.RemoteAddr); host != "" {
-				attrs = append(attrs, semconv.ClientAddress(host))
-			}
-			if ua := r.UserAgent(); ua != "" {
-				attrs = append(attrs, semconv.UserAgentOriginal(ua))
-			}
-			if id := httpx.RequestIDFrom(ctx); id != "" {
-				attrs = append(attrs, attribute.String("bff.request_id", id))
-			}
-			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(attrs...))
+			// The span is made without attributes: a sampled-out one (every
+			// request by default, without an exporter) carries the trace id
+			// to the logs and outbound calls and nothing else, so what only
+			// a recorded span keeps is computed for a recorded one alone
+			// (the samplers of TracingConfig decide by trace id and
+			// parent, never by attributes).
+			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
 			defer span.End()
-
-			sw := &statusWriter{ResponseWriter: w}
 			r = r.WithContext(ctx)
+			if !span.IsRecording() {
+				next.ServeHTTP(w, r)
+				return
+			}
+			span.SetAttributes(requestAttributes(ctx, r)...)
+			sw := &statusWriter{ResponseWriter: w}
 			next.ServeHTTP(sw, r)
 
 			setRoute(span, r)
@@ -118,6 +107,32 @@ func Middleware(opts ...Option) httpx.Middleware {
 			}
 		})
 	}
+}
+
+// requestAttributes are the attributes of the server span of r.
+func requestAttributes(ctx context.Context, r *http.Request) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(r.Method),
+		semconv.URLPath(r.URL.Path),
+		semconv.URLScheme(scheme(r)),
+		semconv.NetworkProtocolVersion(strconv.Itoa(r.ProtoMajor) + "." + strconv.Itoa(r.ProtoMinor)),
+	}
+	if host, port := splitHostPort(r.Host); host != "" {
+		attrs = append(attrs, semconv.ServerAddress(host))
+		if port > 0 {
+			attrs = append(attrs, semconv.ServerPort(port))
+		}
+	}
+	if host, _ := splitHostPort(r.RemoteAddr); host != "" {
+		attrs = append(attrs, semconv.ClientAddress(host))
+	}
+	if ua := r.UserAgent(); ua != "" {
+		attrs = append(attrs, semconv.UserAgentOriginal(ua))
+	}
+	if id := httpx.RequestIDFrom(ctx); id != "" {
+		attrs = append(attrs, attribute.String("bff.request_id", id))
+	}
+	return attrs
 }
 
 // AnnotateSpan copies what later layers recorded in the request's

@@ -69,8 +69,12 @@ type Metrics struct {
 	cacheRequests        *prometheus.CounterVec
 
 	operations *boundedLabel
-	outcomes   *boundedLabel
-	codes      map[string]bool
+	// series holds each operation label's request counter and duration
+	// histogram (*opSeries), looked up once instead of on every request
+	// (the labels are bounded by operations).
+	series   sync.Map
+	outcomes *boundedLabel
+	codes    map[string]bool
 
 	sse          atomic.Pointer[func() int]
 	outbox       atomic.Pointer[func(context.Context) (OutboxStats, error)]
@@ -273,8 +277,9 @@ func (m *Metrics) ObserveRequest(operation string, codes []string, d time.Durati
 		return
 	}
 	op := m.operationLabel(operation)
-	m.requests.WithLabelValues(op).Inc()
-	m.duration.WithLabelValues(op).Observe(d.Seconds())
+	series := m.seriesOf(op)
+	series.requests.Inc()
+	series.duration.Observe(d.Seconds())
 	for i, c := range codes {
 		if !m.codes[c] {
 			c = LabelOther
@@ -290,6 +295,21 @@ func (m *Metrics) ObserveRequest(operation string, codes []string, d time.Durati
 			m.errors.WithLabelValues(op, c).Inc()
 		}
 	}
+}
+
+// opSeries are the series of one operation label.
+type opSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// seriesOf returns the series of operation label op.
+func (m *Metrics) seriesOf(op string) *opSeries {
+	if s, ok := m.series.Load(op); ok {
+		return s.(*opSeries)
+	}
+	s, _ := m.series.LoadOrStore(op, &opSeries{requests: m.requests.WithLabelValues(op), duration: m.duration.WithLabelValues(op)})
+	return s.(*opSeries)
 }
 
 func (m *Metrics) operationLabel(name string) string {

@@ -260,9 +260,19 @@ func ContextWithTraceParent(ctx context.Context, traceparent string) context.Con
 	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{traceparentHeader: traceparent})
 }
 
-// hasParent reports whether ctx carries a span: the client spans of
-// Postgres and Redis are made only inside a traced unit of work (a
-// request, a job), never as lone root traces of background polling.
+// hasParent reports whether ctx carries a span under which a child span
+// may be recorded: the client spans of Postgres and Redis (and the
+// resolvers' spans) are made only inside a traced unit of work (a
+// request, a job), never as lone root traces of background polling, and
+// never under a local span that was sampled out (a request without a
+// sampled traceparent while no exporter is configured, or one a ratio
+// left out): every sampler of [TracingConfig] leaves its children out too
+// (parent-based ones follow it, a trace-id ratio decides the same trace
+// id the same way, always_on records every local span), so making them
+// would be work for nothing on every request. Under a remote parent (a
+// traceparent continued by [ContextWithTraceParent]) the sampler decides.
 func hasParent(ctx context.Context) bool {
-	return trace.SpanContextFromContext(ctx).IsValid()
+	span := trace.SpanFromContext(ctx)
+	sc := span.SpanContext()
+	return sc.IsValid() && (sc.IsRemote() || span.IsRecording())
 }

@@ -25,6 +25,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
 
 	"github.com/shop/bff/internal/httpx"
 	"github.com/shop/bff/internal/order"
@@ -443,4 +444,57 @@ func TestLogHandlerAddsTheRequestsIDs(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(lines[1], "trace_id"), lines[1])
 	assert.Contains(t, lines[1], `"trace_id":"mine"`)
 	assert.NotContains(t, lines[2], "trace_id")
+}
+
+// startCounter is a tracer provider that counts the spans started through
+// it.
+type startCounter struct {
+	embedded.TracerProvider
+	tp     trace.TracerProvider
+	starts atomic.Int64
+}
+
+func (c *startCounter) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return &startCountingTracer{Tracer: c.tp.Tracer(name, opts...), n: &c.starts}
+}
+
+type startCountingTracer struct {
+	trace.Tracer
+	n *atomic.Int64
+}
+
+func (c *startCountingTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	c.n.Add(1)
+	return c.Tracer.Start(ctx, name, opts...)
+}
+
+// Under a local span that was sampled out no client span is made (its
+// sampler would leave it out too); under a remote parent the sampler
+// decides, whatever the parent's flag.
+func TestClientSpansFollowTheirParent(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	t.Cleanup(func() { _ = sdk.Shutdown(context.Background()) })
+	counter := &startCounter{tp: sdk}
+	rdb, prefix := testenv.Redis(t)
+	telemetry.InstrumentRedis(rdb, telemetry.WithTracerProvider(counter))
+
+	// A sampled-out request span (the default without an exporter).
+	off := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	ctx, span := off.Tracer("test").Start(context.Background(), "request")
+	require.False(t, span.IsRecording())
+	require.NoError(t, rdb.Set(ctx, prefix+"k", "v", 0).Err())
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { p.Get(ctx, prefix+"k"); return nil })
+	require.NoError(t, err)
+	span.End()
+	assert.Zero(t, counter.starts.Load(), "no span under a sampled-out one")
+
+	// A remote parent that is not sampled: always_on records the child.
+	rctx := telemetry.ContextWithTraceParent(context.Background(), "00-"+incomingTraceID+"-"+incomingSpanID+"-00")
+	require.True(t, trace.SpanContextFromContext(rctx).IsRemote())
+	require.NoError(t, rdb.Get(rctx, prefix+"k").Err())
+	assert.EqualValues(t, 1, counter.starts.Load())
+	got := spansNamed(exp, "GET")
+	require.Len(t, got, 1)
+	assert.Equal(t, incomingTraceID, got[0].SpanContext.TraceID().String())
 }
