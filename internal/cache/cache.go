@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -110,6 +111,8 @@ type Cache struct {
 	epochKey string
 	genKey   string // prefix of generation keys
 	entryKey string // prefix of entry keys
+	// genTTLArg is GenTTL in milliseconds as a script argument, boxed once.
+	genTTLArg any
 
 	// missed counts events after which an invalidation may have been lost
 	// (a failed Invalidate, the breaker opening); repaired is the value of
@@ -151,12 +154,13 @@ func New(client redis.UniversalClient, cfg Config, m Metrics) (*Cache, error) {
 		m = nopMetrics{}
 	}
 	c := &Cache{
-		rdb:      client,
-		cfg:      cfg,
-		metrics:  m,
-		epochKey: cfg.Prefix + hashTag + ":epoch",
-		genKey:   cfg.Prefix + hashTag + ":gen:",
-		entryKey: cfg.Prefix + hashTag + ":e:",
+		rdb:       client,
+		cfg:       cfg,
+		metrics:   m,
+		epochKey:  cfg.Prefix + hashTag + ":epoch",
+		genKey:    cfg.Prefix + hashTag + ":gen:",
+		entryKey:  cfg.Prefix + hashTag + ":e:",
+		genTTLArg: cfg.GenTTL.Milliseconds(),
 	}
 	st := cfg.Breaker
 	userChange, userExcluded := st.OnStateChange, st.IsExcluded
@@ -265,13 +269,14 @@ func jitter(ttl time.Duration, j, r float64) time.Duration {
 	return max(d, time.Millisecond)
 }
 
-// keys returns the entry key without generations and the keys of the
-// epoch and of the sorted, deduplicated dependency generations.
-func (c *Cache) keys(k Key) (base string, genKeys []string) {
+// keys returns the entry key without generations, and the keys of the
+// read script: the epoch's, the sorted, deduplicated dependency
+// generations' and last the entry key without generations.
+func (c *Cache) keys(k Key) (base string, readKeys []string) {
 	deps := slices.Clone(k.Deps)
 	slices.Sort(deps)
 	deps = slices.Compact(deps)
-	genKeys = make([]string, 0, len(deps)+1)
+	genKeys := make([]string, 0, len(deps)+2)
 	genKeys = append(genKeys, c.epochKey)
 
 	h := sha256.New()
@@ -289,7 +294,8 @@ func (c *Cache) keys(k Key) (base string, genKeys []string) {
 		genKeys = append(genKeys, c.genKey+string(d))
 	}
 	sum := h.Sum(nil)
-	return c.entryKey + k.Screen + ":" + base64.RawURLEncoding.EncodeToString(sum[:18]), genKeys
+	base = c.entryKey + k.Screen + ":" + base64.RawURLEncoding.EncodeToString(sum[:18])
+	return base, append(genKeys, base)
 }
 
 // call runs fn under the circuit breaker with the per-call timeout. Its
@@ -340,20 +346,20 @@ type lookup struct {
 	pttl time.Duration // its remaining TTL
 }
 
-// read runs the read script: it reads the generations and the entry under
-// them (with get unset, only the entry's position: lk.data is then the
-// entry's first 8 bytes). With a rider, the script and the rider's commands
-// go to Redis in one pipeline (one round trip).
-func (c *Cache) read(ctx context.Context, base string, genKeys []string, get bool, rider Rider) (lookup, error) {
+// read runs the read script on keys (see Cache.keys): it reads the
+// generations and the entry under them (with get unset, only the entry's
+// position: lk.data is then the entry's first 8 bytes). With a rider, the
+// script and the rider's commands go to Redis in one pipeline (one round
+// trip).
+func (c *Cache) read(ctx context.Context, keys []string, get bool, rider Rider) (lookup, error) {
 	var lk lookup
 	bump, bumped := c.epochBump()
-	keys := append(slices.Clip(genKeys), base)
-	what := "p"
+	what := whatPosition
 	if get {
-		what = "t"
+		what = whatEntry
 	}
 	err := c.call(ctx, func(ctx context.Context) error {
-		args := []any{what, flag(bump), token(), c.cfg.GenTTL.Milliseconds()}
+		args := []any{what, flagArg(bump), token(), c.genTTLArg}
 		var cmd *redis.Cmd
 		if rider == nil {
 			cmd = readScript.Run(ctx, c.rdb, keys, args...)
@@ -380,7 +386,9 @@ func (c *Cache) read(ctx context.Context, base string, genKeys []string, get boo
 		if len(res) == 3 {
 			data, _ := res[1].(string)
 			pttl, _ := res[2].(int64)
-			lk.hit, lk.data, lk.pttl = true, []byte(data), time.Duration(pttl)*time.Millisecond
+			// The reply's bytes, not a copy: nothing writes to lk.data (it
+			// is decoded, and a decoded value never shares its memory).
+			lk.hit, lk.data, lk.pttl = true, unsafe.Slice(unsafe.StringData(data), len(data)), time.Duration(pttl)*time.Millisecond
 		}
 		return nil
 	})
@@ -515,6 +523,20 @@ func token() string {
 
 func flag(b bool) string {
 	return strconv.FormatBool(b)[:1] // "t" or "f"
+}
+
+// Script arguments boxed once: flag's values, and what the read script
+// reads of the entry (all of it, or its position).
+var (
+	flagTrue, flagFalse     any = flag(true), flag(false)
+	whatEntry, whatPosition any = "t", "p"
+)
+
+func flagArg(b bool) any {
+	if b {
+		return flagTrue
+	}
+	return flagFalse
 }
 
 // BreakerState is the state of the circuit breaker around Redis (for the

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"sync"
@@ -392,7 +393,32 @@ func TestCacheStatusHeader(t *testing.T) {
 	for _, tc := range cases {
 		assert.Equal(t, tc.want, tc.r.CacheStatusHeader())
 	}
-	assert.Equal(t, map[string]any{"status": "hit", "ttl": int64(42)}, cases[0].r.Extension())
+}
+
+// A report renders its screens as the Cache-Status members in the order
+// served and as the cache extension, the same JSON as encoding/json writes
+// for the map of each response key to its status and ttl.
+func TestReportRender(t *testing.T) {
+	ctx, r := WithReport(context.Background())
+	hdr, ext := r.Render()
+	assert.Empty(t, hdr)
+	assert.Nil(t, ext)
+
+	Record(ctx, "orders", Result{Status: StatusMiss, TTL: time.Minute, Stored: true})
+	Record(ctx, "home", Result{Status: StatusHit, TTL: 42900 * time.Millisecond})
+	Record(ctx, "a<b", Result{Status: StatusBypass, TTL: time.Minute, Stored: true})
+	Record(ctx, "none", Result{}) // served without the cache: not reported
+	Record(ctx, "home", Result{Status: StatusHit, TTL: 41 * time.Second})
+	hdr, ext = r.Render()
+	assert.Equal(t, "bff; fwd=miss; stored, bff; hit; ttl=41, bff; fwd=request; stored", hdr)
+	want, err := json.Marshal(map[string]any{
+		"orders": map[string]any{"status": "miss", "ttl": 60},
+		"home":   map[string]any{"status": "hit", "ttl": 41},
+		"a<b":    map[string]any{"status": "bypass", "ttl": 60},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, string(want), string(ext))
+	assert.Equal(t, "miss,hit,bypass", r.Summary())
 }
 
 func TestBypassRequested(t *testing.T) {

@@ -54,9 +54,9 @@ func Load[T any](ctx context.Context, c *Cache, key Key, load func(context.Conte
 }
 
 func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (Result, T, error) {
-	base, genKeys := c.keys(key)
+	base, keys := c.keys(key)
 	bypass := bypassed(ctx)
-	lk, err := c.read(ctx, base, genKeys, !bypass, nil)
+	lk, err := c.read(ctx, keys, !bypass, nil)
 	if err != nil {
 		seen := c.seen()
 		lctx, n := withNote(ctx)
@@ -85,7 +85,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	out, err, _ := c.flights.Do(group+base+":"+lk.gens, func() (any, error) {
 		fctx, cancel := detach(ctx)
 		defer cancel()
-		return fly(fctx, c, base, genKeys, key.Deps, lk.gens, !bypass, load)
+		return fly(fctx, c, base, keys, key.Deps, lk.gens, !bypass, load)
 	})
 	if err != nil {
 		var zero T
@@ -117,12 +117,12 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 // expires within TTL·(1+Jitter) of the moment its data was read from the
 // origin: a screen cached in two layers (the rendered response over the
 // screen model) is not served twice as long.
-func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, deps []Dep, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
+func fly[T any](ctx context.Context, c *Cache, base string, keys []string, deps []Dep, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
 	var f flight[T]
 	started := time.Now()
 	seen := c.seen() // before the load: it reflects every event up to it
 	if recheck {
-		lk, err := c.read(ctx, base, genKeys, true, nil)
+		lk, err := c.read(ctx, keys, true, nil)
 		if err == nil && lk.hit {
 			if pos, ok := c.usable(lk.data, deps, &f.val); ok {
 				f.hit, f.ttl, f.gens, f.pos, f.expires = true, lk.pttl, lk.gens, pos, time.Now().Add(lk.pttl)
@@ -191,15 +191,15 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 // served is still the one this instance would serve. It fails with
 // ErrUnavailable when Redis cannot be used.
 func (c *Cache) Validator(ctx context.Context, key Key) (string, error) {
-	base, genKeys := c.keys(key)
-	return c.currentValidator(ctx, base, genKeys, key.Deps, nil)
+	base, keys := c.keys(key)
+	return c.currentValidator(ctx, base, keys, key.Deps, nil)
 }
 
 // currentValidator reads the generations and the current entry's position
 // (with rider's commands, nil: none, in the same round trip) and returns
 // the validator of what a read would serve now.
-func (c *Cache) currentValidator(ctx context.Context, base string, genKeys []string, deps []Dep, rider Rider) (string, error) {
-	lk, err := c.read(ctx, base, genKeys, false, rider)
+func (c *Cache) currentValidator(ctx context.Context, base string, keys []string, deps []Dep, rider Rider) (string, error) {
+	lk, err := c.read(ctx, keys, false, rider)
 	if err != nil {
 		return "", err
 	}

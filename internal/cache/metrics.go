@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,6 +20,15 @@ func (nopMetrics) Observe(string, Status) {}
 // PrometheusMetrics counts Loads in bff_cache_requests_total{screen,status}.
 type PrometheusMetrics struct {
 	requests *prometheus.CounterVec
+	// counters holds the counter of each screen and status
+	// (seriesKey → prometheus.Counter), looked up once: screens are the
+	// shop's few screen queries, statuses four.
+	counters sync.Map
+}
+
+type seriesKey struct {
+	screen string
+	status Status
 }
 
 // NewPrometheusMetrics registers the counter with reg (reusing it when it is
@@ -45,5 +55,10 @@ func NewPrometheusMetrics(reg prometheus.Registerer) *PrometheusMetrics {
 
 // Observe increments the counter of screen and s.
 func (p *PrometheusMetrics) Observe(screen string, s Status) {
-	p.requests.WithLabelValues(screen, string(s)).Inc()
+	k := seriesKey{screen, s}
+	c, ok := p.counters.Load(k)
+	if !ok {
+		c, _ = p.counters.LoadOrStore(k, p.requests.WithLabelValues(screen, string(s)))
+	}
+	c.(prometheus.Counter).Inc()
 }

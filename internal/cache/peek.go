@@ -9,16 +9,16 @@ import (
 // Prepared is a Key with its Redis keys computed once, for a caller that
 // reads the same key many times (the response cache's fast path).
 type Prepared struct {
-	screen  string
-	base    string
-	genKeys []string
-	deps    []Dep
+	screen string
+	base   string
+	keys   []string // of the read script (Cache.keys)
+	deps   []Dep
 }
 
 // Prepare computes the Redis keys of k.
 func (c *Cache) Prepare(k Key) Prepared {
-	base, genKeys := c.keys(k)
-	return Prepared{screen: k.Screen, base: base, genKeys: genKeys, deps: k.Deps}
+	base, keys := c.keys(k)
+	return Prepared{screen: k.Screen, base: base, keys: keys, deps: k.Deps}
 }
 
 // Rider is Redis work of another component that rides in the round trip
@@ -42,7 +42,7 @@ func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, re
 	if bypassed(ctx) {
 		return nil, Result{}, false, nil
 	}
-	lk, err := c.read(ctx, p.base, p.genKeys, true, rider)
+	lk, err := c.read(ctx, p.keys, true, rider)
 	if err != nil || !lk.hit {
 		return nil, Result{}, false, err
 	}
@@ -59,5 +59,5 @@ func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, re
 // Cache.Validator) in one Redis round trip, reading only the entry's
 // position, with rider's commands (nil: none) in the same round trip.
 func (c *Cache) PeekValidator(ctx context.Context, p Prepared, rider Rider) (string, error) {
-	return c.currentValidator(ctx, p.base, p.genKeys, p.deps, rider)
+	return c.currentValidator(ctx, p.base, p.keys, p.deps, rider)
 }

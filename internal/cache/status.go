@@ -69,12 +69,6 @@ func (r Result) TTLSeconds() int64 {
 	return int64(r.TTL / time.Second)
 }
 
-// Extension is the value for the screen's entry in the response's
-// extensions.cache object: {"status": "hit", "ttl": 42}.
-func (r Result) Extension() map[string]any {
-	return map[string]any{"status": string(r.Status), "ttl": r.TTLSeconds()}
-}
-
 // BypassRequested reports whether request headers h ask for a fresh value:
 // a Cache-Control no-cache directive (or, without Cache-Control, the legacy
 // Pragma: no-cache). Pass the result to WithBypass.

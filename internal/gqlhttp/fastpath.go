@@ -176,17 +176,16 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	if !settle() {
 		return true, r, ""
 	}
-	ctx = context.WithValue(ctx, chargedKey{}, true)
-	r = r.WithContext(ctx)
 	if !hit {
-		return false, r, key
+		// the whole path goes on, already charged
+		return false, r.WithContext(context.WithValue(ctx, chargedKey{}, true)), key
 	}
 	if info := httpx.Info(ctx); info != nil && e.op != "" {
 		info.SetOperation(e.op)
 	}
 	screenHeaders(w.Header(), ETag(res.Validator))
-	ctx, report := cache.WithReport(ctx)
-	cache.Record(ctx, e.alias, res)
+	report := cache.NewReport()
+	report.Add(e.alias, res)
 	h.write(w, r, ct, http.StatusOK, &graphql.Response{Data: data}, report)
 	f.hits.Add(1)
 	return true, r, ""

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -325,11 +326,16 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, statu
 			}
 		}
 	}
-	b, status := encode(ct, status, resp)
+	buf := bodies.Get().(*[]byte)
+	b, status := encodeTo((*buf)[:0], ct, status, resp)
 	recordCodes(r.Context(), b)
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+	if cap(b) <= maxPooledBody {
+		*buf = b
+		bodies.Put(buf)
+	}
 }
 
 // requestError is the body of a request that failed before execution
@@ -340,46 +346,67 @@ type requestError struct {
 	Extensions map[string]any `json:"extensions,omitempty"`
 }
 
+// encode returns the body of resp (a slice of its own) and its status.
 func encode(ct string, status int, resp *graphql.Response) ([]byte, int) {
+	return encodeTo(make([]byte, 0, len(resp.Data)+256), ct, status, resp)
+}
+
+// encodeTo appends the body of resp to dst and returns it with the
+// response's status.
+func encodeTo(dst []byte, ct string, status int, resp *graphql.Response) ([]byte, int) {
 	if resp.Data == nil && len(resp.Errors) > 0 {
 		b, err := json.Marshal(requestError{Errors: resp.Errors, Extensions: resp.Extensions})
 		if err != nil {
-			return internalBody, http.StatusInternalServerError
+			return append(dst, internalBody...), http.StatusInternalServerError
 		}
-		return b, status
+		return append(dst, b...), status
 	}
 	// The data is JSON that gqlgen already wrote (or the response cache
 	// stored), with room for the envelope and a cache extension. Copying
 	// it into the envelope as it is saves encoding/json validating and
 	// compacting it again (a measurable share of a cached screen read).
-	buf := bytes.NewBuffer(make([]byte, 0, len(resp.Data)+256))
-	buf.WriteByte('{')
+	start := len(dst)
+	dst = append(dst, '{')
 	if len(resp.Errors) > 0 {
 		b, err := json.Marshal(resp.Errors)
 		if err != nil {
-			return internalBody, http.StatusInternalServerError
+			return append(dst[:start], internalBody...), http.StatusInternalServerError
 		}
-		buf.WriteString(`"errors":`)
-		buf.Write(b)
-		buf.WriteByte(',')
+		dst = append(dst, `"errors":`...)
+		dst = append(dst, b...)
+		dst = append(dst, ',')
 	}
-	buf.WriteString(`"data":`)
+	dst = append(dst, `"data":`...)
 	if resp.Data == nil {
-		buf.WriteString("null")
+		dst = append(dst, "null"...)
 	} else {
-		buf.Write(resp.Data)
+		dst = append(dst, resp.Data...)
 	}
 	if len(resp.Extensions) > 0 {
-		b, err := json.Marshal(resp.Extensions)
-		if err != nil {
-			return internalBody, http.StatusInternalServerError
+		dst = append(dst, `,"extensions":`...)
+		if raw, ok := resp.Extensions["cache"].(json.RawMessage); ok && len(resp.Extensions) == 1 {
+			// the cache report alone (a screen's usual extensions), JSON
+			// already: as encoding/json writes it, without its reflection
+			dst = append(dst, `{"cache":`...)
+			dst = append(dst, raw...)
+			dst = append(dst, '}')
+		} else {
+			b, err := json.Marshal(resp.Extensions)
+			if err != nil {
+				return append(dst[:start], internalBody...), http.StatusInternalServerError
+			}
+			dst = append(dst, b...)
 		}
-		buf.WriteString(`,"extensions":`)
-		buf.Write(b)
 	}
-	buf.WriteByte('}')
-	return buf.Bytes(), status
+	return append(dst, '}'), status
 }
+
+// bodies are the buffers responses are encoded into by write (a
+// ResponseWriter does not keep what it is given); a buffer that grew past
+// maxPooledBody is left to the collector.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBody = 64 << 10
 
 var internalBody = []byte(`{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL","retryable":false}}]}`)
 
