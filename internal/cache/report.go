@@ -65,12 +65,9 @@ func (r *Report) Render() (string, json.RawMessage) {
 	if len(r.keys) == 0 {
 		return "", nil
 	}
-	var hdr strings.Builder
+	members := make([]string, len(r.results))
 	for i, res := range r.results {
-		if i > 0 {
-			hdr.WriteString(", ")
-		}
-		hdr.WriteString(res.CacheStatusHeader())
+		members[i] = res.CacheStatusHeader()
 	}
 	order := make([]int, len(r.keys))
 	for i := range order {
@@ -90,7 +87,7 @@ func (r *Report) Render() (string, json.RawMessage) {
 		ext = strconv.AppendInt(ext, r.results[i].TTLSeconds(), 10)
 		ext = append(ext, '}')
 	}
-	return hdr.String(), append(ext, '}')
+	return strings.Join(members, ", "), append(ext, '}')
 }
 
 // appendJSONString appends s as a JSON string: as it is between quotes when

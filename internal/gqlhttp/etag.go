@@ -36,6 +36,10 @@ const (
 
 var ccProducts = "public, max-age=" + strconv.Itoa(ProductsMaxAge)
 
+// etagKey is the ETag header as net/http keeps it (canonical, "Etag"):
+// setting it costs no conversion.
+var etagKey = http.CanonicalHeaderKey("ETag")
+
 // validatorKey carries the validator of the response being served.
 type validatorKey struct{}
 
@@ -104,7 +108,7 @@ func screenHeaders(h http.Header, etag string) {
 	h.Set("Cache-Control", ccPersonal)
 	h.Add("Vary", "Authorization, Cookie")
 	if etag != "" {
-		h.Set("ETag", etag)
+		h.Set(etagKey, etag)
 	}
 }
 

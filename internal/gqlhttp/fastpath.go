@@ -14,6 +14,7 @@ import (
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/cache"
 	"github.com/shop/bff/internal/httpx"
+	"github.com/shop/bff/internal/order"
 )
 
 // The fast path answers a repeated screen query from the response cache
@@ -89,33 +90,50 @@ func (e *errBodyReader) Read(p []byte) (int, error) {
 
 func (e *errBodyReader) Close() error { return nil }
 
+// replayBody is a request body the fast path read, put back for the
+// whole path.
+type replayBody struct{ bytes.Reader }
+
+func (*replayBody) Close() error { return nil }
+
+// putBack gives r the body the fast path read from it (nothing when it
+// read none).
+func putBack(r *http.Request, body []byte) {
+	if body != nil {
+		rb := &replayBody{}
+		rb.Reset(body)
+		r.Body = rb
+	}
+}
+
 // rawKey returns the raw form of r for viewer v (GET: the query string;
-// POST with a JSON body: the body, read here and put back), "" for a
-// request the fast path does not take.
-func rawKey(r *http.Request, v string) (string, *http.Request) {
+// POST with a JSON body: the body, read here and returned for putBack),
+// "" for a request the fast path does not take.
+func rawKey(r *http.Request, v *order.User) (key string, body []byte) {
 	var raw string
 	switch r.Method {
 	case http.MethodGet:
 		raw = r.URL.RawQuery
 	case http.MethodPost:
 		if ct := r.Header.Get("Content-Type"); ct != ctJSON && !strings.HasPrefix(ct, ctJSON+";") {
-			return "", r
+			return "", nil
 		}
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			r.Body = &errBodyReader{Reader: bytes.NewReader(b), err: err}
-			return "", r
+			return "", nil
 		}
-		r.Body = io.NopCloser(bytes.NewReader(b))
-		raw = string(b)
+		body = b
 	default:
-		return "", r
+		return "", nil
 	}
 	var sb strings.Builder
-	sb.Grow(len(raw) + len(v) + 16)
+	sb.Grow(len(raw) + len(body) + len(v.ID) + len(v.Role) + 16)
 	sb.WriteString(r.Method)
 	sb.WriteByte(0)
-	sb.WriteString(v)
+	sb.WriteString(v.ID)
+	sb.WriteByte(0)
+	sb.WriteString(string(v.Role))
 	for _, h := range persistedHeaders {
 		sb.WriteByte(0)
 		if vs := r.Header[h]; len(vs) > 0 {
@@ -124,7 +142,8 @@ func rawKey(r *http.Request, v string) (string, *http.Request) {
 	}
 	sb.WriteByte(0)
 	sb.WriteString(raw)
-	return sb.String(), r
+	sb.Write(body)
+	return sb.String(), body
 }
 
 // serve answers r from the cache when its raw form is known and the
@@ -136,12 +155,14 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	if !ok || v == nil || cache.BypassRequested(r.Header) {
 		return false, r, ""
 	}
-	key, r := rawKey(r, v.ID+"\x00"+string(v.Role))
+	key, body := rawKey(r, v)
 	if key == "" {
+		putBack(r, body)
 		return false, r, ""
 	}
 	e, ok := f.memo.Get(key)
 	if !ok {
+		putBack(r, body)
 		return false, r, key
 	}
 	// The charge: its Redis command rides in the cache's first read (or
@@ -178,6 +199,7 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	}
 	if !hit {
 		// the whole path goes on, already charged
+		putBack(r, body)
 		return false, r.WithContext(context.WithValue(ctx, chargedKey{}, true)), key
 	}
 	if info := httpx.Info(ctx); info != nil && e.op != "" {

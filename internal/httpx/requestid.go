@@ -10,6 +10,10 @@ import (
 // HeaderRequestID is the header that carries the request id in and out.
 const HeaderRequestID = "X-Request-ID"
 
+// requestIDHeaderKey is HeaderRequestID as net/http keeps it (canonical): the
+// middleware's lookups then cost no conversion.
+var requestIDHeaderKey = http.CanonicalHeaderKey(HeaderRequestID)
+
 type requestIDKey struct{}
 
 // RequestID keeps a valid client X-Request-ID (see [ValidRequestID]) or
@@ -17,11 +21,11 @@ type requestIDKey struct{}
 // echoes it in the response header before the handler runs.
 func RequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get(HeaderRequestID)
+		id := r.Header.Get(requestIDHeaderKey)
 		if !ValidRequestID(id) {
 			id = newRequestID()
 		}
-		w.Header().Set(HeaderRequestID, id)
+		w.Header().Set(requestIDHeaderKey, id)
 		next.ServeHTTP(w, r.WithContext(WithRequestID(r.Context(), id)))
 	})
 }

@@ -40,6 +40,14 @@ const (
 	HeaderRetryAfter = "Retry-After"
 )
 
+// The RateLimit headers as net/http keeps them (canonical): setting them
+// costs no conversion.
+var (
+	limitKey     = http.CanonicalHeaderKey(HeaderLimit)
+	remainingKey = http.CanonicalHeaderKey(HeaderRemaining)
+	resetKey     = http.CanonicalHeaderKey(HeaderReset)
+)
+
 // Config configures a [Limiter]. The rates and bursts are taken as they
 // are, so that 0 can turn a limit off: start from [DefaultConfig], since a
 // zero Config limits nothing. Zero durations, sizes and funcs get their
@@ -237,9 +245,9 @@ func (l *Limiter) key(r *http.Request, b budget) string {
 func (l *Limiter) respond(w http.ResponseWriter, r *http.Request, b budget, d decision) bool {
 	l.metrics.observe(b.kind, d)
 	h := w.Header()
-	h.Set(HeaderLimit, strconv.Itoa(d.limit))
-	h.Set(HeaderRemaining, strconv.Itoa(d.remaining))
-	h.Set(HeaderReset, strconv.Itoa(ceilSeconds(d.resetAfter)))
+	h.Set(limitKey, strconv.Itoa(d.limit))
+	h.Set(remainingKey, strconv.Itoa(d.remaining))
+	h.Set(resetKey, strconv.Itoa(ceilSeconds(d.resetAfter)))
 	if d.allowed {
 		return true
 	}

@@ -25,21 +25,23 @@ type logHandler struct{ slog.Handler }
 // Handle implements slog.Handler.
 func (l *logHandler) Handle(ctx context.Context, r slog.Record) error {
 	if ctx != nil {
-		trace, req := TraceID(ctx), httpx.RequestIDFrom(ctx)
-		if trace != "" || req != "" {
-			r.Attrs(func(a slog.Attr) bool {
-				switch a.Key {
-				case LogKeyTraceID:
-					trace = ""
-				case LogKeyRequestID:
-					req = ""
-				}
-				return trace != "" || req != ""
-			})
-			if req != "" {
+		needTrace, needReq := true, true
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case LogKeyTraceID:
+				needTrace = false
+			case LogKeyRequestID:
+				needReq = false
+			}
+			return needTrace || needReq
+		})
+		if needReq {
+			if req := httpx.RequestIDFrom(ctx); req != "" {
 				r.AddAttrs(slog.String(LogKeyRequestID, req))
 			}
-			if trace != "" {
+		}
+		if needTrace {
+			if trace := TraceID(ctx); trace != "" {
 				r.AddAttrs(slog.String(LogKeyTraceID, trace))
 			}
 		}
