@@ -103,10 +103,11 @@ func writeNotModified(w http.ResponseWriter, req *http.Request, etag string) boo
 	return true
 }
 
-// screenHeaders sets the caching headers of a screen query's response.
+// screenHeaders sets the caching headers of a screen query's response
+// (its Vary: Authorization, Cookie is every /graphql response's, set once
+// by CachePolicy).
 func screenHeaders(h http.Header, etag string) {
 	h.Set("Cache-Control", ccPersonal)
-	h.Add("Vary", "Authorization, Cookie")
 	if etag != "" {
 		h.Set(etagKey, etag)
 	}
