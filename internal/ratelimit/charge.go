@@ -45,7 +45,7 @@ func (c *Charge) Queue(ctx context.Context, pipe redis.Pipeliner) {
 	if c.l.rdb == nil || !c.l.useRedis() {
 		return
 	}
-	c.cmd = gcra.EvalSha(ctx, pipe, []string{redisKeyPrefix + c.key}, gcraArgs(c.b.limit, c.n)...)
+	c.cmd = gcra.EvalSha(ctx, pipe, []string{c.key}, c.b.limit.args(c.n)...)
 }
 
 // Settle decides the charge once the pipeline it was queued in returned

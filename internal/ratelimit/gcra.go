@@ -91,11 +91,18 @@ type gcraLimit struct {
 	rate   int
 	burst  int
 	period time.Duration
+	// fixed are the step's first arguments (burst, rate, period in
+	// seconds), boxed once.
+	fixed [3]any
 }
 
-// gcraArgs are the arguments of one step charging n units of limit.
-func gcraArgs(limit gcraLimit, n int) []any {
-	return []any{limit.burst, limit.rate, limit.period.Seconds(), n}
+func newGCRALimit(rate, burst int, period time.Duration) gcraLimit {
+	return gcraLimit{rate: rate, burst: burst, period: period, fixed: [3]any{burst, rate, period.Seconds()}}
+}
+
+// args are the arguments of one step charging n units.
+func (l gcraLimit) args(n int) []any {
+	return []any{l.fixed[0], l.fixed[1], l.fixed[2], n}
 }
 
 // gcraResult is the answer of one step.

@@ -114,17 +114,19 @@ const (
 // budget is one of the two limits.
 type budget struct {
 	kind  string // "query" or "mutation"
-	tag   string // key segment: "q" or "m"
 	limit gcraLimit
 	on    bool
+	// keyPrefix starts the keys of the budget: "rate:", Config.KeyPrefix,
+	// its tag ("q" or "m") and ":".
+	keyPrefix string
 }
 
-func newBudget(kind, tag string, perSecond, burst int) budget {
+func newBudget(kind, tag, keyPrefix string, perSecond, burst int) budget {
 	if burst <= 0 {
 		burst = perSecond
 	}
-	return budget{kind: kind, tag: tag, on: perSecond > 0,
-		limit: gcraLimit{rate: perSecond, burst: burst, period: time.Second}}
+	return budget{kind: kind, on: perSecond > 0, keyPrefix: redisKeyPrefix + keyPrefix + tag + ":",
+		limit: newGCRALimit(perSecond, burst, time.Second)}
 }
 
 // decision is the outcome of one check.
@@ -181,8 +183,8 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 	}
 	l := &Limiter{
 		cfg:       cfg,
-		queries:   newBudget("query", "q", cfg.QueriesPerSecond, cfg.QueriesBurst),
-		mutations: newBudget("mutation", "m", cfg.MutationsPerSecond, cfg.MutationsBurst),
+		queries:   newBudget("query", "q", cfg.KeyPrefix, cfg.QueriesPerSecond, cfg.QueriesBurst),
+		mutations: newBudget("mutation", "m", cfg.KeyPrefix, cfg.MutationsPerSecond, cfg.MutationsBurst),
 		rdb:       rdb,
 		local:     local,
 		metrics:   newMetrics(),
@@ -235,9 +237,11 @@ func (l *Limiter) budget(mutation bool, n int) (budget, int) {
 	return l.queries, max(n, 1)
 }
 
-// key is the budget's key for r, without the "rate:" of Redis.
+// key is the budget's Redis key for r ("rate:" and KeyPrefix before the
+// budget's tag and subject), also the key of its local limiter.
 func (l *Limiter) key(r *http.Request, b budget) string {
-	return l.cfg.KeyPrefix + b.tag + ":" + l.subject(r)
+	kind, id := l.subject(r)
+	return b.keyPrefix + kind + id
 }
 
 // respond counts decision d and answers it: the RateLimit headers, and
@@ -266,16 +270,17 @@ func (l *Limiter) respond(w http.ResponseWriter, r *http.Request, b budget, d de
 	return false
 }
 
-// subject names who the budget belongs to: "u:<user id>" or "ip:<address>".
-func (l *Limiter) subject(r *http.Request) string {
+// subject names who the budget belongs to: "u:" and the user id, or "ip:"
+// and the address.
+func (l *Limiter) subject(r *http.Request) (kind, id string) {
 	if u, ok := auth.UserFrom(r.Context()); ok && u.ID != "" {
-		return "u:" + u.ID
+		return "u:", u.ID
 	}
 	ip := l.cfg.ClientIP(r)
 	if ip == "" {
 		ip = "unknown"
 	}
-	return "ip:" + ip
+	return "ip:", ip
 }
 
 // RemoteIP is the default [Config.ClientIP]: the host of r.RemoteAddr,
@@ -377,7 +382,7 @@ func (l *Limiter) callRedis(ctx context.Context, key string, limit gcraLimit, n 
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := parseGCRA(gcra.Run(ctx, l.rdb, []string{redisKeyPrefix + key}, gcraArgs(limit, n)...))
+		res, err := parseGCRA(gcra.Run(ctx, l.rdb, []string{key}, limit.args(n)...))
 		done <- result{res, err}
 	}()
 	select {
