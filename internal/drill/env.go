@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -277,4 +278,44 @@ func (d *database) lastPositions(ctx context.Context) (map[string]int64, error) 
 		out[c] = p
 	}
 	return out, rows.Err()
+}
+
+// progress returns the log of a run: each line is prefixed with what and
+// the seconds since the run began.
+func progress(out io.Writer, what string) func(format string, args ...any) {
+	began := time.Now()
+	return func(format string, args ...any) {
+		fmt.Fprintf(out, "%s %6.1fs  %s\n", what, time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
+}
+
+// prepare creates the run's folder and its private database; drop removes
+// the database (a failure is logged).
+func prepare(ctx context.Context, dir, adminURL string, logf func(string, ...any)) (db *database, drop func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if db, err = createDatabase(ctx, adminURL); err != nil {
+		return nil, nil, err
+	}
+	return db, func() {
+		if err := db.drop(); err != nil {
+			logf("drop database %s: %v", db.name, err)
+		}
+	}, nil
+}
+
+// seed fills the database at dbURL with the demo data of customers
+// customers, through the served binary's seed command.
+func seed(bin, dbURL, dir string, customers int) error {
+	p := &process{name: "bff seed", bin: bin, args: []string{"seed", "--customers", strconv.Itoa(customers)},
+		env: []string{"DATABASE_URL=" + dbURL, "APP_ENV=development"}, log: filepath.Join(dir, "seed.log")}
+	if err := p.start(); err != nil {
+		return err
+	}
+	<-p.done
+	if p.cmd.ProcessState.ExitCode() != 0 {
+		return fmt.Errorf("bff seed failed (see %s)", p.log)
+	}
+	return nil
 }

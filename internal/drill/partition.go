@@ -199,22 +199,12 @@ func Partition(ctx context.Context, opt PartitionOptions) (PartitionResult, erro
 		opt.Rounds = 2
 	}
 	out := opt.Out
-	began := time.Now()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(out, "partition %6.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
-	}
-	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
-		return res, err
-	}
-	db, err := createDatabase(ctx, opt.DatabaseURL)
+	logf := progress(out, "partition")
+	db, drop, err := prepare(ctx, opt.Dir, opt.DatabaseURL, logf)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if err := db.drop(); err != nil {
-			logf("drop database %s: %v", db.name, err)
-		}
-	}()
+	defer drop()
 	rds, redisPort, err := newRedis(opt.Dir)
 	if err != nil {
 		return res, err
@@ -238,14 +228,8 @@ func Partition(ctx context.Context, opt PartitionOptions) (PartitionResult, erro
 	}
 	defer pgB.Close()
 
-	seed := &process{name: "bff seed", bin: opt.BFF, args: []string{"seed", "--customers", "1"},
-		env: []string{"DATABASE_URL=" + db.URL(""), "APP_ENV=development"}, log: filepath.Join(opt.Dir, "seed.log")}
-	if err := seed.start(); err != nil {
+	if err := seed(opt.BFF, db.URL(""), opt.Dir, 1); err != nil {
 		return res, err
-	}
-	<-seed.done
-	if seed.cmd.ProcessState.ExitCode() != 0 {
-		return res, fmt.Errorf("bff seed failed (see %s)", seed.log)
 	}
 
 	insts := map[string]*instance{}

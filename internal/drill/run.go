@@ -55,23 +55,12 @@ type Result struct {
 func Run(ctx context.Context, opt Options) (Result, error) {
 	var res Result
 	out := opt.Out
-	began := time.Now()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(out, "drill %6.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
-	}
-	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
-		return res, err
-	}
-
-	db, err := createDatabase(ctx, opt.DatabaseURL)
+	logf := progress(out, "drill")
+	db, drop, err := prepare(ctx, opt.Dir, opt.DatabaseURL, logf)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if err := db.drop(); err != nil {
-			logf("drop database %s: %v", db.name, err)
-		}
-	}()
+	defer drop()
 	logf("database %s, logs in %s", db.name, opt.Dir)
 	pgProxy, err := testenv.NewProxy(db.url.Host)
 	if err != nil {
@@ -95,14 +84,8 @@ func Run(ctx context.Context, opt Options) (Result, error) {
 	}
 	defer rds.kill()
 
-	seed := &process{name: "bff seed", bin: opt.BFF, args: []string{"seed", "--customers", "8"},
-		env: []string{"DATABASE_URL=" + db.URL(""), "APP_ENV=development"}, log: filepath.Join(opt.Dir, "seed.log")}
-	if err := seed.start(); err != nil {
+	if err := seed(opt.BFF, db.URL(""), opt.Dir, 8); err != nil {
 		return res, err
-	}
-	<-seed.done
-	if seed.cmd.ProcessState.ExitCode() != 0 {
-		return res, fmt.Errorf("bff seed failed (see %s)", seed.log)
 	}
 
 	ports := make([]int, 3)
