@@ -21,6 +21,7 @@ import (
 
 	"github.com/shop/bff/internal/auth"
 	"github.com/shop/bff/internal/config"
+	"github.com/shop/bff/internal/heapfloor"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/server"
 )
@@ -98,6 +99,10 @@ func withStore(ctx context.Context, cfg *config.Config, fn func(*postgres.Store)
 }
 
 func serve(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+	// A process-wide setting, so here rather than in server.New (tests run
+	// many servers in one process).
+	gc := heapfloor.Start(uint64(cfg.GCMinHeapBytes))
+	defer gc.Stop()
 	// The server sets up tracing from cfg (OTEL_* variables) and flushes
 	// it on Close.
 	srv, err := server.New(ctx, cfg, server.Options{})

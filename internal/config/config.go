@@ -47,6 +47,8 @@ const (
 	DefaultStreamMaxOpen = 16
 	// DefaultStreamOpensPerMinute is STREAM_OPENS_PER_MINUTE's default.
 	DefaultStreamOpensPerMinute = 60
+	// DefaultGCMinHeapBytes is GC_MIN_HEAP_BYTES's default: 64 MiB.
+	DefaultGCMinHeapBytes = 64 << 20
 	// DefaultMaxBodyBytes is MAX_BODY_BYTES's default: 1 MiB.
 	DefaultMaxBodyBytes = 1 << 20
 	// DefaultWebhookWorkers is WEBHOOK_WORKERS's default.
@@ -192,6 +194,9 @@ type Config struct {
 	CompressMinBytes int
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64
+	// GCMinHeapBytes is the floor of the garbage collector's heap goal
+	// (0: GOGC alone), see internal/heapfloor.
+	GCMinHeapBytes int64
 	// BodyReadTimeout bounds reading one request body.
 	BodyReadTimeout time.Duration
 	// MaxInFlight caps concurrent requests (streams excluded); beyond it
@@ -443,6 +448,7 @@ var table = []variable{
 	}},
 	{"PERSISTED_OPERATIONS_DIR", "", "directory of persisted-operation manifests, <client name>/<version>.json of {\"<sha256>\": \"<document>\"}, loaded at start besides the built-in web app manifest", str(func(c *Config) *string { return &c.PersistedOperationsDir })},
 	{"COMPRESS_MIN_BYTES", "1024", "smallest JSON (or web app) response compressed with gzip or zstd as Accept-Encoding allows (0: never compress)", integer(0, 64<<20, func(c *Config) *int { return &c.CompressMinBytes })},
+	{"GC_MIN_HEAP_BYTES", strconv.Itoa(DefaultGCMinHeapBytes), "floor of the garbage collector's heap goal while the live heap is small: rarer collections, so fewer requests run during a mark phase (0: GOGC alone; GOGC=off is respected)", bytesOf(0, 1<<40, func(c *Config) *int64 { return &c.GCMinHeapBytes })},
 	{"MAX_BODY_BYTES", strconv.Itoa(DefaultMaxBodyBytes), "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"BODY_READ_TIMEOUT", "10s", "time allowed to read a request body (400 beyond), so slow bodies cannot hold in-flight slots", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},

@@ -68,6 +68,7 @@ func TestInvalidValuesNameTheirVariable(t *testing.T) {
 		"INTROSPECTION":                 "maybe",
 		"LOG_LEVEL":                     "loud",
 		"PG_MAX_CONNS":                  "0",
+		"GC_MIN_HEAP_BYTES":             "-1",
 	} {
 		_, err := Load(env(map[string]string{name: val}))
 		if err == nil || !strings.Contains(err.Error(), name) {
