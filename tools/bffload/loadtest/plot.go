@@ -89,6 +89,7 @@ func PlotSweep(file string, sweep []SweepPoint, rps bool) error {
 		ticks = append(ticks, plot.Tick{Value: float64(s.Concurrency), Label: strconv.Itoa(s.Concurrency)})
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	widenSingle(p, ticks)
 	if rps {
 		p.Title.Text = "homeScreen (hot cache): throughput against concurrency"
 		p.Y.Label.Text = "requests per second"
@@ -152,6 +153,15 @@ func PlotSweep(file string, sweep []SweepPoint, rps bool) error {
 	return p.Save(8*vg.Inch, 4.5*vg.Inch, file)
 }
 
+// widenSingle gives a log-scale concurrency axis with a single tick (a
+// sweep of one concurrency) a range around it: an empty range cannot be
+// drawn.
+func widenSingle(p *plot.Plot, ticks []plot.Tick) {
+	if len(ticks) == 1 {
+		p.X.Min, p.X.Max = ticks[0].Value/2, ticks[0].Value*2
+	}
+}
+
 // Line is one series of PlotLines: a summary per concurrency.
 type Line struct {
 	Name   string
@@ -182,6 +192,7 @@ func PlotLines(file, title string, rps bool, lines []Line) error {
 		}
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	widenSingle(p, ticks)
 	if rps {
 		p.Y.Label.Text = "requests per second"
 		p.Y.Min, p.Y.Max = 0, top*1.3
