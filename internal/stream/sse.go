@@ -180,7 +180,7 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			c.s.setKick(s.setDeadline)
 			// Only the request's span context goes along (delivery spans
 			// link to it); the request itself is over.
-			go b.pump(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)), c, s)
+			go b.pump(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)), c, s, true)
 			return
 		}
 	}
@@ -192,17 +192,21 @@ func (b *Broker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	s := &rwSink{w: w, rc: rc, timeout: b.cfg.WriteTimeout}
 	c.s.setKick(s.setDeadline)
-	b.pump(ctx, c, s)
+	b.pump(ctx, c, s, false)
 }
 
 // pump runs one SSE stream to its end: retry hint, reset, replay, live.
-func (b *Broker) pump(ctx context.Context, c *cursor, s sink) {
-	defer b.unregister(c.s)
-	if c.release != nil {
-		defer c.release()
-	}
-	clean := false
-	defer func() { s.close(clean) }()
+// With handoff (a hijacked connection, whose caller does not wait) the
+// live part runs on a fresh goroutine and pump returns: the replay's deep
+// calls (Postgres) grow pump's stack, and an idle stream should keep only
+// the small stack of its live loop (see BenchmarkIdleStreamMemory).
+func (b *Broker) pump(ctx context.Context, c *cursor, s sink, handoff bool) {
+	clean, live := false, false
+	defer func() {
+		if !live {
+			b.end(c, s, clean)
+		}
+	}()
 	s.write(retryFrame(b.cfg.Retry))
 	if c.reset != "" {
 		s.write(resetFrame(c.reset))
@@ -217,27 +221,39 @@ func (b *Broker) pump(ctx context.Context, c *cursor, s sink) {
 		}
 		return
 	}
+	if handoff {
+		live = true
+		go b.runLive(ctx, c, s)
+		return
+	}
 	clean = b.live(ctx, c, s)
+}
+
+// runLive is the live part of a handed-off stream, to its end.
+func (b *Broker) runLive(ctx context.Context, c *cursor, s sink) {
+	b.end(c, s, b.live(ctx, c, s))
+}
+
+// end closes the stream's sink (cleanly: with its terminator), gives back
+// its open slot and unregisters it.
+func (b *Broker) end(c *cursor, s sink, clean bool) {
+	s.close(clean)
+	if c.release != nil {
+		c.release()
+	}
+	b.unregister(c.s)
 }
 
 // live is the connection loop after replay: live events (several per flush
 // when they come in a burst), heartbeats, and the end of the stream. It
 // reports whether the stream ended cleanly (shutdown goodbye written).
+// One timer serves both the heartbeat and the session's expiry (whichever
+// comes first), so that an idle stream holds a single timer.
 func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
-	hb := time.NewTimer(b.cfg.Heartbeat)
-	defer hb.Stop()
-	var expired <-chan time.Time
-	if !c.expires.IsZero() {
-		t := time.NewTimer(time.Until(c.expires))
-		defer t.Stop()
-		expired = t.C
-	}
+	t := time.NewTimer(b.wait(c))
+	defer t.Stop()
 	for {
 		select {
-		case <-expired:
-			s.write(resetFrame(resetSessionExpired))
-			_ = s.flush()
-			return false
 		case it := <-c.s.ch:
 			spans := b.deliver(ctx, c, s, it, nil)
 		burst:
@@ -254,19 +270,34 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 			if err != nil {
 				return false
 			}
-			hb.Reset(b.cfg.Heartbeat)
-		case <-hb.C:
+			t.Reset(b.wait(c))
+		case <-t.C:
+			if !c.expires.IsZero() && !time.Now().Before(c.expires) {
+				s.write(resetFrame(resetSessionExpired))
+				_ = s.flush()
+				return false
+			}
 			s.write(pingFrame)
 			if s.flush() != nil || !s.alive() {
 				return false
 			}
-			hb.Reset(b.cfg.Heartbeat)
+			t.Reset(b.wait(c))
 		case <-c.s.gone:
 			return b.goodbye(c, s)
 		case <-ctx.Done():
 			return false
 		}
 	}
+}
+
+// wait is how long the live loop may sleep: until the next heartbeat, or
+// until the session expires if that comes first.
+func (b *Broker) wait(c *cursor) time.Duration {
+	d := b.cfg.Heartbeat
+	if !c.expires.IsZero() {
+		d = min(d, time.Until(c.expires))
+	}
+	return d
 }
 
 // deliver queues a live event the stream has not delivered yet. An event
