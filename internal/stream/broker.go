@@ -327,9 +327,15 @@ const (
 type sub struct {
 	customerID string // "" for every customer (staff)
 	orderID    string // "" for every order in scope
-	ch         chan *item
-	gone       chan struct{} // closed when the broker drops the stream
-	why        dropReason    // set before gone is closed
+	// queue holds the events dispatched to the stream and not yet taken
+	// (at most limit; nil while idle, so that an idle stream holds no
+	// buffer); ready is signalled when it becomes non-empty.
+	qmu   sync.Mutex
+	queue []*item
+	limit int
+	ready chan struct{}
+	gone  chan struct{} // closed when the broker drops the stream
+	why   dropReason    // set before gone is closed
 
 	// replaying and lagged are guarded by Broker.mu: while the stream
 	// replays, an overflow only marks it lagged (it replays again).
@@ -357,6 +363,43 @@ func (s *sub) setKick(kick func(time.Time)) {
 	s.kickMu.Lock()
 	s.kick = kick
 	s.kickMu.Unlock()
+}
+
+func newSub(customerID, orderID string, limit int) *sub {
+	return &sub{customerID: customerID, orderID: orderID, limit: limit,
+		ready: make(chan struct{}, 1), gone: make(chan struct{})}
+}
+
+// offer queues it for the stream; false when its queue is full.
+func (s *sub) offer(it *item) bool {
+	s.qmu.Lock()
+	if len(s.queue) >= s.limit {
+		s.qmu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, it)
+	s.qmu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns the queued events (in order) and empties the queue.
+func (s *sub) take() []*item {
+	s.qmu.Lock()
+	q := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+	return q
+}
+
+// queued is the number of queued events.
+func (s *sub) queued() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue)
 }
 
 func (s *sub) finish() {
@@ -501,9 +544,7 @@ func (b *Broker) endReplay(s *sub) (int64, bool) {
 		return 0, true
 	}
 	s.lagged = false
-	for len(s.ch) > 0 { // only this stream receives, and senders hold b.mu
-		<-s.ch
-	}
+	s.take() // senders hold b.mu
 	return b.head, false
 }
 
@@ -515,9 +556,7 @@ func (b *Broker) dispatch(items []*item) {
 	}
 	var dropped []*sub
 	send := func(s *sub, it *item) {
-		select {
-		case s.ch <- it:
-		default:
+		if !s.offer(it) {
 			if s.replaying {
 				s.lagged = true
 				return

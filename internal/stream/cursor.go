@@ -94,12 +94,7 @@ func (b *Broker) open(ctx context.Context, viewer *order.User, orderID, resume s
 			pos = p
 		}
 	}
-	c.s = &sub{
-		customerID: c.scope.CustomerID,
-		orderID:    orderID,
-		ch:         make(chan *item, b.cfg.Buffer),
-		gone:       make(chan struct{}),
-	}
+	c.s = newSub(c.scope.CustomerID, orderID, b.cfg.Buffer)
 	h, err := b.register(ctx, c.s)
 	if err != nil {
 		return nil, err
@@ -256,15 +251,17 @@ func (b *Broker) Subscribe(ctx context.Context, viewer *order.User, orderID, aft
 		}
 		for {
 			select {
-			case it := <-c.s.ch:
-				if !c.fresh(it.ev.Position) {
-					continue
+			case <-c.s.ready:
+				for _, it := range c.s.take() {
+					if !c.fresh(it.ev.Position) {
+						continue
+					}
+					if err := emit(it.ev); err != nil {
+						return
+					}
+					b.cfg.Metrics.Delivered(streamKind(c.orderID), lag(it.ev.At))
+					c.last = it.ev.Position
 				}
-				if err := emit(it.ev); err != nil {
-					return
-				}
-				b.cfg.Metrics.Delivered(streamKind(c.orderID), lag(it.ev.At))
-				c.last = it.ev.Position
 			case <-c.s.gone:
 				return
 			case <-ctx.Done():

@@ -18,7 +18,7 @@ func TestOverflowRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sub{customerID: e.alice.ID, ch: make(chan *item, 4), gone: make(chan struct{})}
+	s := newSub(e.alice.ID, "", 4)
 	h, err := b.register(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)
@@ -39,8 +39,8 @@ func TestOverflowRules(t *testing.T) {
 	default:
 	}
 	until, live := b.endReplay(s)
-	if live || until != h+10 || len(s.ch) != 0 {
-		t.Fatalf("endReplay = %d, %v with %d buffered; want another pass to %d with an empty buffer", until, live, len(s.ch), h+10)
+	if live || until != h+10 || s.queued() != 0 {
+		t.Fatalf("endReplay = %d, %v with %d buffered; want another pass to %d with an empty buffer", until, live, s.queued(), h+10)
 	}
 	if _, live := b.endReplay(s); !live {
 		t.Fatal("a stream that did not overflow during its pass is not live")

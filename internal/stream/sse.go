@@ -244,8 +244,8 @@ func (b *Broker) end(c *cursor, s sink, clean bool) {
 	b.unregister(c.s)
 }
 
-// live is the connection loop after replay: live events (several per flush
-// when they come in a burst), heartbeats, and the end of the stream. It
+// live is the connection loop after replay: live events (all those queued
+// in one flush when they come in a burst), heartbeats, and the end of the stream. It
 // reports whether the stream ended cleanly (shutdown goodbye written).
 // One timer serves both the heartbeat and the session's expiry (whichever
 // comes first), so that an idle stream holds a single timer.
@@ -254,16 +254,14 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 	defer t.Stop()
 	for {
 		select {
-		case it := <-c.s.ch:
-			spans := b.deliver(ctx, c, s, it, nil)
-		burst:
-			for n := 1; n < b.cfg.Buffer; n++ {
-				select {
-				case it := <-c.s.ch:
-					spans = b.deliver(ctx, c, s, it, spans)
-				default:
-					break burst
-				}
+		case <-c.s.ready:
+			q := c.s.take()
+			if len(q) == 0 { // a signal of events dropped by endReplay
+				continue
+			}
+			var spans []trace.Span
+			for _, it := range q {
+				spans = b.deliver(ctx, c, s, it, spans)
 			}
 			err := s.flush()
 			endSpans(spans, err)
