@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -28,17 +27,7 @@ func TestCancelReasonTravelsWithTheCancelledEvent(t *testing.T) {
 	in := e.start(cfg, Options{})
 	staff, alice := in.token("staff@example.com"), in.token("alice@example.com")
 
-	rcv, err := hooksim.New(hooksim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(rcv)
-	defer srv.Close()
-	r := in.post(staff, createHookMutation, map[string]any{"input": map[string]any{"url": srv.URL + "/hooks",
-		"eventTypes": []string{"ORDER_CANCELLED"}}})
-	if r.code() != "" {
-		t.Fatalf("create endpoint: %s", r.Raw)
-	}
+	rcv, r := hookReceiver(t, in, staff, "ORDER_CANCELLED")
 	hook, err := standardwebhooks.NewWebhook(field(r.Data, "createWebhookEndpoint", "secret").(string))
 	if err != nil {
 		t.Fatal(err)

@@ -123,17 +123,7 @@ func TestWebhookDeliveredEndToEnd(t *testing.T) {
 	in := e.start(cfg, Options{WebhookObserve: func(a webhooks.Attempt) { recorded <- a }})
 	staff, alice := in.token("staff@example.com"), in.token("alice@example.com")
 
-	rcv, err := hooksim.New(hooksim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(rcv)
-	defer srv.Close()
-	r := in.post(staff, createHookMutation, map[string]any{"input": map[string]any{"url": srv.URL + "/hooks",
-		"eventTypes": []string{"ORDER_PLACED"}}})
-	if r.code() != "" {
-		t.Fatalf("create: %s", r.Raw)
-	}
+	rcv, r := hookReceiver(t, in, staff, "ORDER_PLACED")
 	secret := field(r.Data, "createWebhookEndpoint", "secret").(string)
 	id := field(r.Data, "createWebhookEndpoint", "endpoint", "id").(string)
 
@@ -358,4 +348,23 @@ func TestBrowserStaffWebhooksPage(t *testing.T) {
 	if jsEval[bool](alice, `!document.querySelector('[data-testid="nav-webhooks"]').hidden`) {
 		alice.fail("a customer sees the webhooks link")
 	}
+}
+
+// hookReceiver starts a webhook receiver (closed when the test ends) and
+// registers it, as staff, as an endpoint of eventTypes; it returns the
+// receiver and createWebhookEndpoint's answer.
+func hookReceiver(t *testing.T, in *instance, staff string, eventTypes ...string) (*hooksim.Receiver, *gqlResponse) {
+	t.Helper()
+	rcv, err := hooksim.New(hooksim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rcv)
+	t.Cleanup(srv.Close)
+	r := in.post(staff, createHookMutation, map[string]any{"input": map[string]any{"url": srv.URL + "/hooks",
+		"eventTypes": eventTypes}})
+	if r.code() != "" {
+		t.Fatalf("create endpoint: %s", r.Raw)
+	}
+	return rcv, r
 }
