@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -60,24 +59,21 @@ type Page struct {
 // where returns the condition, ordering and limit that select set's orders
 // (table alias o), with its arguments. The page's limit is First+extra.
 func (set OrderSet) where(extra int) (string, []any) {
+	var w where
 	if set.IDs != nil {
-		return `o.id = ANY($1::uuid[])`, []any{uuids(set.IDs)}
+		w.and(`o.id = ANY(` + w.arg(uuids(set.IDs)) + `::uuid[])`)
+		return w.String(), w.args
 	}
-	var st *string
+	w.scope("o.customer_id", set.Scope)
 	if set.Status != nil {
-		v := string(*set.Status)
-		st = &v
+		w.and(`o.status = ` + w.arg(string(*set.Status)))
 	}
-	var at *time.Time
-	var aid *string
 	if set.After != nil {
-		at, aid = &set.After.CreatedAt, &set.After.ID
+		w.and(`(o.created_at, o.id) < (` + w.arg(set.After.CreatedAt) + `::timestamptz, ` + w.arg(set.After.ID) + `::uuid)`)
 	}
-	return `($1::uuid IS NULL OR o.customer_id = $1::uuid)
-		  AND ($2::text IS NULL OR o.status = $2)
-		  AND ($3::timestamptz IS NULL OR (o.created_at, o.id) < ($3, $4::uuid))
+	return w.String() + `
 		ORDER BY o.created_at DESC, o.id DESC
-		LIMIT $5`, []any{scopeArg(set.Scope), st, at, aid, set.First + extra}
+		LIMIT ` + w.arg(set.First+extra), w.args
 }
 
 // Orders queues the orders of set. A page reads one order more than First
@@ -161,9 +157,11 @@ func (b *Batch) CustomersOf(set OrderSet) *Read[map[string]*order.User] {
 // Summary queues the status counts and lifetime spend of scope.
 func (b *Batch) Summary(sc Scope) *Read[*Summary] {
 	r := &Read[*Summary]{}
+	var w where
+	w.scope("customer_id", sc)
 	b.queue(`SELECT status, currency, count(*), coalesce(sum(total_cents), 0)
-		FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1::uuid)
-		GROUP BY status, currency`, []any{scopeArg(sc)}, func(rows pgx.Rows) error {
+		FROM orders WHERE `+w.String()+`
+		GROUP BY status, currency`, w.args, func(rows pgx.Rows) error {
 		sum := &Summary{Counts: map[order.Status]int{}, LifetimeSpend: map[string]int64{}}
 		for rows.Next() {
 			var st, cur string

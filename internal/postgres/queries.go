@@ -254,9 +254,9 @@ func (s *Store) EventsAfter(ctx context.Context, sc Scope, orderID string, after
 	if !ok {
 		return nil, nil
 	}
+	w := eventsAfter(sc, oid, after)
 	return collectEvents(s.pool.Query(ctx, `SELECT `+eventCols+` FROM order_events
-		WHERE position > $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
-		ORDER BY position LIMIT $4`, after, scopeArg(sc), oid, limit))
+		WHERE `+w.String()+` ORDER BY position LIMIT `+w.arg(limit), w.args...))
 }
 
 // CommittedPositionsAfter returns up to limit positions of the committed
@@ -270,14 +270,26 @@ func (s *Store) CommittedPositionsAfter(ctx context.Context, sc Scope, orderID s
 	if !ok {
 		return nil, nil
 	}
+	w := eventsAfter(sc, oid, after)
 	rows, err := s.pool.Query(ctx, `SELECT position FROM order_events
-		WHERE position > $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) AND ($3::uuid IS NULL OR order_id = $3::uuid)
-		ORDER BY position LIMIT $4`, after, scopeArg(sc), oid, limit)
+		WHERE `+w.String()+` ORDER BY position LIMIT `+w.arg(limit), w.args...)
 	if err != nil {
 		return nil, interpretError(err)
 	}
 	pos, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	return pos, interpretError(err)
+}
+
+// eventsAfter is the condition on the events of scope (and of the order
+// orderID points to, when not nil) after position after.
+func eventsAfter(sc Scope, orderID *string, after int64) *where {
+	w := &where{}
+	w.and(`position > ` + w.arg(after))
+	w.scope("customer_id", sc)
+	if orderID != nil {
+		w.and(`order_id = ` + w.arg(*orderID) + `::uuid`)
+	}
+	return w
 }
 
 // orderArg is the argument of an optional order filter: nil for "" (every
