@@ -7,7 +7,10 @@
 // replayed (or REUSED when the fingerprint differs); otherwise the
 // mutation runs inside the same transaction and its response is stored
 // with it, so the effect, its events and the key's record commit together
-// or not at all. Transient failures roll back and are not stored.
+// or not at all. Transient failures roll back and are not stored. The
+// lock and the read of the record share one round trip, and the record is
+// written in the round trip that writes the mutation's events, just
+// before the commit.
 package idempotency
 
 import (
@@ -191,17 +194,13 @@ func (k *Keeper) Run(ctx context.Context, req Request, exec func(ctx context.Con
 	defer tx.Rollback(ctx)
 	keyed := req.Key != "" && req.UserID != ""
 	if keyed {
-		ok, err := tx.TryLockKey(ctx, req.UserID, req.Key)
+		ok, rec, err := tx.ClaimKey(ctx, req.UserID, req.Key)
 		if err != nil {
 			return Response{}, OutcomeNone, err
 		}
 		if !ok {
 			k.count(OutcomeInUse)
 			return Response{}, OutcomeInUse, InUse()
-		}
-		rec, err := tx.KeyRecord(ctx, req.UserID, req.Key)
-		if err != nil {
-			return Response{}, OutcomeNone, err
 		}
 		if rec != nil {
 			if !bytes.Equal(rec.Fingerprint, req.Fingerprint) {
@@ -224,9 +223,7 @@ func (k *Keeper) Run(ctx context.Context, req Request, exec func(ctx context.Con
 		return resp, OutcomeNotSaved, nil
 	}
 	if keyed {
-		if err := tx.SaveKeyRecord(ctx, req.UserID, req.Key, postgres.KeyRecord{Fingerprint: req.Fingerprint, Status: resp.Status, Body: resp.Body}, k.cfg.TTL); err != nil {
-			return Response{}, OutcomeNone, err
-		}
+		tx.SaveKeyRecordAtCommit(req.UserID, req.Key, postgres.KeyRecord{Fingerprint: req.Fingerprint, Status: resp.Status, Body: resp.Body}, k.cfg.TTL)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return Response{}, OutcomeNone, err

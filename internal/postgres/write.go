@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/telemetry"
@@ -23,6 +24,16 @@ type Tx struct {
 	// pending are the events of the transaction's changes, written and
 	// given their stream positions at Commit.
 	pending []*order.Event
+	// key is the idempotency record SaveKeyRecord staged, written at
+	// Commit.
+	key *stagedKey
+}
+
+// stagedKey is an idempotency record waiting for Commit.
+type stagedKey struct {
+	userID, key string
+	rec         KeyRecord
+	ttl         time.Duration
 }
 
 // Begin starts a transaction. The context's deadline bounds it.
@@ -34,42 +45,58 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 	return &Tx{tx: tx}, nil
 }
 
-// Commit writes the transaction's events, then commits it. The events
-// take their stream positions here, at the very end, from a sequence: no
-// global lock is held, so transactions commit (and share fsyncs) side by
-// side. Positions of one customer follow commit order (each is drawn
-// under the customer's row lock, held until the commit); readers hand a
-// position out only once every lower one is final (see internal/stream).
+// Commit writes the staged idempotency record and the transaction's
+// events, in one round trip, then commits. The events take their stream
+// positions here, at the very end, from a sequence: no global lock is
+// held, so transactions commit (and share fsyncs) side by side. Positions
+// of one customer follow commit order (each is drawn under the customer's
+// row lock, held until the commit); readers hand a position out only once
+// every lower one is final (see internal/stream).
 func (t *Tx) Commit(ctx context.Context) error {
-	if err := t.writeEvents(ctx); err != nil {
+	if err := t.writeLast(ctx); err != nil {
 		return err
 	}
 	return interpretError(t.tx.Commit(ctx))
 }
 
-// writeEvents inserts the pending events. Each insert first locks the
-// customer's row (taking the customer's next sequence number), then draws
-// the position: the transaction holds an id before it draws, which the
-// readers' horizon relies on.
-func (t *Tx) writeEvents(ctx context.Context) error {
+// writeLast sends the staged idempotency record, then the pending events,
+// pipelined. Each event insert first locks the customer's row (taking the
+// customer's next sequence number), then draws the position: the
+// transaction holds an id before it draws, which the readers' horizon
+// relies on.
+func (t *Tx) writeLast(ctx context.Context) error {
+	if t.key == nil && len(t.pending) == 0 {
+		return nil
+	}
+	var b pgx.Batch
+	if t.key != nil {
+		queueKeyRecord(&b, *t.key)
+	}
 	for _, p := range t.pending {
 		var fromS *string
 		if p.FromStatus != nil {
 			v := string(*p.FromStatus)
 			fromS = &v
 		}
-		e, err := scanEvent(t.tx.QueryRow(ctx, `WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq)
+		b.Queue(`WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq)
 			INSERT INTO order_events
 			(customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status, reason)
 			SELECT $1::uuid, s.event_seq, $2::uuid, $3, $4, $5, $6, $7, $5, $8, $9 FROM s
-			RETURNING `+eventCols, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus), p.Reason))
-		if err != nil {
-			return interpretError(err)
-		}
-		*p = *e
-		t.events = append(t.events, *e)
+			RETURNING `+eventCols, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus), p.Reason).
+			QueryRow(func(row pgx.Row) error {
+				e, err := scanEvent(row)
+				if err != nil {
+					return err
+				}
+				*p = *e
+				t.events = append(t.events, *e)
+				return nil
+			})
 	}
-	t.pending = nil
+	if err := t.tx.SendBatch(ctx, &b).Close(); err != nil {
+		return interpretError(err)
+	}
+	t.key, t.pending = nil, nil
 	return nil
 }
 
@@ -337,46 +364,68 @@ type KeyRecord struct {
 	Body        []byte
 }
 
-// TryLockKey takes the transaction-scoped advisory lock of (user, key)
-// without waiting; false means another request holds it (in flight).
-func (t *Tx) TryLockKey(ctx context.Context, userID, key string) (bool, error) {
-	var ok bool
-	err := t.tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7))`, userID, key).Scan(&ok)
-	return ok, interpretError(err)
+// ClaimKey takes the transaction-scoped advisory lock of (user, key)
+// without waiting and reads the key's live record, pipelined in one round
+// trip. locked false means another request holds the lock (in flight);
+// the record is then not read. rec is nil when the key has no live
+// record. The read runs after the lock was taken, as its own statement,
+// so it sees every record committed by an earlier holder of the lock.
+func (t *Tx) ClaimKey(ctx context.Context, userID, key string) (locked bool, rec *KeyRecord, err error) {
+	var b pgx.Batch
+	b.Queue(`SELECT pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7))`, userID, key).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&locked) })
+	b.Queue(`SELECT fingerprint, status, body FROM idempotency_keys
+		WHERE user_id = $1::uuid AND key = $2 AND expires_at > now()`, userID, key).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var r KeyRecord
+				if err := rows.Scan(&r.Fingerprint, &r.Status, &r.Body); err != nil {
+					return err
+				}
+				rec = &r
+			}
+			return rows.Err()
+		})
+	if err := t.tx.SendBatch(ctx, &b).Close(); err != nil {
+		return false, nil, interpretError(err)
+	}
+	if !locked {
+		return false, nil, nil
+	}
+	return true, rec, nil
 }
 
-// KeyRecord returns the live record of (user, key), or nil when there is none.
-func (t *Tx) KeyRecord(ctx context.Context, userID, key string) (*KeyRecord, error) {
-	var r KeyRecord
-	err := t.tx.QueryRow(ctx, `SELECT fingerprint, status, body FROM idempotency_keys
-		WHERE user_id = $1::uuid AND key = $2 AND expires_at > now()`, userID, key).Scan(&r.Fingerprint, &r.Status, &r.Body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	return &r, nil
-}
-
-// SaveKeyRecord stores the response of (user, key), replacing an expired
-// record of the same key, to live for ttl. A live record of the key is
-// never overwritten: finding one is an error, so that the transaction
-// rolls back rather than commit an effect whose key records another.
+// SaveKeyRecord stores the response of (user, key) now, replacing an
+// expired record of the same key, to live for ttl. A live record of the
+// key is never overwritten: finding one is an error, so that the
+// transaction rolls back rather than commit an effect whose key records
+// another.
 func (t *Tx) SaveKeyRecord(ctx context.Context, userID, key string, r KeyRecord, ttl time.Duration) error {
-	tag, err := t.tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
+	var b pgx.Batch
+	queueKeyRecord(&b, stagedKey{userID: userID, key: key, rec: r, ttl: ttl})
+	return interpretError(t.tx.SendBatch(ctx, &b).Close())
+}
+
+// SaveKeyRecordAtCommit is SaveKeyRecord done by Commit, in the round
+// trip that writes the transaction's events; Commit fails when it fails.
+func (t *Tx) SaveKeyRecordAtCommit(userID, key string, r KeyRecord, ttl time.Duration) {
+	t.key = &stagedKey{userID: userID, key: key, rec: r, ttl: ttl}
+}
+
+// queueKeyRecord queues the insert of k (see SaveKeyRecord).
+func queueKeyRecord(b *pgx.Batch, k stagedKey) {
+	b.Queue(`INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
 		VALUES ($1::uuid, $2, $3, $4, $5, now() + $6::interval)
 		ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
 			body = EXCLUDED.body, created_at = now(), expires_at = EXCLUDED.expires_at
-		WHERE idempotency_keys.expires_at <= now()`, userID, key, r.Fingerprint, r.Status, r.Body, ttl)
-	if err != nil {
-		return interpretError(err)
-	}
-	if tag.RowsAffected() != 1 {
-		return &order.Error{Code: order.CodeInternal, Message: "internal error",
-			Cause: errors.New("idempotency record of the key is live although it was not found under its lock")}
-	}
-	return nil
+		WHERE idempotency_keys.expires_at <= now()`, k.userID, k.key, k.rec.Fingerprint, k.rec.Status, k.rec.Body, k.ttl).
+		Exec(func(tag pgconn.CommandTag) error {
+			if tag.RowsAffected() != 1 {
+				return &order.Error{Code: order.CodeInternal, Message: "internal error",
+					Cause: errors.New("idempotency record of the key is live although it was not found under its lock")}
+			}
+			return nil
+		})
 }
 
 // DeleteExpiredKeys deletes up to batch expired idempotency records and

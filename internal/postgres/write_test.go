@@ -267,11 +267,20 @@ func TestSaveKeyRecord(t *testing.T) {
 	if err := save("two"); order.ErrorCode(err) != order.CodeInternal {
 		t.Fatalf("overwriting a live record: %v", err)
 	}
+	if _, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+		tx.SaveKeyRecordAtCommit(f.alice.ID, "k", postgres.KeyRecord{Fingerprint: []byte("two"), Status: 200, Body: []byte("two")}, time.Hour)
+		return nil
+	}); order.ErrorCode(err) != order.CodeInternal {
+		t.Fatalf("overwriting a live record at commit: %v", err)
+	}
 	read := func() *postgres.KeyRecord {
 		var rec *postgres.KeyRecord
 		if _, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
-			var err error
-			rec, err = tx.KeyRecord(ctx, f.alice.ID, "k")
+			locked, r, err := tx.ClaimKey(ctx, f.alice.ID, "k")
+			if !locked && err == nil {
+				t.Error("the key's lock is taken although no request holds it")
+			}
+			rec = r
 			return err
 		}); err != nil {
 			t.Fatal(err)
