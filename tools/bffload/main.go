@@ -374,6 +374,11 @@ func bench(ctx context.Context, o *options, args []string, stderr io.Writer) (in
 		}
 	}
 	if has(o.scenarios, "sweep") {
+		// The sweep measures hot reads: the changes of scenarios e and g
+		// invalidated the users' screens, whose first reads would be misses.
+		if err := r.Warm(ctx); err != nil {
+			return check(err)
+		}
 		for _, c := range o.sweep {
 			b, err := r.Home(ctx, c, o.sweepDur, false, false)
 			if err != nil {

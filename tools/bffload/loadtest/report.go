@@ -133,7 +133,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 	p("")
 	p("Scenarios, in the order they run: **i** (idle streams, first, on a server not yet loaded, for the memory reading); **e-sse** opens the streams, holds them idle, then changes orders at a fixed rate; " +
 		"**g-fanout** (STAFF streams of every order, each receiving every event, at two change rates, with one stalled reader); " +
-		"**sweep** is hot homeScreen at several concurrencies against the BFF and the ceiling; **wsweep** is keyed updateShippingAddress at several concurrencies; " +
+		"**sweep** is hot homeScreen (cache warmed first) at several concurrencies against the BFF and the ceiling; **wsweep** is keyed updateShippingAddress at several concurrencies; " +
 		"**ceiling**, **a-home-hot** (homeScreen, 100 users, cache warmed first), **b-order-hot** (orderScreen of every order of every user), " +
 		"**c-home-nocache** (`Cache-Control: no-cache`: every request assembles the screen from Postgres and refreshes the cache), " +
 		"**d-mixed** (95%% screen reads, 5%% keyed updateShippingAddress with expectedVersion), **f-place** (keyed placeOrder; one in ten resent with the same key), " +
