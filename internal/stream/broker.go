@@ -409,10 +409,19 @@ func (s *sub) finish() {
 }
 
 // item is one event as handed to the live streams: shared by all of them,
-// with its SSE frame encoded once.
+// with its SSE frame encoded once and its trace context parsed once.
 type item struct {
 	ev    order.Event
 	frame []byte
+	// parent is the context of the request that committed the event (nil
+	// without a trace context): the parent of its delivery spans.
+	parent context.Context
+	// unrecorded is set once a delivery span of the event was not
+	// recorded: every sampler of telemetry.TracingConfig decides a child
+	// of the same parent (same trace id, name and attributes) the same
+	// way, so the other deliveries make no span either (a span that is
+	// not recorded is never seen, only paid for, once per stream).
+	unrecorded atomic.Bool
 }
 
 var errClosing = &order.Error{Code: order.CodeUnavailable, Message: "the server is shutting down, reconnect",

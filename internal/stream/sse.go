@@ -63,7 +63,13 @@ func eventFrame(e order.Event) []byte {
 	return appendSSE(make([]byte, 0, len(data)+64), &sse.Event{ID: []byte(e.ID), Event: []byte(EventName(e.Type)), Data: data})
 }
 
-func newItem(e order.Event) *item { return &item{ev: e, frame: eventFrame(e)} }
+func newItem(e order.Event) *item {
+	it := &item{ev: e, frame: eventFrame(e)}
+	if e.TraceParent != "" {
+		it.parent = telemetry.ContextWithTraceParent(context.Background(), e.TraceParent)
+	}
+	return it
+}
 
 func retryFrame(d time.Duration) []byte {
 	return appendSSE(nil, &sse.Event{Retry: []byte(strconv.FormatInt(d.Milliseconds(), 10))})
@@ -248,10 +254,14 @@ func (b *Broker) end(c *cursor, s sink, clean bool) {
 // in one flush when they come in a burst), heartbeats, and the end of the stream. It
 // reports whether the stream ended cleanly (shutdown goodbye written).
 // One timer serves both the heartbeat and the session's expiry (whichever
-// comes first), so that an idle stream holds a single timer.
+// comes first), so that an idle stream holds a single timer. Deliveries
+// do not re-arm it (that would cost a timer update per event on every
+// stream): they note their time, and a timer that fires less than a
+// Heartbeat after the last write is set again for the rest.
 func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
-	t := time.NewTimer(b.wait(c))
+	t := time.NewTimer(b.wait(c, time.Now().Add(b.cfg.Heartbeat)))
 	defer t.Stop()
+	var wrote time.Time // the last flush of events
 	for {
 		select {
 		case <-c.s.ready:
@@ -260,6 +270,7 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 				continue
 			}
 			var spans []trace.Span
+			last := c.last
 			for _, it := range q {
 				spans = b.deliver(ctx, c, s, it, spans)
 			}
@@ -268,18 +279,24 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 			if err != nil {
 				return false
 			}
-			t.Reset(b.wait(c))
-		case <-t.C:
-			if !c.expires.IsZero() && !time.Now().Before(c.expires) {
+			if c.last != last {
+				wrote = time.Now()
+			}
+		case now := <-t.C:
+			if !c.expires.IsZero() && !now.Before(c.expires) {
 				s.write(resetFrame(resetSessionExpired))
 				_ = s.flush()
 				return false
+			}
+			if next := wrote.Add(b.cfg.Heartbeat); now.Before(next) {
+				t.Reset(b.wait(c, next))
+				continue
 			}
 			s.write(pingFrame)
 			if s.flush() != nil || !s.alive() {
 				return false
 			}
-			t.Reset(b.wait(c))
+			t.Reset(b.wait(c, time.Now().Add(b.cfg.Heartbeat)))
 		case <-c.s.gone:
 			return b.goodbye(c, s)
 		case <-ctx.Done():
@@ -288,14 +305,14 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 	}
 }
 
-// wait is how long the live loop may sleep: until the next heartbeat, or
-// until the session expires if that comes first.
-func (b *Broker) wait(c *cursor) time.Duration {
-	d := b.cfg.Heartbeat
-	if !c.expires.IsZero() {
-		d = min(d, time.Until(c.expires))
+// wait is how long the live loop may sleep: until the next heartbeat
+// (due at ping), or until the session expires if that comes first.
+func (b *Broker) wait(c *cursor, ping time.Time) time.Duration {
+	due := ping
+	if !c.expires.IsZero() && c.expires.Before(due) {
+		due = c.expires
 	}
-	return d
+	return time.Until(due)
 }
 
 // deliver queues a live event the stream has not delivered yet. An event
@@ -306,14 +323,19 @@ func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans
 	if !c.fresh(it.ev.Position) {
 		return spans
 	}
-	if it.ev.TraceParent != "" {
-		_, span := b.cfg.Tracer.Start(telemetry.ContextWithTraceParent(context.Background(), it.ev.TraceParent),
+	if it.parent != nil && !it.unrecorded.Load() {
+		_, span := b.cfg.Tracer.Start(it.parent,
 			"sse.deliver "+EventName(it.ev.Type), trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithLinks(trace.LinkFromContext(ctx)), trace.WithAttributes(
 				attribute.Int64("bff.event.position", it.ev.Position),
 				attribute.String("bff.event.type", string(it.ev.Type)),
 				attribute.String("bff.order_id", it.ev.OrderID)))
-		spans = append(spans, span)
+		if span.IsRecording() {
+			spans = append(spans, span)
+		} else {
+			span.End()
+			it.unrecorded.Store(true)
+		}
 	}
 	s.write(it.frame)
 	b.cfg.Metrics.Delivered(streamKind(c.orderID), lag(it.ev.At))
@@ -364,6 +386,11 @@ type sink interface {
 // flush, so that idle connections keep none.
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
+// sizeRoom is the room a batch keeps before its frames for its chunk-size
+// line (up to 8 hex digits and CRLF), so that a flush is one contiguous
+// write.
+const sizeRoom = 10
+
 // connSink writes to a hijacked HTTP/1.x connection: the response head
 // first, then every flush as one HTTP/1.1 chunk (HTTP/1.0: raw, ended by
 // closing the connection), in one write call with its own deadline.
@@ -372,7 +399,9 @@ type connSink struct {
 	head    []byte // the response head, sent with the first flush
 	chunked bool
 	timeout time.Duration
-	batch   *[]byte
+	// batch is the pending chunk: sizeRoom bytes for its size line, then
+	// the frames written since the last flush (nil: none).
+	batch *[]byte
 }
 
 func newConnSink(conn net.Conn, h http.Header, chunked bool, timeout time.Duration) *connSink {
@@ -392,6 +421,7 @@ func newConnSink(conn net.Conn, h http.Header, chunked bool, timeout time.Durati
 func (s *connSink) write(frame []byte) {
 	if s.batch == nil {
 		s.batch = batchPool.Get().(*[]byte)
+		*s.batch = append((*s.batch)[:0], make([]byte, sizeRoom)...)
 	}
 	*s.batch = append(*s.batch, frame...)
 }
@@ -402,20 +432,27 @@ func (s *connSink) flushWithin(timeout time.Duration) error {
 	if s.batch == nil && s.head == nil {
 		return nil
 	}
-	var bufs net.Buffers
-	if s.head != nil {
-		bufs = append(bufs, s.head)
-		s.head = nil
-	}
-	if s.batch != nil && len(*s.batch) > 0 {
+	var out []byte // the chunk: size line, frames, CRLF
+	if s.batch != nil {
+		out = (*s.batch)[sizeRoom:]
 		if s.chunked {
-			bufs = append(bufs, []byte(strconv.FormatInt(int64(len(*s.batch)), 16)+"\r\n"), *s.batch, crlf)
-		} else {
-			bufs = append(bufs, *s.batch)
+			var size [sizeRoom]byte
+			line := append(strconv.AppendInt(size[:0], int64(len(out)), 16), crlf...)
+			start := sizeRoom - len(line)
+			copy((*s.batch)[start:], line)
+			*s.batch = append(*s.batch, crlf...)
+			out = (*s.batch)[start:]
 		}
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := bufs.WriteTo(s.conn)
+	var err error
+	if s.head != nil { // the first flush only
+		bufs := net.Buffers{s.head, out}
+		s.head = nil
+		_, err = bufs.WriteTo(s.conn)
+	} else {
+		_, err = s.conn.Write(out)
+	}
 	if s.batch != nil {
 		if cap(*s.batch) <= 64<<10 {
 			*s.batch = (*s.batch)[:0]

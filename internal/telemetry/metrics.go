@@ -60,6 +60,9 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	idempotency *prometheus.CounterVec
 	eventLag    *prometheus.HistogramVec
+	// lagOrder and lagOrders are eventLag's two series, looked up once:
+	// Delivered runs for every delivery to every stream.
+	lagOrder, lagOrders prometheus.Observer
 
 	commitToInvalidation *prometheus.HistogramVec
 	firstDelivery        prometheus.Histogram
@@ -210,9 +213,7 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		m.idempotency.WithLabelValues(o)
 		m.outcomes.value(o)
 	}
-	for _, st := range []string{"order", "orders"} {
-		m.eventLag.WithLabelValues(st)
-	}
+	m.lagOrder, m.lagOrders = m.eventLag.WithLabelValues("order"), m.eventLag.WithLabelValues("orders")
 	for _, p := range []string{InvalidationInline, InvalidationRelay} {
 		m.commitToInvalidation.WithLabelValues(p)
 	}
@@ -398,7 +399,16 @@ func (m *Metrics) Delivered(stream string, lag time.Duration) {
 	if m == nil {
 		return
 	}
-	m.eventLag.WithLabelValues(stream).Observe(max(lag, 0).Seconds())
+	var o prometheus.Observer
+	switch stream {
+	case "order":
+		o = m.lagOrder
+	case "orders":
+		o = m.lagOrders
+	default:
+		o = m.eventLag.WithLabelValues(stream)
+	}
+	o.Observe(max(lag, 0).Seconds())
 }
 
 // FirstDelivery records the lag from an event's commit to its first
