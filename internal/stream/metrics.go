@@ -47,9 +47,13 @@ func streamKind(orderID string) string {
 }
 
 // lag is the time since an event's timestamp (0 when the clocks disagree).
-func lag(at time.Time) time.Duration {
+func lag(at time.Time) time.Duration { return lagAt(at, time.Now()) }
+
+// lagAt is the time from an event's timestamp to now (0 when the clocks
+// disagree).
+func lagAt(at, now time.Time) time.Duration {
 	if at.IsZero() {
 		return 0
 	}
-	return max(time.Since(at), 0)
+	return max(now.Sub(at), 0)
 }

@@ -270,9 +270,9 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 				continue
 			}
 			var spans []trace.Span
-			last := c.last
+			last, now := c.last, time.Now()
 			for _, it := range q {
-				spans = b.deliver(ctx, c, s, it, spans)
+				spans = b.deliver(ctx, c, s, it, now, spans)
 			}
 			err := s.flush()
 			endSpans(spans, err)
@@ -280,7 +280,7 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 				return false
 			}
 			if c.last != last {
-				wrote = time.Now()
+				wrote = now
 			}
 		case now := <-t.C:
 			if !c.expires.IsZero() && !now.Before(c.expires) {
@@ -315,11 +315,12 @@ func (b *Broker) wait(c *cursor, ping time.Time) time.Duration {
 	return time.Until(due)
 }
 
-// deliver queues a live event the stream has not delivered yet. An event
-// with a trace context gets a delivery span (appended to spans, ended by
-// the caller after the flush): a child of the request that committed the
-// event, linked to the stream's own request.
-func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans []trace.Span) []trace.Span {
+// deliver queues a live event the stream has not delivered yet, its lag
+// measured at now (when the batch was taken: one clock read per batch).
+// An event with a trace context gets a delivery span (appended to spans,
+// ended by the caller after the flush): a child of the request that
+// committed the event, linked to the stream's own request.
+func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, now time.Time, spans []trace.Span) []trace.Span {
 	if !c.fresh(it.ev.Position) {
 		return spans
 	}
@@ -338,7 +339,7 @@ func (b *Broker) deliver(ctx context.Context, c *cursor, s sink, it *item, spans
 		}
 	}
 	s.write(it.frame)
-	b.cfg.Metrics.Delivered(streamKind(c.orderID), lag(it.ev.At))
+	b.cfg.Metrics.Delivered(streamKind(c.orderID), lagAt(it.ev.At, now))
 	c.last = it.ev.Position
 	return spans
 }
