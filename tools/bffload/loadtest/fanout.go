@@ -134,22 +134,40 @@ func openStream(ctx context.Context, base, path, token string, rcvbuf int) (*raw
 	return s, nil
 }
 
-// delivery is one event a fan-out stream received.
+// delivery is one event a fan-out stream received (no pointers: a
+// thousand streams hold about a million of them, which the collector
+// then does not scan).
 type delivery struct {
 	key int64 // target order index × 1e6 + version
 	pos int64
 	lat time.Duration
-	at  time.Time // when it was received
+	at  int64 // when it was received (Unix nanoseconds)
 }
 
-// fanStream reads one healthy staff stream.
+// fanStream is one healthy staff stream: its connection, its decoder,
+// and what it received. Its bytes are read by an event loop (see
+// readFanStreams) and parsed as they come: every frame's id, order, version
+// and timestamp.
 type fanStream struct {
-	s         *rawStream
+	conn    net.Conn
+	dec     *sseDecoder
+	targets map[string]int64
+	onLine  func([]byte) // f.line, bound once
+	pos     int64        // the id of the frame being read
+	last    int64        // the id of the last event received
+	now     time.Time    // when the bytes being decoded were read
+
 	got       []delivery
 	unordered int // events whose position was not above the previous one
 	err       error
 	endedAt   time.Time // when the server ended the stream
 	closed    atomic.Bool
+}
+
+func newFanStream(conn net.Conn, dec *sseDecoder, targets map[string]int64, expect int) *fanStream {
+	f := &fanStream{conn: conn, dec: dec, targets: targets, got: make([]delivery, 0, expect)}
+	f.onLine = f.line
+	return f
 }
 
 var (
@@ -175,39 +193,43 @@ func field(data, name []byte, end string) []byte {
 	return nil
 }
 
-func (f *fanStream) run(targets map[string]int64) {
-	var pos int64
-	var last int64
-	for {
-		line, err := f.s.body.ReadSlice('\n')
-		if err != nil {
-			if !f.closed.Load() {
-				f.err = fmt.Errorf("stream ended by the server (too slow, or a failure): %w", err)
-				f.endedAt = time.Now()
-			}
+// received decodes bytes read at now.
+func (f *fanStream) received(p []byte, now time.Time) error {
+	f.now = now
+	return f.dec.feed(p, f.onLine)
+}
+
+// ended records that the server ended the stream (unless the scenario
+// closed it), with err.
+func (f *fanStream) ended(err error, now time.Time) {
+	if !f.closed.Load() && f.err == nil {
+		f.err = fmt.Errorf("stream ended by the server (too slow, or a failure): %w", err)
+		f.endedAt = now
+	}
+}
+
+// line parses one SSE line: an id, or the data of an event of a target
+// order (its version and timestamp).
+func (f *fanStream) line(line []byte) {
+	switch {
+	case bytes.HasPrefix(line, idPrefix):
+		f.pos, _ = strconv.ParseInt(string(line[len(idPrefix):]), 10, 64)
+	case bytes.HasPrefix(line, dataPrefix):
+		data := line[len(dataPrefix):]
+		t, ok := f.targets[string(field(data, orderIDField, `"`))]
+		if !ok {
 			return
 		}
-		now := time.Now()
-		switch {
-		case bytes.HasPrefix(line, idPrefix):
-			pos, _ = strconv.ParseInt(string(bytes.TrimRight(line[len(idPrefix):], "\r\n")), 10, 64)
-		case bytes.HasPrefix(line, dataPrefix):
-			data := line[len(dataPrefix):]
-			t, ok := targets[string(field(data, orderIDField, `"`))]
-			if !ok {
-				continue
-			}
-			v, _ := strconv.ParseInt(string(field(data, versionField, versionEndSet)), 10, 64)
-			at, err := time.Parse(time.RFC3339Nano, string(field(data, atField, string(quote))))
-			if err != nil {
-				continue
-			}
-			if pos <= last {
-				f.unordered++
-			}
-			last = pos
-			f.got = append(f.got, delivery{key: t*1_000_000 + v, pos: pos, lat: now.Sub(at), at: now})
+		v, _ := strconv.ParseInt(string(field(data, versionField, versionEndSet)), 10, 64)
+		at, err := time.Parse(time.RFC3339Nano, string(field(data, atField, string(quote))))
+		if err != nil {
+			return
 		}
+		if f.pos <= f.last {
+			f.unordered++
+		}
+		f.last = f.pos
+		f.got = append(f.got, delivery{key: t*1_000_000 + v, pos: f.pos, lat: f.now.Sub(at), at: f.now.UnixNano()})
 	}
 }
 
@@ -229,13 +251,11 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 	for i, u := range r.Users {
 		targets[u.Target] = int64(i)
 	}
+	expect := 0 // deliveries per stream, for its buffer
+	for _, rate := range cfg.Rates {
+		expect += int(rate*cfg.Phase.Seconds()) + 1
+	}
 	streams := make([]*fanStream, 0, cfg.Streams)
-	defer func() {
-		for _, f := range streams {
-			f.closed.Store(true)
-			f.s.conn.Close()
-		}
-	}()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)
@@ -245,27 +265,33 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s, err := openStream(ctx, r.Base, "/events?stream=orders", token, 0)
+			conn, dec, err := dialFanStream(ctx, r.Base, "/events?stream=orders", token)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				out.OpenFailed++
 				return
 			}
-			streams = append(streams, &fanStream{s: s})
+			streams = append(streams, newFanStream(conn, dec, targets, expect))
 		}()
 	}
 	wg.Wait()
 	stalled, err := openStream(ctx, r.Base, "/events?stream=orders", token, 4096)
 	if err != nil {
+		for _, f := range streams {
+			f.conn.Close()
+		}
 		return nil, fmt.Errorf("fanout: the stalled stream: %w", err)
 	}
 	defer stalled.conn.Close()
-	var readers sync.WaitGroup
-	for _, f := range streams {
-		readers.Add(1)
-		go func() { defer readers.Done(); f.run(targets) }()
+	stopReading, err := readFanStreams(streams)
+	if err != nil {
+		for _, f := range streams {
+			f.conn.Close()
+		}
+		return nil, fmt.Errorf("fanout: reading the streams: %w", err)
 	}
+	defer stopReading()
 	r.logf("fanout: %d staff streams open (%d failed) and one stalled reader", len(streams), out.OpenFailed)
 
 	stopRSS := r.sampleRSS()
@@ -357,11 +383,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 		}
 	}
 
-	for _, f := range streams {
-		f.closed.Store(true)
-		f.s.conn.Close()
-	}
-	readers.Wait()
+	stopReading()
 
 	lat := make([][]time.Duration, len(cfg.Rates))
 	after := make([][]time.Duration, len(cfg.Rates))
@@ -402,7 +424,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 			if seen[d.key] == 1 {
 				delivered[p]++
 				lat[p] = append(lat[p], d.lat)
-				after[p] = append(after[p], max(0, d.at.Sub(respOf[d.key])))
+				after[p] = append(after[p], max(0, time.Duration(d.at-respOf[d.key].UnixNano())))
 			} else {
 				dup[p]++
 			}
