@@ -95,11 +95,11 @@ func Middleware(v *Verifier, users UserLookup, opts MiddlewareOptions) httpx.Mid
 				return
 			}
 			httpx.Info(r.Context()).SetUser(u.ID)
-			ctx := WithUser(r.Context(), u)
+			var exp time.Time
 			if claims.ExpiresAt != nil {
-				ctx = WithSessionExpiry(ctx, claims.ExpiresAt.Time)
+				exp = claims.ExpiresAt.Time
 			}
-			next.ServeHTTP(w, r.WithContext(ctx))
+			next.ServeHTTP(w, r.WithContext(WithSession(r.Context(), u, exp)))
 		})
 	}
 }

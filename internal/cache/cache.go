@@ -350,8 +350,9 @@ type lookup struct {
 // generations and the entry under them (with get unset, only the entry's
 // position: lk.data is then the entry's first 8 bytes). With a rider, the
 // script and the rider's commands go to Redis in one pipeline (one round
-// trip).
-func (c *Cache) read(ctx context.Context, keys []string, get bool, rider Rider) (lookup, error) {
+// trip). pre, when not nil, is the start of the script's EVALSHA command
+// for keys, boxed once (Prepared.evalArgs).
+func (c *Cache) read(ctx context.Context, keys []string, pre []any, get bool, rider Rider) (lookup, error) {
 	var lk lookup
 	bump, bumped := c.epochBump()
 	what := whatPosition
@@ -359,15 +360,29 @@ func (c *Cache) read(ctx context.Context, keys []string, get bool, rider Rider) 
 		what = whatEntry
 	}
 	err := c.call(ctx, func(ctx context.Context) error {
-		args := []any{what, flagArg(bump), token(), c.genTTLArg}
+		// The whole EVALSHA command when pre is its start, else the
+		// script's arguments (args): one slice either way.
+		command := make([]any, len(pre), len(pre)+4)
+		copy(command, pre)
+		command = append(command, what, flagArg(bump), token(), c.genTTLArg)
+		args := command[len(pre):]
 		var cmd *redis.Cmd
-		if rider == nil {
+		switch {
+		case rider == nil && pre == nil:
 			cmd = readScript.Run(ctx, c.rdb, keys, args...)
-		} else {
+		case rider == nil:
+			cmd = c.rdb.Do(ctx, command...)
+		default:
 			pipe := c.rdb.Pipeline()
 			rider.Queue(ctx, pipe)
-			cmd = readScript.EvalSha(ctx, pipe, keys, args...)
+			if pre == nil {
+				cmd = readScript.EvalSha(ctx, pipe, keys, args...)
+			} else {
+				cmd = pipe.Do(ctx, command...)
+			}
 			_, _ = pipe.Exec(ctx) // each command keeps its own error
+		}
+		if pre != nil || rider != nil {
 			if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 				// Redis did not know the script (restarted, or its scripts
 				// flushed): it runs alone, loading it.
@@ -387,7 +402,8 @@ func (c *Cache) read(ctx context.Context, keys []string, get bool, rider Rider) 
 			data, _ := res[1].(string)
 			pttl, _ := res[2].(int64)
 			// The reply's bytes, not a copy: nothing writes to lk.data (it
-			// is decoded, and a decoded value never shares its memory).
+			// is decoded; a []byte value Peek returns may share its memory
+			// and is read only).
 			lk.hit, lk.data, lk.pttl = true, unsafe.Slice(unsafe.StringData(data), len(data)), time.Duration(pttl)*time.Millisecond
 		}
 		return nil
@@ -518,7 +534,9 @@ func (c *Cache) repair() {
 func token() string {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	var out [11]byte // base64 of 8 bytes
+	base64.RawURLEncoding.Encode(out[:], b[:])
+	return string(out[:])
 }
 
 func flag(b bool) string {

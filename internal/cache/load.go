@@ -56,7 +56,7 @@ func Load[T any](ctx context.Context, c *Cache, key Key, load func(context.Conte
 func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (Result, T, error) {
 	base, keys := c.keys(key)
 	bypass := bypassed(ctx)
-	lk, err := c.read(ctx, keys, !bypass, nil)
+	lk, err := c.read(ctx, keys, nil, !bypass, nil)
 	if err != nil {
 		seen := c.seen()
 		lctx, n := withNote(ctx)
@@ -122,7 +122,7 @@ func fly[T any](ctx context.Context, c *Cache, base string, keys []string, deps 
 	started := time.Now()
 	seen := c.seen() // before the load: it reflects every event up to it
 	if recheck {
-		lk, err := c.read(ctx, keys, true, nil)
+		lk, err := c.read(ctx, keys, nil, true, nil)
 		if err == nil && lk.hit {
 			if pos, ok := c.usable(lk.data, deps, &f.val); ok {
 				f.hit, f.ttl, f.gens, f.pos, f.expires = true, lk.pttl, lk.gens, pos, time.Now().Add(lk.pttl)
@@ -174,6 +174,27 @@ func (c *Cache) usable(entry []byte, deps []Dep, v any) (int64, bool) {
 	return pos, ok && pos >= c.newest(deps) && c.cfg.Codec.Unmarshal(data, v) == nil
 }
 
+// usableBytes is usable for a []byte value: a codec that can decode it
+// without a copy ([bytesDecoder]) returns a slice of entry.
+func (c *Cache) usableBytes(entry []byte, deps []Dep) (pos int64, v []byte, ok bool) {
+	d, raw := c.cfg.Codec.(bytesDecoder)
+	if !raw {
+		var out []byte
+		pos, ok = c.usable(entry, deps, &out)
+		return pos, out, ok
+	}
+	pos, data, ok := decodeEntry(entry)
+	if !ok || pos < c.newest(deps) {
+		return 0, nil, false
+	}
+	if v, ok = d.decodeBytes(data); ok {
+		return pos, v, true
+	}
+	var out []byte
+	ok = c.cfg.Codec.Unmarshal(data, &out) == nil
+	return pos, out, ok
+}
+
 // detach keeps ctx's values and deadline but not its cancellation, so that
 // one caller giving up does not fail the others waiting on the same load.
 func detach(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -192,14 +213,14 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 // ErrUnavailable when Redis cannot be used.
 func (c *Cache) Validator(ctx context.Context, key Key) (string, error) {
 	base, keys := c.keys(key)
-	return c.currentValidator(ctx, base, keys, key.Deps, nil)
+	return c.currentValidator(ctx, base, keys, nil, key.Deps, nil)
 }
 
 // currentValidator reads the generations and the current entry's position
 // (with rider's commands, nil: none, in the same round trip) and returns
 // the validator of what a read would serve now.
-func (c *Cache) currentValidator(ctx context.Context, base string, keys []string, deps []Dep, rider Rider) (string, error) {
-	lk, err := c.read(ctx, keys, false, rider)
+func (c *Cache) currentValidator(ctx context.Context, base string, keys []string, pre []any, deps []Dep, rider Rider) (string, error) {
+	lk, err := c.read(ctx, keys, pre, false, rider)
 	if err != nil {
 		return "", err
 	}
@@ -217,6 +238,14 @@ func (c *Cache) currentValidator(ctx context.Context, base string, keys []string
 // saw a newer event is replaced by one that reflects it, so a client's
 // copy of the refused one is not confirmed.
 func (c *Cache) validator(base, gens string, pos int64) string {
-	sum := sha256.Sum256([]byte(base + ":" + gens + "@" + strconv.FormatInt(pos, 10)))
-	return base64.RawURLEncoding.EncodeToString(sum[:18])
+	var buf [256]byte // the usual key fits: hashed without a copy on the heap
+	b := append(buf[:0], base...)
+	b = append(b, ':')
+	b = append(b, gens...)
+	b = append(b, '@')
+	b = strconv.AppendInt(b, pos, 10)
+	sum := sha256.Sum256(b)
+	var out [24]byte // base64 of 18 bytes
+	base64.RawURLEncoding.Encode(out[:], sum[:18])
+	return string(out[:])
 }

@@ -13,12 +13,20 @@ type Prepared struct {
 	base   string
 	keys   []string // of the read script (Cache.keys)
 	deps   []Dep
+	// evalArgs is the start of the read script's EVALSHA command (name,
+	// script hash, keys), boxed once.
+	evalArgs []any
 }
 
 // Prepare computes the Redis keys of k.
 func (c *Cache) Prepare(k Key) Prepared {
 	base, keys := c.keys(k)
-	return Prepared{screen: k.Screen, base: base, keys: keys, deps: k.Deps}
+	pre := make([]any, 0, 3+len(keys))
+	pre = append(pre, "evalsha", readScript.Hash(), len(keys))
+	for _, k := range keys {
+		pre = append(pre, k)
+	}
+	return Prepared{screen: k.Screen, base: base, keys: keys, deps: k.Deps, evalArgs: pre}
 }
 
 // Rider is Redis work of another component that rides in the round trip
@@ -37,16 +45,17 @@ type Rider interface {
 // commands (nil: none) in the same round trip. hit is false when there is
 // no current entry, or when Redis is unavailable (err): the caller loads
 // the value as usual, through Load, which counts that request's status. A
-// hit is counted here.
+// hit is counted here. v may share the memory of the Redis reply: it is
+// read only.
 func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, res Result, hit bool, err error) {
 	if bypassed(ctx) {
 		return nil, Result{}, false, nil
 	}
-	lk, err := c.read(ctx, p.keys, true, rider)
+	lk, err := c.read(ctx, p.keys, p.evalArgs, true, rider)
 	if err != nil || !lk.hit {
 		return nil, Result{}, false, err
 	}
-	pos, ok := c.usable(lk.data, p.deps, &v)
+	pos, v, ok := c.usableBytes(lk.data, p.deps)
 	if !ok {
 		return nil, Result{}, false, nil // replaced by the next Load
 	}
@@ -59,5 +68,5 @@ func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, re
 // Cache.Validator) in one Redis round trip, reading only the entry's
 // position, with rider's commands (nil: none) in the same round trip.
 func (c *Cache) PeekValidator(ctx context.Context, p Prepared, rider Rider) (string, error) {
-	return c.currentValidator(ctx, p.base, p.keys, p.deps, rider)
+	return c.currentValidator(ctx, p.base, p.keys, p.evalArgs, p.deps, rider)
 }

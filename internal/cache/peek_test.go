@@ -1,13 +1,18 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shop/bff/internal/testenv"
 )
 
 // incrRider queues an INCR of its key, as a rate limit's charge rides in
@@ -81,4 +86,65 @@ func TestPeekCarriesARider(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, hit)
 	assert.Zero(t, r3.queued)
+}
+
+// Peek returns a []byte value as Load stored it: with MessagePack, a
+// slice of the Redis reply (no copy); with another codec, decoded. A Redis
+// that forgot the read script (restarted, scripts flushed) answers the
+// prepared read and its rider alike.
+func TestPeekBytes(t *testing.T) {
+	p := testenv.StartRedis(t)
+	for _, codec := range []Codec{MsgpackCodec{}, JSONCodec{}} {
+		t.Run(codec.Name(), func(t *testing.T) {
+			rdb := testenv.Connect(t, p.URL())
+			c, err := New(rdb, Config{Prefix: "pb:" + codec.Name() + ":", Codec: codec, Timeout: 10 * time.Second}, nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			k := orderKey("u1")
+			want := []byte(`{"screen":"` + strings.Repeat("x", 300) + `"}`)
+			_, _, err = Load(ctx, c, k, func(context.Context) ([]byte, error) { return want, nil })
+			require.NoError(t, err)
+			pk := c.Prepare(k)
+			for i, rider := range []Rider{nil, &incrRider{key: "pb:rider"}} {
+				require.NoError(t, rdb.ScriptFlush(ctx).Err())
+				got, res, hit, err := c.Peek(ctx, pk, rider)
+				require.NoError(t, err, "read %d", i)
+				require.True(t, hit, "read %d", i)
+				assert.Equal(t, StatusHit, res.Status)
+				assert.Equal(t, want, got)
+			}
+		})
+	}
+}
+
+// decodeBytes returns the bytes of a MessagePack bin (every length form)
+// or nil as a slice of its input, and refuses anything else, so that the
+// caller decodes it with the codec.
+func TestMsgpackDecodeBytes(t *testing.T) {
+	for _, n := range []int{0, 1, 255, 256, 65535, 65536} {
+		want := bytes.Repeat([]byte{'x'}, n)
+		enc, err := MsgpackCodec{}.Marshal(want)
+		require.NoError(t, err)
+		got, ok := MsgpackCodec{}.decodeBytes(enc)
+		require.True(t, ok, "length %d", n)
+		assert.Equal(t, want, got, "length %d", n)
+		if n > 0 {
+			assert.Same(t, &enc[len(enc)-n], &got[0], "a slice of the entry, not a copy")
+		}
+		_, ok = MsgpackCodec{}.decodeBytes(append(enc, 0))
+		assert.False(t, ok, "trailing bytes")
+		_, ok = MsgpackCodec{}.decodeBytes(enc[:len(enc)-1])
+		assert.False(t, n > 0 && ok, "truncated")
+	}
+	enc, err := MsgpackCodec{}.Marshal([]byte(nil))
+	require.NoError(t, err)
+	got, ok := MsgpackCodec{}.decodeBytes(enc)
+	assert.True(t, ok)
+	assert.Nil(t, got)
+	str, err := MsgpackCodec{}.Marshal("text")
+	require.NoError(t, err)
+	_, ok = MsgpackCodec{}.decodeBytes(str)
+	assert.False(t, ok, "a string is the codec's to decode")
+	_, ok = MsgpackCodec{}.decodeBytes(nil)
+	assert.False(t, ok)
 }

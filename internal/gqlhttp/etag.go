@@ -8,6 +8,8 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/shop/bff/internal/httpx"
 )
 
 // HTTP caching of GraphQL responses (caching.md rule 11):
@@ -35,6 +37,33 @@ const (
 )
 
 var ccProducts = "public, max-age=" + strconv.Itoa(ProductsMaxAge)
+
+// Shared header values of every response (see httpx.HeaderValue).
+var (
+	hvPersonal    = httpx.NewHeaderValue(ccPersonal)
+	hvPrivate     = httpx.NewHeaderValue("private, no-store")
+	hvVary        = httpx.NewHeaderValue("Authorization, Cookie")
+	hvJSON        = httpx.NewHeaderValue(ctJSON)
+	hvGraphQLJSON = httpx.NewHeaderValue(ctGraphQLJSON)
+)
+
+// Header keys, canonical.
+const (
+	cacheControlKey = "Cache-Control"
+	contentTypeKey  = "Content-Type"
+)
+
+// setContentType sets the Content-Type of h to ct.
+func setContentType(h http.Header, ct string) {
+	switch ct {
+	case ctJSON:
+		hvJSON.Set(h, contentTypeKey)
+	case ctGraphQLJSON:
+		hvGraphQLJSON.Set(h, contentTypeKey)
+	default:
+		h.Set(contentTypeKey, ct)
+	}
+}
 
 // etagKey is the ETag header as net/http keeps it (canonical, "Etag"):
 // setting it costs no conversion.
@@ -107,7 +136,7 @@ func writeNotModified(w http.ResponseWriter, req *http.Request, etag string) boo
 // (its Vary: Authorization, Cookie is every /graphql response's, set once
 // by CachePolicy).
 func screenHeaders(h http.Header, etag string) {
-	h.Set("Cache-Control", ccPersonal)
+	hvPersonal.Set(h, cacheControlKey)
 	if etag != "" {
 		h.Set(etagKey, etag)
 	}

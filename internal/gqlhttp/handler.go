@@ -243,9 +243,13 @@ func (h *Handler) answer(ctx context.Context, rc *graphql.OperationContext) *gra
 // personal (Cache-Control: private, no-store), so no shared cache keeps it
 // and no browser cache outlives the session.
 func CachePolicy(h http.Header, r *http.Request) {
-	h.Add("Vary", "Authorization, Cookie")
+	if _, ok := h["Vary"]; ok {
+		h.Add("Vary", "Authorization, Cookie")
+	} else {
+		hvVary.Set(h, "Vary")
+	}
 	if _, ok := auth.UserFrom(r.Context()); ok {
-		h.Set("Cache-Control", "private, no-store")
+		hvPrivate.Set(h, cacheControlKey)
 	}
 }
 
@@ -297,7 +301,7 @@ func (h *Handler) mutate(ctx context.Context, w http.ResponseWriter, r *http.Req
 		w.Header().Set(idempotency.ReplayedHeader, "true")
 	}
 	recordCodes(ctx, resp.Body)
-	w.Header().Set("Content-Type", ct)
+	setContentType(w.Header(), ct)
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
 }
@@ -329,7 +333,7 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, statu
 	buf := bodies.Get().(*[]byte)
 	b, status := encodeTo((*buf)[:0], ct, status, resp)
 	recordCodes(r.Context(), b)
-	w.Header().Set("Content-Type", ct)
+	setContentType(w.Header(), ct)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 	if cap(b) <= maxPooledBody {
@@ -503,6 +507,12 @@ func requiresKey(op *ast.OperationDefinition) bool {
 
 // negotiate picks the response content type from Accept.
 func negotiate(accept string) (string, bool) {
+	switch accept { // the usual ones, without parsing
+	case ctJSON, "*/*":
+		return ctJSON, true
+	case ctGraphQLJSON:
+		return ctGraphQLJSON, true
+	}
 	if strings.TrimSpace(accept) == "" {
 		return ctJSON, true
 	}

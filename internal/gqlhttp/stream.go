@@ -196,7 +196,11 @@ func (m multipartFraming) end(expired bool) []byte {
 // acceptsMultipartSubscription reports whether r asks for the multipart
 // subscription protocol (Accept: multipart/mixed;subscriptionSpec=1.0).
 func acceptsMultipartSubscription(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+	accept := r.Header.Get("Accept")
+	if !strings.Contains(strings.ToLower(accept), "multipart/mixed") {
+		return false
+	}
+	for _, part := range strings.Split(accept, ",") {
 		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
 		if err == nil && mt == "multipart/mixed" && params["subscriptionspec"] != "" {
 			return true

@@ -35,17 +35,19 @@ type RequestInfoFields struct {
 	Causes      []string
 }
 
-type infoKey struct{}
-
 // WithInfo returns ctx carrying info.
 func WithInfo(ctx context.Context, info *RequestInfo) context.Context {
-	return context.WithValue(ctx, infoKey{}, info)
+	st, out := derive(ctx, func(*requestState) bool { return true })
+	st.info = info
+	return out
 }
 
 // Info returns the request's RequestInfo stored by [AccessLog], or nil.
 func Info(ctx context.Context) *RequestInfo {
-	info, _ := ctx.Value(infoKey{}).(*RequestInfo)
-	return info
+	if st := stateOf(ctx); st != nil {
+		return st.info
+	}
+	return nil
 }
 
 // SetUser records the authenticated user's id.
@@ -132,10 +134,12 @@ func AccessLog(logger *slog.Logger) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			info := &RequestInfo{}
-			ctx := WithInfo(r.Context(), info)
+			st, r := claim(r, hasInfo)
+			info := &st.infoData
+			st.info = info
+			ctx := r.Context()
 			sw := wrap(w)
-			next.ServeHTTP(sw, r.WithContext(ctx))
+			next.ServeHTTP(sw, r)
 
 			level := slog.LevelInfo
 			if sw.status >= 500 {

@@ -453,3 +453,70 @@ func TestFlushThroughWrappers(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/events", nil))
 	assert.True(t, rec.Flushed)
 }
+
+// TestBeginSharesOneState checks that under Begin the proxy, request id
+// and access log middlewares record into one context value (the request
+// reaching the handler is derived once), that what they record is what
+// they record without Begin, and that a request made with another
+// request's context through the same middlewares gets its own id, peer
+// and RequestInfo, leaving the outer request's as they were.
+func TestBeginSharesOneState(t *testing.T) {
+	proxies, err := httpx.NewTrustedProxies([]string{"10.0.0.0/8"})
+	require.NoError(t, err)
+	chain := func(h http.Handler) http.Handler {
+		return httpx.Chain(h, proxies.Middleware(), httpx.RequestID, httpx.AccessLog(slog.New(slog.DiscardHandler)))
+	}
+	for _, begin := range []bool{true, false} {
+		t.Run(fmt.Sprintf("begin=%v", begin), func(t *testing.T) {
+			wrap := chain
+			if begin {
+				wrap = func(h http.Handler) http.Handler { return httpx.Begin(chain(h)) }
+			}
+			var seen, innerSeen struct {
+				id, peer string
+				secure   bool
+				info     *httpx.RequestInfo
+			}
+			var outer *http.Request
+			inner := wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				innerSeen.id, innerSeen.peer = httpx.RequestIDFrom(r.Context()), httpx.PeerAddr(r)
+				innerSeen.secure, innerSeen.info = httpx.IsSecure(r), httpx.Info(r.Context())
+			}))
+			h := wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				outer = r
+				seen.id, seen.peer = httpx.RequestIDFrom(r.Context()), httpx.PeerAddr(r)
+				seen.secure, seen.info = httpx.IsSecure(r), httpx.Info(r.Context())
+				httpx.Info(r.Context()).SetUser("u1")
+				// a request of its own, made with this one's context
+				sub := httptest.NewRequestWithContext(r.Context(), http.MethodGet, "/sub", nil)
+				sub.RemoteAddr = "192.0.2.9:1"
+				sub.Header.Set(httpx.HeaderRequestID, "sub-id")
+				inner.ServeHTTP(httptest.NewRecorder(), sub)
+			}))
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.RemoteAddr = "10.1.2.3:5000"
+			req.Header.Set("X-Forwarded-Proto", "https")
+			req.Header.Set(httpx.HeaderRequestID, "outer-id")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+
+			assert.Equal(t, "outer-id", rec.Header().Get(httpx.HeaderRequestID))
+			assert.Equal(t, "outer-id", seen.id)
+			assert.Equal(t, "10.1.2.3:5000", seen.peer)
+			assert.True(t, seen.secure)
+			require.NotNil(t, seen.info)
+			assert.Equal(t, "sub-id", innerSeen.id)
+			assert.Equal(t, "192.0.2.9:1", innerSeen.peer)
+			assert.False(t, innerSeen.secure)
+			require.NotNil(t, innerSeen.info)
+			assert.NotSame(t, seen.info, innerSeen.info)
+			assert.Empty(t, innerSeen.info.Fields().UserID)
+			// the outer request's values are untouched by the inner one
+			assert.Equal(t, "outer-id", httpx.RequestIDFrom(outer.Context()))
+			assert.Equal(t, "10.1.2.3:5000", httpx.PeerAddr(outer))
+			assert.True(t, httpx.IsSecure(outer))
+			assert.Same(t, seen.info, httpx.Info(outer.Context()))
+			assert.Equal(t, "u1", httpx.Info(outer.Context()).Fields().UserID)
+		})
+	}
+}

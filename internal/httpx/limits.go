@@ -151,18 +151,20 @@ func SecurityHeaders(opts SecurityOptions) Middleware {
 	if maxAge <= 0 {
 		maxAge = 31536000
 	}
-	hsts := "max-age=" + strconv.Itoa(maxAge)
+	hsts := NewHeaderValue("max-age=" + strconv.Itoa(maxAge))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
-			h.Set("X-Content-Type-Options", "nosniff")
+			nosniff.Set(h, "X-Content-Type-Options")
 			if opts.HSTS || IsSecure(r) {
-				h.Set("Strict-Transport-Security", hsts)
+				hsts.Set(h, "Strict-Transport-Security")
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
 }
+
+var nosniff = NewHeaderValue("nosniff")
 
 // BodyDeadline gives the reading of a request body d (no limit when
 // d <= 0): a client that sends its body slower fails with a read error

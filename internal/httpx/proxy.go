@@ -1,7 +1,6 @@
 package httpx
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -59,8 +58,6 @@ func (p *TrustedProxies) Trusted(a netip.Addr) bool {
 	return false
 }
 
-type peerKey struct{}
-
 type peerInfo struct {
 	remoteAddr string // the TCP peer, before any rewrite
 	https      bool   // a trusted proxy said the client used https
@@ -79,13 +76,16 @@ type peerInfo struct {
 func (p *TrustedProxies) Middleware() Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			info := &peerInfo{remoteAddr: r.RemoteAddr}
+			st, r := claim(r, hasPeer)
+			st.peerData = peerInfo{remoteAddr: r.RemoteAddr}
+			info := &st.peerData
+			st.peer = info
 			peer := hostAddr(r.RemoteAddr)
 			if !p.Trusted(peer) {
 				for _, h := range forwardedHeaders {
 					r.Header.Del(h)
 				}
-				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, info)))
+				next.ServeHTTP(w, r)
 				return
 			}
 			client := peer
@@ -103,7 +103,6 @@ func (p *TrustedProxies) Middleware() Middleware {
 			if protos := headerList(r.Header.Values("X-Forwarded-Proto")); len(protos) > 0 {
 				info.https = strings.EqualFold(protos[len(protos)-1], "https")
 			}
-			r = r.WithContext(context.WithValue(r.Context(), peerKey{}, info))
 			r.RemoteAddr = net.JoinHostPort(client.String(), "0")
 			next.ServeHTTP(w, r)
 		})
@@ -117,8 +116,8 @@ func IsSecure(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	info, _ := r.Context().Value(peerKey{}).(*peerInfo)
-	return info != nil && info.https
+	st := stateOf(r.Context())
+	return st != nil && st.peer != nil && st.peer.https
 }
 
 // PeerAddr returns the address of the TCP peer of the request (the proxy
@@ -126,8 +125,8 @@ func IsSecure(r *http.Request) bool {
 // [TrustedProxies.Middleware] rewrote it; r.RemoteAddr without that
 // middleware.
 func PeerAddr(r *http.Request) string {
-	if info, _ := r.Context().Value(peerKey{}).(*peerInfo); info != nil {
-		return info.remoteAddr
+	if st := stateOf(r.Context()); st != nil && st.peer != nil {
+		return st.peer.remoteAddr
 	}
 	return r.RemoteAddr
 }

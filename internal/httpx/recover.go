@@ -21,7 +21,10 @@ func Recover(logger *slog.Logger) Middleware {
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			sw := wrap(w)
+			sw, ok := w.(*responseWriter) // AccessLog's, when it is right outside
+			if !ok {
+				sw = wrap(w)
+			}
 			defer func() {
 				p := recover()
 				if p == nil {

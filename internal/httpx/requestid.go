@@ -14,8 +14,6 @@ const HeaderRequestID = "X-Request-ID"
 // middleware's lookups then cost no conversion.
 var requestIDHeaderKey = http.CanonicalHeaderKey(HeaderRequestID)
 
-type requestIDKey struct{}
-
 // RequestID keeps a valid client X-Request-ID (see [ValidRequestID]) or
 // generates a new one (a UUIDv7), stores it in the request context and
 // echoes it in the response header before the handler runs.
@@ -26,7 +24,9 @@ func RequestID(next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set(requestIDHeaderKey, id)
-		next.ServeHTTP(w, r.WithContext(WithRequestID(r.Context(), id)))
+		st, r := claim(r, hasID)
+		st.id = id
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -49,13 +49,17 @@ func ValidRequestID(id string) bool {
 
 // WithRequestID returns ctx carrying request id id.
 func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
+	st, out := derive(ctx, func(*requestState) bool { return true })
+	st.id = id
+	return out
 }
 
 // RequestIDFrom returns the request id stored by [RequestID], or "".
 func RequestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if st := stateOf(ctx); st != nil {
+		return st.id
+	}
+	return ""
 }
 
 func newRequestID() string {

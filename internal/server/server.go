@@ -451,6 +451,7 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 	}
 	secure := s.secureCookies()
 	return httpx.Chain(telemetry.AnnotateSpan(h),
+		httpx.Begin,          // one context derivation for the peer, the request id and the log's RequestInfo
 		proxies.Middleware(), // first: everything after it sees the client's address
 		httpx.RequestID,
 		telemetry.Middleware(append(s.tracing.Options(), telemetry.WithFilter(traced))...),

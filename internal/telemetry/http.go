@@ -85,7 +85,7 @@ func Middleware(opts ...Option) httpx.Middleware {
 			// a recorded span keeps is computed for a recorded one alone
 			// (the samplers of TracingConfig decide by trace id and
 			// parent, never by attributes).
-			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+			ctx, span := tracer.Start(ctx, r.Method, serverKind)
 			defer span.End()
 			r = r.WithContext(ctx)
 			if !span.IsRecording() {
@@ -108,6 +108,9 @@ func Middleware(opts ...Option) httpx.Middleware {
 		})
 	}
 }
+
+// serverKind is the span option of a server span, made once.
+var serverKind = trace.WithSpanKind(trace.SpanKindServer)
 
 // requestAttributes are the attributes of the server span of r.
 func requestAttributes(ctx context.Context, r *http.Request) []attribute.KeyValue {
