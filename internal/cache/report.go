@@ -80,14 +80,28 @@ func (r *Report) Render() (string, json.RawMessage) {
 		if n > 0 {
 			ext = append(ext, ',')
 		}
-		ext = appendJSONString(ext, r.keys[i])
-		ext = append(ext, `:{"status":`...)
-		ext = appendJSONString(ext, string(r.results[i].Status))
-		ext = append(ext, `,"ttl":`...)
-		ext = strconv.AppendInt(ext, r.results[i].TTLSeconds(), 10)
-		ext = append(ext, '}')
+		ext = appendMember(ext, r.keys[i], r.results[i])
 	}
 	return strings.Join(members, ", "), append(ext, '}')
+}
+
+// appendMember appends the member of the `cache` extension for the screen
+// at responseKey: "<response key>":{"status":"hit","ttl":42}.
+func appendMember(ext []byte, responseKey string, res Result) []byte {
+	ext = appendJSONString(ext, responseKey)
+	ext = append(ext, `:{"status":`...)
+	ext = appendJSONString(ext, string(res.Status))
+	ext = append(ext, `,"ttl":`...)
+	ext = strconv.AppendInt(ext, res.TTLSeconds(), 10)
+	return append(ext, '}')
+}
+
+// AppendSingle appends to ext the `cache` extension that Render returns
+// for a report holding res alone, at responseKey, without making the
+// report (a fast-path hit). That report's Cache-Status header value is
+// res.CacheStatusHeader() and its Summary res.Status.
+func AppendSingle(ext []byte, responseKey string, res Result) []byte {
+	return append(appendMember(append(ext, '{'), responseKey, res), '}')
 }
 
 // appendJSONString appends s as a JSON string: as it is between quotes when

@@ -206,9 +206,9 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 		info.SetOperation(e.op)
 	}
 	screenHeaders(w.Header(), ETag(res.Validator))
-	report := cache.NewReport()
-	report.Add(e.alias, res)
-	h.write(w, r, ct, http.StatusOK, &graphql.Response{Data: data}, report)
+	var ext [128]byte // the usual extension fits: no allocation
+	h.writeRendered(w, r, ct, http.StatusOK, &graphql.Response{Data: data},
+		res.CacheStatusHeader(), cache.AppendSingle(ext[:0], e.alias, res), string(res.Status))
 	f.hits.Add(1)
 	return true, r, ""
 }

@@ -318,20 +318,29 @@ func (h *Handler) dispatch(ctx context.Context, rc *graphql.OperationContext) *g
 
 // write sends a response, with the cache report of the screens it served.
 func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, report *cache.Report) {
+	var hdr, summary string
+	var ext json.RawMessage
 	if report != nil {
-		if hdr, ext := report.Render(); hdr != "" {
-			w.Header().Set("Cache-Status", hdr)
-			if resp.Extensions == nil {
-				resp.Extensions = map[string]any{}
-			}
-			resp.Extensions["cache"] = ext
-			if info := httpx.Info(r.Context()); info != nil {
-				info.SetCache(report.Summary())
-			}
+		if hdr, ext = report.Render(); hdr != "" {
+			summary = report.Summary()
 		}
 	}
+	h.writeRendered(w, r, ct, status, resp, hdr, ext, summary)
+}
+
+// writeRendered is write with the cache report rendered: its Cache-Status
+// header value ("" for none), `cache` extension and summary for the log.
+func (h *Handler) writeRendered(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, cacheStatus string, cacheExt json.RawMessage, summary string) {
+	if cacheStatus != "" {
+		w.Header().Set("Cache-Status", cacheStatus)
+		if info := httpx.Info(r.Context()); info != nil {
+			info.SetCache(summary)
+		}
+	} else {
+		cacheExt = nil
+	}
 	buf := bodies.Get().(*[]byte)
-	b, status := encodeTo((*buf)[:0], ct, status, resp)
+	b, status := encodeTo((*buf)[:0], ct, status, resp, cacheExt)
 	recordCodes(r.Context(), b)
 	setContentType(w.Header(), ct)
 	w.WriteHeader(status)
@@ -352,12 +361,20 @@ type requestError struct {
 
 // encode returns the body of resp (a slice of its own) and its status.
 func encode(ct string, status int, resp *graphql.Response) ([]byte, int) {
-	return encodeTo(make([]byte, 0, len(resp.Data)+256), ct, status, resp)
+	return encodeTo(make([]byte, 0, len(resp.Data)+256), ct, status, resp, nil)
 }
 
 // encodeTo appends the body of resp to dst and returns it with the
-// response's status.
-func encodeTo(dst []byte, ct string, status int, resp *graphql.Response) ([]byte, int) {
+// response's status; cacheExt (nil: none) is its `cache` extension.
+func encodeTo(dst []byte, ct string, status int, resp *graphql.Response, cacheExt json.RawMessage) ([]byte, int) {
+	if cacheExt != nil && (len(resp.Extensions) > 0 || resp.Data == nil && len(resp.Errors) > 0) {
+		// among other extensions, or in a request error: in the map
+		if resp.Extensions == nil {
+			resp.Extensions = map[string]any{}
+		}
+		resp.Extensions["cache"] = cacheExt
+		cacheExt = nil
+	}
 	if resp.Data == nil && len(resp.Errors) > 0 {
 		b, err := json.Marshal(requestError{Errors: resp.Errors, Extensions: resp.Extensions})
 		if err != nil {
@@ -386,21 +403,19 @@ func encodeTo(dst []byte, ct string, status int, resp *graphql.Response) ([]byte
 	} else {
 		dst = append(dst, resp.Data...)
 	}
-	if len(resp.Extensions) > 0 {
+	if cacheExt != nil {
+		// the cache report alone (a screen's usual extensions), JSON
+		// already: as encoding/json writes it, without its reflection
+		dst = append(dst, `,"extensions":{"cache":`...)
+		dst = append(dst, cacheExt...)
+		dst = append(dst, '}')
+	} else if len(resp.Extensions) > 0 {
 		dst = append(dst, `,"extensions":`...)
-		if raw, ok := resp.Extensions["cache"].(json.RawMessage); ok && len(resp.Extensions) == 1 {
-			// the cache report alone (a screen's usual extensions), JSON
-			// already: as encoding/json writes it, without its reflection
-			dst = append(dst, `{"cache":`...)
-			dst = append(dst, raw...)
-			dst = append(dst, '}')
-		} else {
-			b, err := json.Marshal(resp.Extensions)
-			if err != nil {
-				return append(dst[:start], internalBody...), http.StatusInternalServerError
-			}
-			dst = append(dst, b...)
+		b, err := json.Marshal(resp.Extensions)
+		if err != nil {
+			return append(dst[:start], internalBody...), http.StatusInternalServerError
 		}
+		dst = append(dst, b...)
 	}
 	return append(dst, '}'), status
 }
