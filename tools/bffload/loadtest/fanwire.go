@@ -15,7 +15,7 @@ import (
 // as it arrives, in pieces of any size: it undoes the HTTP/1.1 chunking
 // and hands every complete SSE line (without its line ending) to a
 // callback. It holds no goroutine, so that a fan-out client can read a
-// thousand streams from a few event loops.
+// thousand streams from one event loop.
 type sseDecoder struct {
 	state  int    // one of the decode* states
 	left   int64  // bytes left in the current chunk (decodeData)
