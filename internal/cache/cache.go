@@ -344,6 +344,8 @@ type lookup struct {
 	hit  bool          // an entry was found
 	data []byte        // the entry
 	pttl time.Duration // its remaining TTL
+	// queued tells that a rider's commands went with the read (readSeen).
+	queued bool
 }
 
 // read runs the read script on keys (see Cache.keys): it reads the

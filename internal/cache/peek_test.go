@@ -77,8 +77,8 @@ func TestPeekCarriesARider(t *testing.T) {
 	_, _, hit, err = e.cache.Peek(ctx, p, nil)
 	require.NoError(t, err)
 	assert.True(t, hit)
-	assert.EqualValues(t, 1, trips.singles.Load(), "without a rider: the script alone")
-	assert.EqualValues(t, 2, trips.pipelines.Load())
+	assert.Zero(t, trips.singles.Load(), "without a rider: one trip still")
+	assert.EqualValues(t, 3, trips.pipelines.Load())
 
 	// A bypassed read sends nothing: the rider is not queued.
 	r3 := &incrRider{key: e.prefix + "rider"}
@@ -147,4 +147,102 @@ func TestMsgpackDecodeBytes(t *testing.T) {
 	assert.False(t, ok, "a string is the codec's to decode")
 	_, ok = MsgpackCodec{}.decodeBytes(nil)
 	assert.False(t, ok)
+}
+
+// scriptRuns counts the read script's runs (EVALSHA and EVAL, alone or
+// pipelined).
+type scriptRuns struct{ n atomic.Int64 }
+
+func (c *scriptRuns) count(cmd redis.Cmder) {
+	if name := cmd.Name(); name == "evalsha" || name == "eval" {
+		c.n.Add(1)
+	}
+}
+func (c *scriptRuns) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *scriptRuns) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.count(cmd); return next(ctx, cmd) }
+}
+func (c *scriptRuns) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Once a Prepared read found its generations, Peek reads them and the
+// entry with an MGET, no script; an invalidation, a lost generation or an
+// epoch to replace sends it back to the script, and it never serves the
+// entry of older generations.
+func TestPeekReadsKnownGenerationsWithoutTheScript(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	k := orderKey("u1")
+	load := func(v string) {
+		t.Helper()
+		_, _, err := Load(ctx, e.cache, k, func(context.Context) ([]byte, error) { return []byte(v), nil })
+		require.NoError(t, err)
+	}
+	peek := func() (string, bool) {
+		t.Helper()
+		data, res, hit, err := e.cache.Peek(ctx, e.cache.Prepare(k), nil)
+		require.NoError(t, err)
+		if hit {
+			assert.Positive(t, res.TTL)
+		}
+		return string(data), hit
+	}
+	load("v1")
+	p := e.cache.Prepare(k)
+	runs := &scriptRuns{}
+	e.rdb.AddHook(runs)
+	read := func() (string, bool) {
+		t.Helper()
+		data, res, hit, err := e.cache.Peek(ctx, p, nil)
+		require.NoError(t, err)
+		if hit {
+			assert.Positive(t, res.TTL)
+			assert.Positive(t, res.TTLSeconds())
+		}
+		return string(data), hit
+	}
+	v, hit := read()
+	require.True(t, hit)
+	assert.Equal(t, "v1", v)
+	assert.EqualValues(t, 1, runs.n.Load(), "the first read learns the generations")
+	for range 3 {
+		v, hit = read()
+		require.True(t, hit)
+		assert.Equal(t, "v1", v)
+	}
+	assert.EqualValues(t, 1, runs.n.Load(), "later reads: no script")
+	first, _, _, err := e.cache.Peek(ctx, p, nil)
+	require.NoError(t, err)
+	_, res, _, _ := e.cache.Peek(ctx, p, nil)
+	val, err := e.cache.Validator(ctx, k)
+	require.NoError(t, err)
+	assert.Equal(t, val, res.Validator, "the validator of the script's read")
+	assert.Equal(t, "v1", string(first))
+
+	// An invalidation: a miss, then the new value.
+	require.NoError(t, e.cache.Invalidate(ctx, k.Deps...))
+	_, hit = read()
+	assert.False(t, hit, "never the entry of the old generations")
+	load("v2")
+	v, hit = read()
+	require.True(t, hit)
+	assert.Equal(t, "v2", v)
+
+	// A lost generation: the script recreates it, and the old entry is
+	// never current again.
+	require.NoError(t, e.rdb.Del(ctx, p.keys[1]).Err()) // the first dependency's generation
+	_, hit = read()
+	assert.False(t, hit)
+	_, hit = peek()
+	assert.False(t, hit)
+	load("v3")
+	v, hit = read()
+	require.True(t, hit)
+	assert.Equal(t, "v3", v)
 }
