@@ -158,7 +158,7 @@ func fly[T any](ctx context.Context, c *Cache, base string, keys []string, deps 
 	if ttl < time.Millisecond {
 		return f, nil // expired already: serve it, do not store it
 	}
-	if err := c.store(ctx, base, gens, encodeEntry(f.pos, data), ttl); err != nil {
+	if err := c.store(ctx, base, gens, encodeEntry(f.pos, expires, data), ttl); err != nil {
 		f.failed = true
 		return f, nil
 	}
@@ -170,7 +170,7 @@ func fly[T any](ctx context.Context, c *Cache, base string, keys []string, deps 
 // unless it does not decode or its value does not reflect an event of deps
 // that this instance has seen.
 func (c *Cache) usable(entry []byte, deps []Dep, v any) (int64, bool) {
-	pos, data, ok := decodeEntry(entry)
+	pos, _, data, ok := decodeEntry(entry)
 	return pos, ok && pos >= c.newest(deps) && c.cfg.Codec.Unmarshal(data, v) == nil
 }
 
@@ -183,7 +183,7 @@ func (c *Cache) usableBytes(entry []byte, deps []Dep) (pos int64, v []byte, ok b
 		pos, ok = c.usable(entry, deps, &out)
 		return pos, out, ok
 	}
-	pos, data, ok := decodeEntry(entry)
+	pos, _, data, ok := decodeEntry(entry)
 	if !ok || pos < c.newest(deps) {
 		return 0, nil, false
 	}
@@ -225,7 +225,7 @@ func (c *Cache) currentValidator(ctx context.Context, base string, keys []string
 		return "", err
 	}
 	newest := c.newest(deps)
-	if pos, _, ok := decodeEntry(lk.data); lk.hit && ok && pos >= newest {
+	if pos, ok := entryPos(lk.data); lk.hit && ok && pos >= newest {
 		return c.validator(base, lk.gens, pos), nil
 	}
 	// No entry, or one this instance refuses: the next read loads a value

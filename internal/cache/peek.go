@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
@@ -113,13 +114,13 @@ func (c *Cache) PeekValidator(ctx context.Context, p Prepared, rider Rider) (str
 
 // readSeen reads the generations p's last script read found and the entry
 // stored under them with one MGET (a read command: far cheaper for Redis
-// than the script), pipelined with the entry's PTTL and rider's commands
-// (nil: none). known is false when the script must read instead: no read
-// yet, the epoch to replace first (epochBump), a generation that changed
-// or is missing (the script creates it), or the entry gone between the
-// two commands; lk.queued then tells whether rider went with this trip. An
-// MGET is atomic: with every generation as last seen, the entry it read
-// is the one the script would read now.
+// than the script), pipelined with rider's commands (nil: none). known is
+// false when the script must read instead: no read yet, the epoch to
+// replace first (epochBump), or a generation that changed or is missing
+// (the script creates it); lk.queued then tells whether rider went with
+// this trip. An MGET is atomic: with every generation as last seen, the
+// entry it read is the one the script would read now. The entry's TTL is
+// its recorded expiry (see entryFormat).
 func (c *Cache) readSeen(ctx context.Context, p Prepared, rider Rider) (lk lookup, known bool, err error) {
 	seen := p.last.Load()
 	if seen == nil {
@@ -129,14 +130,16 @@ func (c *Cache) readSeen(ctx context.Context, p Prepared, rider Rider) (lk looku
 		return lk, false, nil
 	}
 	err = c.call(ctx, func(ctx context.Context) error {
-		pipe := c.rdb.Pipeline()
-		if rider != nil {
+		var mget *redis.Cmd
+		if rider == nil {
+			mget = c.rdb.Do(ctx, seen.mget...)
+		} else {
+			pipe := c.rdb.Pipeline()
 			rider.Queue(ctx, pipe)
 			lk.queued = true
+			mget = pipe.Do(ctx, seen.mget...)
+			_, _ = pipe.Exec(ctx) // each command keeps its own error
 		}
-		mget := pipe.Do(ctx, seen.mget...)
-		pttl := pipe.PTTL(ctx, seen.entry)
-		_, _ = pipe.Exec(ctx) // each command keeps its own error
 		vals, err := mget.Slice()
 		if err != nil {
 			return err
@@ -162,22 +165,16 @@ func (c *Cache) readSeen(ctx context.Context, p Prepared, rider Rider) (lk looku
 		if rest != "" {
 			return nil
 		}
-		lk.gens = seen.gens
+		known, lk.gens = true, seen.gens
 		data, ok := vals[n].(string)
 		if !ok {
-			known = true // no entry under the current generations
-			return nil
+			return nil // no entry under the current generations
 		}
-		ttl, err := pttl.Result()
-		if err != nil {
-			return err
-		}
-		if ttl < 0 {
-			return nil // expired between the two commands
-		}
-		known = true
 		// The reply's bytes, not a copy, as in read.
-		lk.hit, lk.data, lk.pttl = true, unsafe.Slice(unsafe.StringData(data), len(data)), ttl
+		lk.hit, lk.data = true, unsafe.Slice(unsafe.StringData(data), len(data))
+		if _, expires, _, ok := decodeEntry(lk.data); ok {
+			lk.pttl = max(0, time.Until(expires))
+		}
 		return nil
 	})
 	if err != nil {

@@ -180,18 +180,36 @@ func tell(ctx context.Context, pos int64, expires time.Time) {
 }
 
 // entryFormat is part of every entry key: an entry is the position its
-// value reflects (8 bytes, big endian) followed by the encoded value.
-const entryFormat = "pos1"
+// value reflects (8 bytes, big endian), when it expires (Unix milliseconds,
+// 8 bytes, big endian: a read that does not ask Redis for the TTL knows
+// it), then the encoded value. Entries of another format live under other
+// keys, so instances of two versions share Redis during a rolling deploy.
+const entryFormat = "pos2"
 
-func encodeEntry(pos int64, data []byte) []byte {
-	out := make([]byte, 8, 8+len(data))
+// entryHeader is the length of an entry's position and expiry.
+const entryHeader = 16
+
+func encodeEntry(pos int64, expires time.Time, data []byte) []byte {
+	out := make([]byte, entryHeader, entryHeader+len(data))
 	binary.BigEndian.PutUint64(out, uint64(pos))
+	binary.BigEndian.PutUint64(out[8:], uint64(expires.UnixMilli()))
 	return append(out, data...)
 }
 
-func decodeEntry(b []byte) (int64, []byte, bool) {
-	if len(b) < 8 {
-		return 0, nil, false
+// decodeEntry returns the position, the expiry and the encoded value of
+// entry b.
+func decodeEntry(b []byte) (pos int64, expires time.Time, data []byte, ok bool) {
+	if len(b) < entryHeader {
+		return 0, time.Time{}, nil, false
 	}
-	return int64(binary.BigEndian.Uint64(b)), b[8:], true
+	return int64(binary.BigEndian.Uint64(b)), time.UnixMilli(int64(binary.BigEndian.Uint64(b[8:]))), b[entryHeader:], true
+}
+
+// entryPos returns the position of entry b, of which the first 8 bytes
+// are enough (the read script's position read).
+func entryPos(b []byte) (int64, bool) {
+	if len(b) < 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(b)), true
 }
