@@ -152,6 +152,17 @@ func TestRedisClusterShapeAndMasterFailover(t *testing.T) {
 	if _, st := screenVersion(t, b, tok, id); !strings.HasPrefix(st, "bff; hit") {
 		t.Fatalf("second read on the other instance: Cache-Status %q, want a hit from the cluster", st)
 	}
+	// The fast path's reads: the script, then one MGET of the known
+	// generations and the entry (keys of one slot).
+	fast := b.fastHits()
+	for i := range 2 {
+		if _, st := screenVersion(t, b, tok, id); !strings.HasPrefix(st, "bff; hit") {
+			t.Fatalf("fast-path read %d: Cache-Status %q, want a hit from the cluster", i, st)
+		}
+	}
+	if got := b.fastHits() - fast; got != 2 {
+		t.Fatalf("%d of 2 reads answered by the fast path", got)
+	}
 	// APQ: stored through one instance, found through the other.
 	q := `{ homeScreen { openOrders } }`
 	ext := `{"persistedQuery":{"version":1,"sha256Hash":"` + sha256Hex(q) + `"}}`
