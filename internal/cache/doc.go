@@ -42,7 +42,13 @@
 // value is loaded (singleflight per key on this instance) and stored under
 // those generations, i.e. the ones read BEFORE the load started. A read that
 // overlaps a write therefore stores under a key that no later read builds:
-// there is no stale refill.
+// there is no stale refill. A key read again and again ([Cache.Prepare],
+// [Cache.Peek]: the fast path) remembers the generations its last script
+// read found and reads them with the entry stored under them in one MGET,
+// a read command far cheaper for Redis than the script; only when one of
+// them changed or is missing does the script read again (a second round
+// trip, once per change). Entries record their expiry, so that read needs
+// no PTTL.
 //
 // Generations never repeat. The epoch and every generation are random
 // 64-bit tokens, not counters: an invalidation sets a new token, and a

@@ -26,9 +26,8 @@ type Prepared struct {
 // seenGens is the generations a read of a Prepared found, and the MGET that
 // reads them again together with the entry stored under them.
 type seenGens struct {
-	gens  string
-	mget  []any  // "mget", the generation keys, the entry key; read only
-	entry string // the entry key
+	gens string
+	mget []any // "mget", the generation keys, the entry key; read only
 }
 
 // Prepare computes the Redis keys of k.
@@ -55,7 +54,7 @@ func (p Prepared) remember(gens string) {
 	for _, k := range p.keys[:n] {
 		mget = append(mget, k)
 	}
-	p.last.Store(&seenGens{gens: gens, mget: append(mget, entry), entry: entry})
+	p.last.Store(&seenGens{gens: gens, mget: append(mget, entry)})
 }
 
 // Rider is Redis work of another component that rides in the round trip
@@ -70,8 +69,10 @@ type Rider interface {
 }
 
 // Peek reads the entry of p under the current generations in one Redis
-// round trip (the read of Load, without its miss path), with rider's
-// commands (nil: none) in the same round trip. hit is false when there is
+// round trip (the read of Load, without its miss path; an MGET once p's
+// generations are known, see readSeen, and a second trip, the script's,
+// when one of them changed since), with rider's commands (nil: none) in
+// the first round trip. hit is false when there is
 // no current entry, or when Redis is unavailable (err): the caller loads
 // the value as usual, through Load, which counts that request's status. A
 // hit is counted here. v may share the memory of the Redis reply: it is
