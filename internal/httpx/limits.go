@@ -181,23 +181,26 @@ func BodyDeadline(d time.Duration) Middleware {
 				next.ServeHTTP(w, r)
 				return
 			}
-			rc := http.NewResponseController(w)
-			if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+			b := &deadlineBody{ReadCloser: r.Body, rc: *http.NewResponseController(w)}
+			if err := b.rc.SetReadDeadline(time.Now().Add(d)); err != nil {
 				next.ServeHTTP(w, r) // a connection without deadlines (a test recorder)
 				return
 			}
-			r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+			r.Body = b
 			next.ServeHTTP(w, r)
 		})
 	}
 }
 
-// deadlineBody lifts the read deadline once the body ends.
+// deadlineBody lifts the read deadline once the body ends (one
+// allocation with its response controller).
 type deadlineBody struct {
 	io.ReadCloser
-	lift func()
+	rc   http.ResponseController
 	once sync.Once
 }
+
+func (b *deadlineBody) lift() { _ = b.rc.SetReadDeadline(time.Time{}) }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
