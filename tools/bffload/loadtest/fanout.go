@@ -162,6 +162,11 @@ type fanStream struct {
 	err       error
 	endedAt   time.Time // when the server ended the stream
 	closed    atomic.Bool
+	// count and failed mirror len(got) and err != nil for the
+	// scenario's goroutine, which waits for the streams to complete while
+	// their readers still write got and err.
+	count  atomic.Int64
+	failed atomic.Bool
 }
 
 func newFanStream(conn net.Conn, dec *sseDecoder, targets map[string]int64, expect int) *fanStream {
@@ -205,6 +210,7 @@ func (f *fanStream) ended(err error, now time.Time) {
 	if !f.closed.Load() && f.err == nil {
 		f.err = fmt.Errorf("stream ended by the server (too slow, or a failure): %w", err)
 		f.endedAt = now
+		f.failed.Store(true)
 	}
 }
 
@@ -230,6 +236,7 @@ func (f *fanStream) line(line []byte) {
 		}
 		f.last = f.pos
 		f.got = append(f.got, delivery{key: t*1_000_000 + v, pos: f.pos, lat: f.now.Sub(at), at: f.now.UnixNano()})
+		f.count.Add(1)
 	}
 }
 
@@ -357,7 +364,7 @@ func (r *Runner) Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, e
 	}
 	complete := func() bool {
 		for _, f := range streams {
-			if f.err == nil && len(f.got) < len(writes) {
+			if !f.failed.Load() && f.count.Load() < int64(len(writes)) {
 				return false
 			}
 		}
