@@ -8,9 +8,9 @@
 // mutation runs inside the same transaction and its response is stored
 // with it, so the effect, its events and the key's record commit together
 // or not at all. Transient failures roll back and are not stored. The
-// lock and the read of the record share one round trip, and the record is
-// written in the round trip that writes the mutation's events, just
-// before the commit.
+// transaction's BEGIN, the lock and the read of the record share one round
+// trip, and the record is written in the round trip that writes the
+// mutation's events, just before the commit.
 package idempotency
 
 import (

@@ -227,7 +227,7 @@ func (s *Store) Run(ctx context.Context, b *Batch) error {
 // Run sends the batch in the transaction, in one round trip: its reads
 // see the transaction's own uncommitted writes.
 func (t *Tx) Run(ctx context.Context, b *Batch) error {
-	return interpretError(run(ctx, t.tx, b, false))
+	return interpretError(run(ctx, txQuerier{t}, b, false))
 }
 
 // batchSender is what a pool, a connection and a transaction have in common.

@@ -94,7 +94,7 @@ type execQuerier interface {
 // else the pool; release ends its use.
 func (s *Store) q(ctx context.Context) (q execQuerier, release func()) {
 	if t, ok := TxFrom(ctx); ok {
-		return t.tx, func() {}
+		return txQuerier{t}, func() {}
 	}
 	return s.pool, func() {}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/telemetry"
@@ -19,6 +20,8 @@ import (
 // mutation is assembled inside the transaction that wrote it, and needs no
 // second connection from the pool. A Tx is used by one goroutine at a time.
 type Tx struct {
+	pool *pgxpool.Pool
+	// tx is nil until the transaction's first statement began it.
 	tx     pgx.Tx
 	events []order.Event
 	// pending are the events of the transaction's changes, written and
@@ -36,14 +39,91 @@ type stagedKey struct {
 	ttl         time.Duration
 }
 
-// Begin starts a transaction. The context's deadline bounds it.
+// Begin starts a transaction. The context's deadline bounds it. No round
+// trip is spent on it: BEGIN is sent with the transaction's first batch of
+// statements (or just before its first single statement).
 func (s *Store) Begin(ctx context.Context) (*Tx, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	return &Tx{tx: tx}, nil
+	return &Tx{pool: s.pool}, nil
 }
+
+// begun returns the transaction, beginning it in a round trip of its own
+// when no statement has begun it yet.
+func (t *Tx) begun(ctx context.Context) (pgx.Tx, error) {
+	if t.tx == nil {
+		tx, err := t.pool.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t.tx = tx
+	}
+	return t.tx, nil
+}
+
+// queryRow runs a statement of the transaction that returns one row.
+func (t *Tx) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	tx, err := t.begun(ctx)
+	if err != nil {
+		return errRow{err}
+	}
+	return tx.QueryRow(ctx, sql, args...)
+}
+
+// exec runs a statement of the transaction.
+func (t *Tx) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	tx, err := t.begun(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return tx.Exec(ctx, sql, args...)
+}
+
+// sendBatch sends b's statements in the transaction, in one round trip.
+// When the transaction has not begun, its BEGIN goes first in that round
+// trip (pgx's Batch.BeginTx).
+func (t *Tx) sendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.tx != nil {
+		return t.tx.SendBatch(ctx, b)
+	}
+	var first pgx.Batch
+	first.BeginTx(pgx.TxOptions{})
+	first.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
+	br := t.pool.SendBatch(ctx, &first)
+	if tx := br.Tx(); tx != nil {
+		t.tx = tx
+	}
+	return br
+}
+
+// txQuerier runs statements in its transaction, beginning it when needed:
+// what code shared with the pool (querier, execQuerier, batchSender) is
+// given for a transaction.
+type txQuerier struct{ t *Tx }
+
+func (q txQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	tx, err := q.t.begun(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return tx.Query(ctx, sql, args...)
+}
+
+func (q txQuerier) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return q.t.queryRow(ctx, sql, args...)
+}
+
+func (q txQuerier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return q.t.exec(ctx, sql, args...)
+}
+
+func (q txQuerier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return q.t.sendBatch(ctx, b)
+}
+
+// errRow is the row of a statement that could not be sent.
+type errRow struct{ err error }
+
+// Scan returns the error.
+func (r errRow) Scan(...any) error { return r.err }
 
 // Commit writes the staged idempotency record and the transaction's
 // events, in one round trip, then commits. The events take their stream
@@ -55,6 +135,9 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 func (t *Tx) Commit(ctx context.Context) error {
 	if err := t.writeLast(ctx); err != nil {
 		return err
+	}
+	if t.tx == nil {
+		return nil // no statement: nothing to commit
 	}
 	return interpretError(t.tx.Commit(ctx))
 }
@@ -93,7 +176,7 @@ func (t *Tx) writeLast(ctx context.Context) error {
 				return nil
 			})
 	}
-	if err := t.tx.SendBatch(ctx, &b).Close(); err != nil {
+	if err := t.sendBatch(ctx, &b).Close(); err != nil {
 		return interpretError(err)
 	}
 	t.key, t.pending = nil, nil
@@ -102,7 +185,9 @@ func (t *Tx) writeLast(ctx context.Context) error {
 
 // Rollback rolls the transaction back; after Commit it does nothing.
 func (t *Tx) Rollback(ctx context.Context) {
-	_ = t.tx.Rollback(context.WithoutCancel(ctx))
+	if t.tx != nil {
+		_ = t.tx.Rollback(context.WithoutCancel(ctx))
+	}
 }
 
 // Events returns the events written in this transaction, in order, once
@@ -154,7 +239,7 @@ func (t *Tx) PlaceOrder(ctx context.Context, customer *order.User, in PlaceOrder
 	for i, l := range in.Lines {
 		ids[i] = l.ProductID
 	}
-	products, err := productsByIDs(ctx, t.tx, ids)
+	products, err := productsByIDs(ctx, txQuerier{t}, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +248,7 @@ func (t *Tx) PlaceOrder(ctx context.Context, customer *order.User, in PlaceOrder
 		return nil, verr
 	}
 	a := in.Address
-	o, err := scanOrder(t.tx.QueryRow(ctx, `INSERT INTO orders AS o (customer_id, status, payment_status, total_cents, currency,
+	o, err := scanOrder(t.queryRow(ctx, `INSERT INTO orders AS o (customer_id, status, payment_status, total_cents, currency,
 		ship_name, ship_line1, ship_line2, ship_city, ship_postal_code, ship_country)
 		VALUES ($1::uuid, 'PENDING_PAYMENT', 'UNPAID', $2, $3, $4, $5, $6, $7, $8, $9)
 		RETURNING `+orderCols, customer.ID, total.Cents, total.Currency, a.Name, a.Line1, a.Line2, a.City, a.PostalCode, a.Country))
@@ -175,7 +260,7 @@ func (t *Tx) PlaceOrder(ctx context.Context, customer *order.User, in PlaceOrder
 		batch.Queue(`INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price_cents, currency)
 			VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6)`, o.ID, i+1, l.ProductID, l.Quantity, l.UnitPrice.Cents, l.UnitPrice.Currency)
 	}
-	if err := t.tx.SendBatch(ctx, batch).Close(); err != nil {
+	if err := t.sendBatch(ctx, batch).Close(); err != nil {
 		return nil, interpretError(err)
 	}
 	t.appendEvent(o, order.EventOrderPlaced, nil, customer.ID)
@@ -206,7 +291,7 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 	if !IsUUID(c.OrderID) {
 		return nil, order.NotFound("order")
 	}
-	o, err := scanOrder(t.tx.QueryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, c.OrderID))
+	o, err := scanOrder(t.queryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, c.OrderID))
 	if err != nil {
 		return nil, notFoundAs(interpretError(err), "order")
 	}
@@ -236,7 +321,7 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 	if c.Action == order.ActionPay {
 		attemptInc = 1
 	}
-	n, err := scanOrder(t.tx.QueryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
+	n, err := scanOrder(t.queryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
 		ship_name = $4, ship_line1 = $5, ship_line2 = $6, ship_city = $7, ship_postal_code = $8, ship_country = $9,
 		tracking_number = coalesce($10, tracking_number), payment_attempt = payment_attempt + $11, updated_at = now()
 		WHERE o.id = $1::uuid AND o.version = $12
@@ -251,7 +336,7 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 	if c.Action == order.ActionPay {
 		// The job carries the request's trace context: the worker's span
 		// continues the trace of the payOrder that queued it.
-		if _, err := t.tx.Exec(ctx, `INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency, traceparent)
+		if _, err := t.exec(ctx, `INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency, traceparent)
 			SELECT id, payment_attempt, total_cents, currency, nullif($2, '') FROM orders WHERE id = $1::uuid`,
 			n.ID, telemetry.TraceParent(ctx)); err != nil {
 			return nil, interpretError(err)
@@ -288,7 +373,7 @@ func (s *Store) ApplyPaymentResult(ctx context.Context, r PaymentResult) (*order
 		if !IsUUID(r.OrderID) {
 			return order.NotFound("order")
 		}
-		tag, err := t.tx.Exec(ctx, `INSERT INTO webhook_events (provider_event_id, type, order_id, applied)
+		tag, err := t.exec(ctx, `INSERT INTO webhook_events (provider_event_id, type, order_id, applied)
 			VALUES ($1, $2, $3::uuid, false) ON CONFLICT DO NOTHING`, r.EventID, r.Type, r.OrderID)
 		if err != nil {
 			return interpretError(err)
@@ -296,7 +381,7 @@ func (s *Store) ApplyPaymentResult(ctx context.Context, r PaymentResult) (*order
 		if tag.RowsAffected() == 0 {
 			return nil // duplicate delivery
 		}
-		o, err := scanOrder(t.tx.QueryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, r.OrderID))
+		o, err := scanOrder(t.queryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, r.OrderID))
 		if err != nil {
 			return notFoundAs(interpretError(err), "order")
 		}
@@ -311,7 +396,7 @@ func (s *Store) ApplyPaymentResult(ctx context.Context, r PaymentResult) (*order
 			return err
 		}
 		applied = true
-		_, err = t.tx.Exec(ctx, `UPDATE webhook_events SET applied = true WHERE provider_event_id = $1`, r.EventID)
+		_, err = t.exec(ctx, `UPDATE webhook_events SET applied = true WHERE provider_event_id = $1`, r.EventID)
 		return interpretError(err)
 	})
 	if err != nil {
@@ -327,11 +412,11 @@ func (s *Store) MarkPaymentFailed(ctx context.Context, orderID string, attempt i
 	var ev *order.Event
 	_, err := s.InTx(ctx, func(t *Tx) error {
 		var cur int
-		o, err := scanOrder(t.tx.QueryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, orderID))
+		o, err := scanOrder(t.queryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, orderID))
 		if err != nil {
 			return notFoundAs(interpretError(err), "order")
 		}
-		if err := t.tx.QueryRow(ctx, `SELECT payment_attempt FROM orders WHERE id = $1::uuid`, orderID).Scan(&cur); err != nil {
+		if err := t.queryRow(ctx, `SELECT payment_attempt FROM orders WHERE id = $1::uuid`, orderID).Scan(&cur); err != nil {
 			return interpretError(err)
 		}
 		out, ok := order.PaymentResult(o.Status, o.PaymentStatus, false)
@@ -347,7 +432,7 @@ func (s *Store) MarkPaymentFailed(ctx context.Context, orderID string, attempt i
 // applyProviderOutcome writes a payment outcome on the locked order o.
 func (t *Tx) applyProviderOutcome(ctx context.Context, o *order.Order, out order.Outcome, chargeID *string) (*order.Event, error) {
 	from := o.Status
-	n, err := scanOrder(t.tx.QueryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
+	n, err := scanOrder(t.queryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
 		charge_id = coalesce($4, charge_id), updated_at = now() WHERE o.id = $1::uuid RETURNING `+orderCols,
 		o.ID, string(out.Status), string(out.PaymentStatus), chargeID))
 	if err != nil {
@@ -386,7 +471,7 @@ func (t *Tx) ClaimKey(ctx context.Context, userID, key string) (locked bool, rec
 			}
 			return rows.Err()
 		})
-	if err := t.tx.SendBatch(ctx, &b).Close(); err != nil {
+	if err := t.sendBatch(ctx, &b).Close(); err != nil {
 		return false, nil, interpretError(err)
 	}
 	if !locked {
@@ -403,7 +488,7 @@ func (t *Tx) ClaimKey(ctx context.Context, userID, key string) (locked bool, rec
 func (t *Tx) SaveKeyRecord(ctx context.Context, userID, key string, r KeyRecord, ttl time.Duration) error {
 	var b pgx.Batch
 	queueKeyRecord(&b, stagedKey{userID: userID, key: key, rec: r, ttl: ttl})
-	return interpretError(t.tx.SendBatch(ctx, &b).Close())
+	return interpretError(t.sendBatch(ctx, &b).Close())
 }
 
 // SaveKeyRecordAtCommit is SaveKeyRecord done by Commit, in the round
