@@ -32,6 +32,8 @@ type MixedPoint struct {
 type Goal struct {
 	Goal, Measured string
 	Met            bool
+	// Why is the known cause of a miss, shown when the goal is not met.
+	Why string
 }
 
 // Fact is one line of the machine's description.
@@ -159,6 +161,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		p("| %s | %s | %s |", g.Goal, g.Measured, met)
 	}
 	p("")
+	writeWhyMissed(p, rep.Goals)
 	p("## Scenarios")
 	p("")
 	WriteResultTable(w, rep.Results)
@@ -381,4 +384,23 @@ func PreviousProfiles(page []byte) (rows []string, from string) {
 		}
 	}
 	return rows, from
+}
+
+// writeWhyMissed lists the known cause of every goal the run missed.
+func writeWhyMissed(p func(string, ...any), goals []Goal) {
+	first := true
+	for _, g := range goals {
+		if g.Met || g.Why == "" {
+			continue
+		}
+		if first {
+			p("Why each missed goal is missed:")
+			p("")
+			first = false
+		}
+		p("- **%s**: %s", g.Goal, g.Why)
+	}
+	if !first {
+		p("")
+	}
 }
