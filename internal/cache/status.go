@@ -49,7 +49,8 @@ const CacheName = "bff"
 func (r Result) CacheStatusHeader() string {
 	switch r.Status {
 	case StatusHit:
-		return CacheName + "; hit; ttl=" + strconv.FormatInt(r.TTLSeconds(), 10)
+		var b [48]byte
+		return string(r.AppendCacheStatus(b[:0]))
 	case StatusError:
 		return CacheName + "; fwd=miss; detail=error"
 	}
@@ -62,6 +63,16 @@ func (r Result) CacheStatusHeader() string {
 		s += "; stored"
 	}
 	return s
+}
+
+// AppendCacheStatus appends the Cache-Status header value of r (see
+// CacheStatusHeader) to b.
+func (r Result) AppendCacheStatus(b []byte) []byte {
+	if r.Status != StatusHit {
+		return append(b, r.CacheStatusHeader()...)
+	}
+	b = append(b, CacheName+"; hit; ttl="...)
+	return strconv.AppendInt(b, r.TTLSeconds(), 10)
 }
 
 // TTLSeconds is TTL in whole seconds.

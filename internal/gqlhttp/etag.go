@@ -51,6 +51,7 @@ var (
 const (
 	cacheControlKey = "Cache-Control"
 	contentTypeKey  = "Content-Type"
+	cacheStatusKey  = "Cache-Status"
 )
 
 // setContentType sets the Content-Type of h to ct.

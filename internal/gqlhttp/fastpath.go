@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/99designs/gqlgen/graphql"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -205,12 +206,43 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	if info := httpx.Info(ctx); info != nil && e.op != "" {
 		info.SetOperation(e.op)
 	}
-	screenHeaders(w.Header(), ETag(res.Validator))
+	setHitHeaders(w.Header(), res)
 	var ext [128]byte // the usual extension fits: no allocation
-	h.writeRendered(w, r, ct, http.StatusOK, &graphql.Response{Data: data},
-		res.CacheStatusHeader(), cache.AppendSingle(ext[:0], e.alias, res), string(res.Status))
+	h.writeReported(w, r, ct, http.StatusOK, &graphql.Response{Data: data},
+		true, cache.AppendSingle(ext[:0], e.alias, res), string(res.Status))
 	f.hits.Add(1)
 	return true, r, ""
+}
+
+// hitHeaders holds the values of a hit's ETag and Cache-Status headers,
+// so that both cost one allocation.
+type hitHeaders struct {
+	etag, status [1]string
+	text         [80]byte
+}
+
+// setHitHeaders sets the caching headers of a hit res (see screenHeaders)
+// and its Cache-Status: the values screenHeaders(h, ETag(res.Validator))
+// and res.CacheStatusHeader() set.
+func setHitHeaders(h http.Header, res cache.Result) {
+	hv := new(hitHeaders)
+	b := hv.text[:0]
+	if res.Validator != "" {
+		b = append(b, `W/"`...)
+		b = append(b, res.Validator...)
+		b = append(b, '"')
+	}
+	n := len(b)
+	b = res.AppendCacheStatus(b)
+	// hv is written no more: the strings may share its bytes (or those of
+	// b, had it outgrown them).
+	hv.etag[0] = unsafe.String(unsafe.SliceData(b), n)
+	hv.status[0] = unsafe.String(&b[n], len(b)-n)
+	hvPersonal.Set(h, cacheControlKey)
+	if n > 0 {
+		h[etagKey] = hv.etag[:1:1]
+	}
+	h[cacheStatusKey] = hv.status[:1:1]
 }
 
 // rider is ch as the cache's rider: nil (no pipeline) without a charge.

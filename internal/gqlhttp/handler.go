@@ -332,7 +332,16 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, ct string, statu
 // header value ("" for none), `cache` extension and summary for the log.
 func (h *Handler) writeRendered(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, cacheStatus string, cacheExt json.RawMessage, summary string) {
 	if cacheStatus != "" {
-		w.Header().Set("Cache-Status", cacheStatus)
+		w.Header().Set(cacheStatusKey, cacheStatus)
+	}
+	h.writeReported(w, r, ct, status, resp, cacheStatus != "", cacheExt, summary)
+}
+
+// writeReported is writeRendered once the Cache-Status header is set
+// (reported: the response has a cache report; otherwise cacheExt and
+// summary are ignored).
+func (h *Handler) writeReported(w http.ResponseWriter, r *http.Request, ct string, status int, resp *graphql.Response, reported bool, cacheExt json.RawMessage, summary string) {
+	if reported {
 		if info := httpx.Info(r.Context()); info != nil {
 			info.SetCache(summary)
 		}

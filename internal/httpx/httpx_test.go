@@ -13,7 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
@@ -29,6 +31,35 @@ func decodeErrors(t *testing.T, body io.Reader) []httpx.ErrorEntry {
 	require.NoError(t, json.NewDecoder(body).Decode(&b))
 	require.NotEmpty(t, b.Errors)
 	return b.Errors
+}
+
+// TestRequestIDGenerated checks that generated ids are RFC 9562 UUIDv7s
+// (version 7, variant 10, the current Unix millisecond), distinct from one
+// request to the next, and the same in the header and the context.
+func TestRequestIDGenerated(t *testing.T) {
+	seen := map[string]bool{}
+	var ctxID string
+	h := httpx.Begin(httpx.RequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctxID = httpx.RequestIDFrom(r.Context())
+	})))
+	for range 1000 {
+		before := time.Now().UnixMilli()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		after := time.Now().UnixMilli()
+		got := rec.Header().Get("X-Request-ID")
+		require.Equal(t, ctxID, got)
+		u, err := uuid.Parse(got)
+		require.NoError(t, err, got)
+		require.Equal(t, u.String(), got, "lower-case canonical form")
+		require.Equal(t, uuid.Version(7), u.Version(), got)
+		require.Equal(t, uuid.RFC4122, u.Variant(), got)
+		sec, nsec := u.Time().UnixTime()
+		ms := sec*1000 + nsec/1e6
+		require.True(t, ms >= before && ms <= after, "%s: time %d not in [%d, %d]", got, ms, before, after)
+		require.False(t, seen[got], "%s generated twice", got)
+		seen[got] = true
+	}
 }
 
 func TestRequestID(t *testing.T) {

@@ -2,7 +2,11 @@ package httpx
 
 import (
 	"context"
+	"encoding/binary"
+	"math/rand/v2"
 	"net/http"
+	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 )
@@ -20,12 +24,13 @@ var requestIDHeaderKey = http.CanonicalHeaderKey(HeaderRequestID)
 func RequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(requestIDHeaderKey)
-		if !ValidRequestID(id) {
-			id = newRequestID()
-		}
-		w.Header().Set(requestIDHeaderKey, id)
 		st, r := claim(r, hasID)
+		if !ValidRequestID(id) {
+			id = st.newRequestID()
+		}
 		st.id = id
+		st.idHeader[0] = id
+		w.Header()[requestIDHeaderKey] = st.idHeader[:1:1]
 		next.ServeHTTP(w, r)
 	})
 }
@@ -62,9 +67,27 @@ func RequestIDFrom(ctx context.Context) string {
 	return ""
 }
 
-func newRequestID() string {
-	if u, err := uuid.NewV7(); err == nil {
-		return u.String()
+// newRequestID returns a new UUIDv7 (RFC 9562: the Unix time in
+// milliseconds, then 74 random bits from the runtime's ChaCha8 generator),
+// written into st.idText: the id costs no allocation of its own.
+func (st *requestState) newRequestID() string {
+	var u uuid.UUID
+	ms := uint64(time.Now().UnixMilli())
+	hi, lo := rand.Uint64(), rand.Uint64()
+	binary.BigEndian.PutUint64(u[0:8], ms<<16|0x7000|hi&0x0fff)
+	binary.BigEndian.PutUint64(u[8:16], 0x8000000000000000|lo&0x3fffffffffffffff)
+	b := st.idText[:]
+	const hexDigits = "0123456789abcdef"
+	j := 0
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b[j] = '-'
+			j++
+		}
+		b[j], b[j+1] = hexDigits[c>>4], hexDigits[c&0x0f]
+		j += 2
 	}
-	return uuid.NewString()
+	// st is never written again once its id is set: the string may share
+	// its bytes.
+	return unsafe.String(&st.idText[0], len(st.idText))
 }

@@ -20,6 +20,10 @@ type requestState struct {
 	// for all three.
 	peerData peerInfo
 	infoData RequestInfo
+	// idHeader is the response header value of id, and idText the
+	// characters of a generated id: no allocation of their own.
+	idHeader [1]string
+	idText   [36]byte
 }
 
 type stateKey struct{}
