@@ -298,15 +298,27 @@ func (c *Cache) keys(k Key) (base string, readKeys []string) {
 	return base, append(genKeys, base)
 }
 
-// call runs fn under the circuit breaker with the per-call timeout. Its
-// errors wrap ErrUnavailable, or are ctx's error when the caller gave up.
+// call runs fn under the circuit breaker with the per-call timeout, or
+// ctx's deadline when that comes first. Its errors wrap ErrUnavailable, or
+// are ctx's error when the caller gave up.
+//
+// One timer bounds the call: the per-call timeout's, on a context that
+// does not end with ctx (so it is not registered with ctx's, and a caller
+// that leaves mid-call leaves a call that ends within the timeout anyway);
+// or, when ctx's deadline is the sooner, ctx's own. Either way every wait
+// of the call, for a pooled connection as well as on the socket, ends by
+// the deadline.
 func (c *Cache) call(ctx context.Context, fn func(ctx context.Context) error) error {
 	done, err := c.breaker.Allow()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
+	cctx := ctx
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > c.cfg.Timeout {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
+		defer cancel()
+	}
 	err = fn(cctx)
 	switch {
 	case err == nil:

@@ -392,3 +392,42 @@ func TestValidatorFollowsObservedEvents(t *testing.T) {
 	require.Equal(t, StatusMiss, res.Status)
 	require.Equal(t, v, res.Validator, "the validator read before the reload names the reloaded entry")
 }
+
+// Every Redis call of the cache ends by its per-call timeout, or by the
+// caller's deadline when that is sooner, whatever it waits for: the reply
+// of a paused Redis, or a pooled connection the paused call holds.
+func TestCallEndsByTheSoonerDeadline(t *testing.T) {
+	rp := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rp.Addr(), ContextTimeoutEnabled: true, DialTimeout: time.Second,
+		PoolSize: 1, PoolTimeout: time.Minute, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	settings := gobreaker.Settings{Name: "test", ReadyToTrip: func(gobreaker.Counts) bool { return false }}
+	short := newCache(t, rdb, "d:", Config{Timeout: 100 * time.Millisecond, Breaker: settings})
+	long := newCache(t, rdb, "d:", Config{Timeout: time.Minute, Breaker: settings})
+	k := orderKey("c1")
+	db := newOrigin("v1")
+	loadIs(t, short, k, db, "v1", StatusMiss)
+
+	rp.Pause()
+	defer rp.Resume()
+	timed := func(ctx context.Context, c *Cache) time.Duration {
+		start := time.Now()
+		v, res, err := Load(ctx, c, k, db.load)
+		require.NoError(t, err)
+		require.Equal(t, "v1", v)
+		require.Equal(t, StatusError, res.Status)
+		return time.Since(start)
+	}
+	// the per-call timeout, for a caller without a deadline
+	assert.Less(t, timed(context.Background(), short), 2*time.Second)
+	// while one call holds the only connection, another waits for it no
+	// longer than its own timeout
+	held := make(chan time.Duration, 1)
+	go func() { held <- timed(context.Background(), short) }()
+	assert.Less(t, timed(context.Background(), short), 2*time.Second, "the wait for a pooled connection")
+	assert.Less(t, <-held, 2*time.Second)
+	// the caller's deadline, sooner than the per-call timeout
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	assert.Less(t, timed(ctx, long), 2*time.Second, "the caller's sooner deadline")
+}
