@@ -551,3 +551,48 @@ func TestBeginSharesOneState(t *testing.T) {
 		})
 	}
 }
+
+// BeginDeadline gives every request but event streams its deadline, and
+// the state the other middlewares record into, in one derivation.
+func TestBeginDeadline(t *testing.T) {
+	tests := []struct {
+		name, method, path, accept string
+		d                          time.Duration
+		bounded                    bool
+	}{
+		{"query", "POST", "/graphql", "application/json", time.Minute, true},
+		{"get", "GET", "/livez", "", time.Minute, true},
+		{"subscription over SSE", "POST", "/graphql", "text/event-stream", time.Minute, false},
+		{"incremental delivery", "POST", "/graphql", "multipart/mixed", time.Minute, false},
+		{"event stream", "GET", "/events", "", time.Minute, false},
+		{"no deadline configured", "POST", "/graphql", "application/json", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var deadline time.Time
+			var bounded bool
+			var derived *http.Request
+			inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				deadline, bounded = r.Context().Deadline()
+				derived = r
+			})
+			var outer *http.Request
+			h := httpx.BeginDeadline(tt.d)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				outer = r
+				httpx.RequestID(inner).ServeHTTP(w, r)
+			}))
+			req := httptest.NewRequest(tt.method, tt.path, nil)
+			if tt.accept != "" {
+				req.Header.Set("Accept", tt.accept)
+			}
+			start := time.Now()
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			require.Equal(t, tt.bounded, bounded)
+			if tt.bounded {
+				assert.WithinRange(t, deadline, start.Add(tt.d), time.Now().Add(tt.d))
+			}
+			assert.Same(t, outer, derived, "the request id is recorded in the state BeginDeadline made")
+			assert.NotEmpty(t, httpx.RequestIDFrom(derived.Context()))
+		})
+	}
+}

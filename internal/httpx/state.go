@@ -3,6 +3,7 @@ package httpx
 import (
 	"context"
 	"net/http"
+	"time"
 )
 
 // requestState is what the middlewares of this package record about a
@@ -41,6 +42,23 @@ func Begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, &requestState{})))
 	})
+}
+
+// BeginDeadline is [Begin] that also bounds the request by d (not when d
+// <= 0, nor an event stream, see [IsStream]), in the same derivation of
+// its context: the deadline reaches Postgres and Redis through it.
+func BeginDeadline(d time.Duration) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx := r.Context()
+			if d > 0 && !IsStream(r) {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, stateKey{}, &requestState{})))
+		})
+	}
 }
 
 // claim returns the state of r to record into when set reports that what

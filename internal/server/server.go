@@ -451,7 +451,10 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 	}
 	secure := s.secureCookies()
 	return httpx.Chain(telemetry.AnnotateSpan(h),
-		httpx.Begin,          // one context derivation for the peer, the request id and the log's RequestInfo
+		// one context derivation for the request's deadline (every request but
+		// event streams; it reaches Postgres and Redis through the context),
+		// the peer, the request id and the log's RequestInfo
+		httpx.BeginDeadline(cfg.RequestTimeout),
 		proxies.Middleware(), // first: everything after it sees the client's address
 		httpx.RequestID,
 		telemetry.Middleware(append(s.tracing.Options(), telemetry.WithFilter(traced))...),
@@ -464,7 +467,6 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 		httpx.Shed(cfg.MaxInFlight),
 		httpx.BodyLimit(cfg.MaxBodyBytes),
 		httpx.BodyDeadline(cfg.BodyReadTimeout),
-		deadline(cfg.RequestTimeout),
 		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
 	), nil
 }
@@ -602,22 +604,6 @@ func (s *Server) outboxStats(ctx context.Context) (telemetry.OutboxStats, error)
 	q, err := s.store.QueueStats(ctx)
 	return telemetry.OutboxStats{Pending: q.EventsUnpublished, OldestAge: q.EventsOldest,
 		ChargeJobsPending: q.ChargeJobsPending, ChargeJobsOldestAge: q.ChargeJobsOldest}, err
-}
-
-// deadline bounds every request except event streams by d; the deadline
-// reaches Postgres and Redis through the context.
-func deadline(d time.Duration) httpx.Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if d <= 0 || httpx.IsStream(r) {
-				next.ServeHTTP(w, r)
-				return
-			}
-			ctx, cancel := context.WithTimeout(r.Context(), d)
-			defer cancel()
-			next.ServeHTTP(w, r.WithContext(ctx))
-		})
-	}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
