@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -12,12 +13,15 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/r3labs/sse/v2"
 
 	"github.com/shop/bff/internal/auth"
+	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
 )
@@ -230,4 +234,66 @@ func BenchmarkCommitToClient(b *testing.B) {
 	b.ReportMetric(float64(q(0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
 	b.Logf("%d samples over %d streams: p50 %s, p99 %s, max %s", len(samples), latencyStreams, q(0.50), q(0.99), samples[len(samples)-1])
+}
+
+// BenchmarkFanoutCPU measures the CPU time of this process (the broker,
+// its SSE connections and the clients reading them on loopback) per
+// delivered event: every iteration commits burst order changes, publishes
+// them at once and waits until each of the staff streams has read them
+// all. Reported: cpu-µs/delivery. Run:
+//
+//	go test ./internal/stream/ -run '^$' -bench FanoutCPU
+func BenchmarkFanoutCPU(b *testing.B) {
+	for _, burst := range []int{1, 4} {
+		b.Run(fmt.Sprintf("burst=%d", burst), func(b *testing.B) { benchFanoutCPU(b, 500, burst) })
+	}
+}
+
+func benchFanoutCPU(b *testing.B, streams, burst int) {
+	e := newEnv(b)
+	br := e.instance(Config{}, nil)
+	srv := httptest.NewServer(e.withTestUser(br.Handler()))
+	defer srv.Close()
+	o, _ := e.placeOrder(e.alice)
+	e.settle()
+	var got atomic.Int64
+	var target atomic.Int64
+	target.Store(math.MaxInt64)
+	done := make(chan struct{}, 1)
+	addr := srv.Listener.Addr().String()
+	for range streams {
+		conn := rawStream(b, addr, "staff", "/events?stream=orders", false)
+		defer conn.Close()
+		go func() {
+			sc := bufio.NewScanner(conn)
+			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "id: ") && got.Add(1) == target.Load() {
+					done <- struct{}{}
+				}
+			}
+		}()
+	}
+	eventually(b, "streams open", func() bool { return br.OpenStreams() == streams })
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	var used time.Duration
+	for b.Loop() {
+		var evs []order.Event
+		for range burst {
+			evs = append(evs, e.change(e.alice, o.ID)...)
+		}
+		target.Store(got.Load() + int64(streams*len(evs)))
+		c0 := cpu()
+		e.publish(br, evs)
+		select {
+		case <-done:
+		case <-time.After(wait):
+			b.Fatalf("deliveries: %d, want %d", got.Load(), target.Load())
+		}
+		used += cpu() - c0
+	}
+	b.ReportMetric(float64(used.Microseconds())/float64(b.N*burst*streams), "cpu-µs/delivery")
 }

@@ -329,7 +329,8 @@ type sub struct {
 	orderID    string // "" for every order in scope
 	// queue holds the events dispatched to the stream and not yet taken
 	// (at most limit; nil while idle, so that an idle stream holds no
-	// buffer); ready is signalled when it becomes non-empty.
+	// buffer); ready is signalled when it becomes non-empty, when the
+	// broker drops the stream, and by the stream's own timer.
 	qmu   sync.Mutex
 	queue []*item
 	limit int
@@ -370,20 +371,30 @@ func newSub(customerID, orderID string, limit int) *sub {
 		ready: make(chan struct{}, 1), gone: make(chan struct{})}
 }
 
-// offer queues it for the stream; false when its queue is full.
-func (s *sub) offer(it *item) bool {
+// offer queues items (in order) for the stream and signals ready once:
+// a stream woken for several events takes them all in one write. It
+// queues as many as fit and returns false when not all of them did (the
+// queue is full).
+func (s *sub) offer(items []*item) bool {
 	s.qmu.Lock()
-	if len(s.queue) >= s.limit {
-		s.qmu.Unlock()
-		return false
+	n := min(len(items), s.limit-len(s.queue))
+	if n > 0 {
+		s.queue = append(s.queue, items[:n]...)
 	}
-	s.queue = append(s.queue, it)
 	s.qmu.Unlock()
+	if n > 0 {
+		s.signal()
+	}
+	return n == len(items)
+}
+
+// signal wakes the stream's goroutine (once, however often it is called
+// before the goroutine runs).
+func (s *sub) signal() {
 	select {
 	case s.ready <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // take returns the queued events (in order) and empties the queue.
@@ -507,6 +518,7 @@ func (b *Broker) dropLocked(s *sub, why dropReason) bool {
 	}
 	s.why = why
 	close(s.gone)
+	s.signal() // the live loop of an SSE stream sleeps on ready alone
 	return true
 }
 
@@ -558,14 +570,16 @@ func (b *Broker) endReplay(s *sub) (int64, bool) {
 }
 
 // dispatch hands events (in position order, all after head) to the
-// matching streams and advances head. It never waits for a stream.
+// matching streams and advances head. Each stream gets all its events of
+// the call in one offer (one lock, one wake-up), so that it writes them
+// in one chunk. It never waits for a stream.
 func (b *Broker) dispatch(items []*item) {
 	if len(items) == 0 {
 		return
 	}
 	var dropped []*sub
-	send := func(s *sub, it *item) {
-		if !s.offer(it) {
+	send := func(s *sub, its []*item) {
+		if !s.offer(its) {
 			if s.replaying {
 				s.lagged = true
 				return
@@ -583,29 +597,60 @@ func (b *Broker) dispatch(items []*item) {
 		b.cfg.Observe(evs)
 	}
 	b.mu.Lock()
+	fresh := make([]*item, 0, len(items))
 	for _, it := range items {
 		if it.ev.Position <= b.head {
 			continue
 		}
-		for s := range b.all {
-			send(s, it)
-		}
-		for s := range b.byCustomer[it.ev.CustomerID] {
-			send(s, it)
-		}
-		for s := range b.byOrder[it.ev.OrderID] {
-			send(s, it)
-		}
 		if len(b.all) > 0 || len(b.byCustomer[it.ev.CustomerID]) > 0 || len(b.byOrder[it.ev.OrderID]) > 0 {
 			b.cfg.Metrics.FirstDelivery(lag(it.ev.At))
 		}
+		fresh = append(fresh, it)
 		b.head = it.ev.Position
 		b.lastEvent = it.ev.Position
+	}
+	if len(fresh) > 0 {
+		for s := range b.all {
+			send(s, fresh)
+		}
+		offerByKey(b.byCustomer, fresh, func(it *item) string { return it.ev.CustomerID }, send)
+		offerByKey(b.byOrder, fresh, func(it *item) string { return it.ev.OrderID }, send)
 	}
 	b.mu.Unlock()
 	for _, s := range dropped {
 		b.log.Info("stream: slow client disconnected (buffer full)", "customer_id", s.customerID, "order_id", s.orderID)
 		s.unblock(time.Now())
+	}
+}
+
+// offerByKey sends the streams of each key of m the items with that key
+// (in order), one send per stream.
+func offerByKey(m map[string]map[*sub]struct{}, items []*item, key func(*item) string, send func(*sub, []*item)) {
+	if len(m) == 0 {
+		return
+	}
+	if len(items) == 1 {
+		for s := range m[key(items[0])] {
+			send(s, items)
+		}
+		return
+	}
+	done := map[string]bool{}
+	for i, it := range items {
+		k := key(it)
+		if done[k] || len(m[k]) == 0 {
+			continue
+		}
+		done[k] = true
+		var its []*item
+		for _, o := range items[i:] {
+			if key(o) == k {
+				its = append(its, o)
+			}
+		}
+		for s := range m[k] {
+			send(s, its)
+		}
 	}
 }
 

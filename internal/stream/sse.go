@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/r3labs/sse/v2"
@@ -251,24 +252,45 @@ func (b *Broker) end(c *cursor, s sink, clean bool) {
 }
 
 // live is the connection loop after replay: live events (all those queued
-// in one flush when they come in a burst), heartbeats, and the end of the stream. It
-// reports whether the stream ended cleanly (shutdown goodbye written).
-// One timer serves both the heartbeat and the session's expiry (whichever
-// comes first), so that an idle stream holds a single timer. Deliveries
-// do not re-arm it (that would cost a timer update per event on every
-// stream): they note their time, and a timer that fires less than a
-// Heartbeat after the last write is set again for the rest.
+// in one flush when they come in a burst), heartbeats, and the end of the
+// stream. It reports whether the stream ended cleanly (shutdown goodbye
+// written).
+//
+// The loop sleeps on the stream's ready channel alone (a hijacked stream
+// has no context to watch): the broker signals it for events and when it
+// drops the stream, and the timer's function signals it when due, so a
+// wake-up costs one channel receive, not a select over several channels
+// and a timer channel. One timer serves both the heartbeat and the
+// session's expiry (whichever comes first), so that an idle stream holds
+// a single timer. Deliveries do not re-arm it (that would cost a timer
+// update per event on every stream): they note their time, and a timer
+// that fires less than a Heartbeat after the last write is set again for
+// the rest.
 func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
-	t := time.NewTimer(b.wait(c, time.Now().Add(b.cfg.Heartbeat)))
+	var due atomic.Bool // set by the timer, taken by the loop
+	t := time.AfterFunc(b.wait(c, time.Now().Add(b.cfg.Heartbeat)), func() {
+		due.Store(true)
+		c.s.signal()
+	})
 	defer t.Stop()
 	var wrote time.Time // the last flush of events
+	done := ctx.Done()  // nil for a hijacked stream
 	for {
-		select {
-		case <-c.s.ready:
-			q := c.s.take()
-			if len(q) == 0 { // a signal of events dropped by endReplay
-				continue
+		if done == nil {
+			<-c.s.ready
+		} else {
+			select {
+			case <-c.s.ready:
+			case <-done:
+				return false
 			}
+		}
+		select {
+		case <-c.s.gone:
+			return b.goodbye(c, s)
+		default:
+		}
+		if q := c.s.take(); len(q) > 0 { // none: a signal of the timer, a drop, or events dropped by endReplay
 			var spans []trace.Span
 			last, now := c.last, time.Now()
 			for _, it := range q {
@@ -282,26 +304,25 @@ func (b *Broker) live(ctx context.Context, c *cursor, s sink) bool {
 			if c.last != last {
 				wrote = now
 			}
-		case now := <-t.C:
-			if !c.expires.IsZero() && !now.Before(c.expires) {
-				s.write(resetFrame(resetSessionExpired))
-				_ = s.flush()
-				return false
-			}
-			if next := wrote.Add(b.cfg.Heartbeat); now.Before(next) {
-				t.Reset(b.wait(c, next))
-				continue
-			}
-			s.write(pingFrame)
-			if s.flush() != nil || !s.alive() {
-				return false
-			}
-			t.Reset(b.wait(c, time.Now().Add(b.cfg.Heartbeat)))
-		case <-c.s.gone:
-			return b.goodbye(c, s)
-		case <-ctx.Done():
+		}
+		if !due.Swap(false) {
+			continue
+		}
+		now := time.Now()
+		if !c.expires.IsZero() && !now.Before(c.expires) {
+			s.write(resetFrame(resetSessionExpired))
+			_ = s.flush()
 			return false
 		}
+		if next := wrote.Add(b.cfg.Heartbeat); now.Before(next) {
+			t.Reset(b.wait(c, next))
+			continue
+		}
+		s.write(pingFrame)
+		if s.flush() != nil || !s.alive() {
+			return false
+		}
+		t.Reset(b.wait(c, time.Now().Add(b.cfg.Heartbeat)))
 	}
 }
 
@@ -403,6 +424,9 @@ type connSink struct {
 	// batch is the pending chunk: sizeRoom bytes for its size line, then
 	// the frames written since the last flush (nil: none).
 	batch *[]byte
+	// deadline is the write deadline the last flush set (see
+	// flushWithin).
+	deadline time.Time
 }
 
 func newConnSink(conn net.Conn, h http.Header, chunked bool, timeout time.Duration) *connSink {
@@ -445,7 +469,15 @@ func (s *connSink) flushWithin(timeout time.Duration) error {
 			out = (*s.batch)[start:]
 		}
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	// A flush with the usual timeout keeps the deadline an earlier flush
+	// set while at least 7/8 of the timeout is left (a busy stream sets
+	// it about once per timeout/8, not once per write): every write still
+	// fails within timeout, and a deadline the broker moved (setDeadline)
+	// is not pushed back by the flushes right after it.
+	if now := time.Now(); timeout != s.timeout || s.deadline.Sub(now) < timeout-timeout/8 {
+		s.deadline = now.Add(timeout)
+		_ = s.conn.SetWriteDeadline(s.deadline)
+	}
 	var err error
 	if s.head != nil { // the first flush only
 		bufs := net.Buffers{s.head, out}
