@@ -40,11 +40,13 @@ var ccProducts = "public, max-age=" + strconv.Itoa(ProductsMaxAge)
 
 // Shared header values of every response (see httpx.HeaderValue).
 var (
-	hvPersonal    = httpx.NewHeaderValue(ccPersonal)
-	hvPrivate     = httpx.NewHeaderValue("private, no-store")
-	hvVary        = httpx.NewHeaderValue("Authorization, Cookie")
-	hvJSON        = httpx.NewHeaderValue(ctJSON)
-	hvGraphQLJSON = httpx.NewHeaderValue(ctGraphQLJSON)
+	hvPersonal = httpx.NewHeaderValue(ccPersonal)
+	hvPrivate  = httpx.NewHeaderValue("private, no-store")
+	hvVary     = httpx.NewHeaderValue("Authorization, Cookie")
+	// hvVaryCompressed is hvVary after the compressor's Accept-Encoding.
+	hvVaryCompressed = httpx.HeaderValue{"Accept-Encoding", "Authorization, Cookie"}[:2:2]
+	hvJSON           = httpx.NewHeaderValue(ctJSON)
+	hvGraphQLJSON    = httpx.NewHeaderValue(ctGraphQLJSON)
 )
 
 // Header keys, canonical.

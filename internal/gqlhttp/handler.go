@@ -243,10 +243,13 @@ func (h *Handler) answer(ctx context.Context, rc *graphql.OperationContext) *gra
 // personal (Cache-Control: private, no-store), so no shared cache keeps it
 // and no browser cache outlives the session.
 func CachePolicy(h http.Header, r *http.Request) {
-	if _, ok := h["Vary"]; ok {
-		h.Add("Vary", "Authorization, Cookie")
-	} else {
+	switch vs, ok := h["Vary"]; {
+	case !ok:
 		hvVary.Set(h, "Vary")
+	case len(vs) == 1 && vs[0] == "Accept-Encoding": // the compressor's
+		hvVaryCompressed.Set(h, "Vary")
+	default:
+		h.Add("Vary", "Authorization, Cookie")
 	}
 	if _, ok := auth.UserFrom(r.Context()); ok {
 		hvPrivate.Set(h, cacheControlKey)
