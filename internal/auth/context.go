@@ -16,6 +16,21 @@ type session struct {
 
 type sessionKey struct{}
 
+// sessionCtx is a context carrying a session: one allocation, where a
+// context.WithValue of a *session takes two. Every other key is its
+// parent's.
+type sessionCtx struct {
+	context.Context
+	s session
+}
+
+func (c *sessionCtx) Value(key any) any {
+	if _, ok := key.(sessionKey); ok {
+		return &c.s
+	}
+	return c.Context.Value(key)
+}
+
 func sessionOf(ctx context.Context) session {
 	s, _ := ctx.Value(sessionKey{}).(*session)
 	if s == nil {
@@ -27,7 +42,7 @@ func sessionOf(ctx context.Context) session {
 // WithSession returns ctx carrying the signed-in user u and the expiry of
 // the session token that signed u in (zero: none).
 func WithSession(ctx context.Context, u *order.User, exp time.Time) context.Context {
-	return context.WithValue(ctx, sessionKey{}, &session{user: u, exp: exp})
+	return &sessionCtx{Context: ctx, s: session{user: u, exp: exp}}
 }
 
 // WithUser returns ctx carrying the signed-in user u (and the session
