@@ -196,19 +196,7 @@ func BenchmarkCommitToClient(b *testing.B) {
 		at time.Time
 	}
 	got := make(chan seen, latencyStreams*4)
-	addr := srv.Listener.Addr().String()
-	for range latencyStreams {
-		conn := rawStream(b, addr, "staff", "/events?stream=orders", false)
-		defer conn.Close()
-		go func() {
-			sc := bufio.NewScanner(conn)
-			for sc.Scan() {
-				if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
-					got <- seen{id, time.Now()}
-				}
-			}
-		}()
-	}
+	readStaffStreams(b, srv, latencyStreams, func(id string) { got <- seen{id, time.Now()} })
 	eventually(b, "streams open", func() bool { return br.OpenStreams() == latencyStreams })
 
 	var samples []time.Duration
@@ -260,19 +248,11 @@ func benchFanoutCPU(b *testing.B, streams, burst int) {
 	var target atomic.Int64
 	target.Store(math.MaxInt64)
 	done := make(chan struct{}, 1)
-	addr := srv.Listener.Addr().String()
-	for range streams {
-		conn := rawStream(b, addr, "staff", "/events?stream=orders", false)
-		defer conn.Close()
-		go func() {
-			sc := bufio.NewScanner(conn)
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "id: ") && got.Add(1) == target.Load() {
-					done <- struct{}{}
-				}
-			}
-		}()
-	}
+	readStaffStreams(b, srv, streams, func(string) {
+		if got.Add(1) == target.Load() {
+			done <- struct{}{}
+		}
+	})
 	eventually(b, "streams open", func() bool { return br.OpenStreams() == streams })
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
@@ -296,4 +276,23 @@ func benchFanoutCPU(b *testing.B, streams, burst int) {
 		used += cpu() - c0
 	}
 	b.ReportMetric(float64(used.Microseconds())/float64(b.N*burst*streams), "cpu-µs/delivery")
+}
+
+// readStaffStreams opens n staff streams of every order on srv, closed
+// when b ends, and calls onID from each stream's reader with the id of
+// every event it reads.
+func readStaffStreams(b *testing.B, srv *httptest.Server, n int, onID func(id string)) {
+	addr := srv.Listener.Addr().String()
+	for range n {
+		conn := rawStream(b, addr, "staff", "/events?stream=orders", false)
+		b.Cleanup(func() { conn.Close() })
+		go func() {
+			sc := bufio.NewScanner(conn)
+			for sc.Scan() {
+				if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+					onID(id)
+				}
+			}
+		}()
+	}
 }
