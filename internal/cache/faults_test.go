@@ -200,7 +200,9 @@ func TestUnconfirmedInvalidationReplacesEpoch(t *testing.T) {
 		}
 	}
 	const ttl = 10 * time.Minute
-	reader := newCache(t, client(t, rp.Addr()), "u:", Config{TTL: ttl})
+	// The reader reaches Redis throughout: a generous timeout, so that a
+	// busy machine cannot make its store of v1 time out.
+	reader := newCache(t, client(t, rp.Addr()), "u:", Config{TTL: ttl, Timeout: 10 * time.Second})
 	k := orderKey("c1")
 	db := newOrigin("v1")
 	loadIs(t, reader, k, db, "v1", StatusMiss)
@@ -232,8 +234,8 @@ func TestObservedEventRefusesOlderEntry(t *testing.T) {
 	rp := testenv.StartRedis(t)
 	proxy := testenv.StartProxy(t, rp.Addr())
 	writer := newCache(t, client(t, proxy.Addr()), "o:", Config{InvalidateTimeout: 50 * time.Millisecond})
-	reader := newCache(t, client(t, rp.Addr()), "o:", Config{TTL: time.Hour})
-	other := newCache(t, client(t, rp.Addr()), "o:", Config{TTL: time.Hour})
+	reader := newCache(t, client(t, rp.Addr()), "o:", Config{TTL: time.Hour, Timeout: 10 * time.Second}) // reaches Redis throughout
+	other := newCache(t, client(t, rp.Addr()), "o:", Config{TTL: time.Hour, Timeout: 10 * time.Second})
 	k1, k2 := orderKey("c1"), orderKey("c1")
 	k2.Args, k2.Deps = "id=o2", []Dep{OrderDep("o2")}
 	db1, db2 := newOrigin("v1"), newOrigin("w1")
