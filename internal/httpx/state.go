@@ -11,7 +11,8 @@ import (
 // under [Begin] the request's context is derived once for all of them
 // instead of once per middleware (each derivation copies the request).
 // Its fields are set before the inner handler runs, by the goroutine that
-// serves the request, and never change afterwards.
+// serves the request, and never change afterwards, but for hold (the
+// request's place at the [Gate]), which has a lock of its own.
 type requestState struct {
 	peer *peerInfo
 	id   string
@@ -25,6 +26,8 @@ type requestState struct {
 	// characters of a generated id: no allocation of their own.
 	idHeader [1]string
 	idText   [36]byte
+
+	hold gateHold
 }
 
 type stateKey struct{}

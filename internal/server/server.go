@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -467,8 +468,24 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 		httpx.Shed(cfg.MaxInFlight),
 		httpx.BodyLimit(cfg.MaxBodyBytes),
 		httpx.BodyDeadline(cfg.BodyReadTimeout),
+		s.gate().Middleware(), // after the body caps: it reads the body before the request waits
 		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
 	), nil
+}
+
+// gate is the line of the requests that wait to run (MAX_RUNNING,
+// QUEUE_MAX_WAIT): keyed writes go first; streams, probes and scrapes
+// never wait.
+func (s *Server) gate() *httpx.Gate {
+	slots := s.cfg.MaxRunning
+	if slots <= 0 {
+		slots = 4 * runtime.GOMAXPROCS(0)
+	}
+	return httpx.NewGate(httpx.GateOptions{Slots: slots, MaxWait: s.cfg.QueueMaxWait,
+		First: func(r *http.Request) bool {
+			return r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != ""
+		},
+		Exempt: func(r *http.Request) bool { return httpx.IsStream(r) || !traced(r) }})
 }
 
 // traced says which requests get a trace: all but the probes and scrapes.
@@ -484,7 +501,7 @@ func traced(r *http.Request) bool {
 // server (payment provider, webhooks): it makes the client span and sends
 // the W3C traceparent.
 func (s *Server) outboundTransport() http.RoundTripper {
-	return telemetry.Transport(nil, s.tracing.Options()...)
+	return httpx.AwayTransport(telemetry.Transport(nil, s.tracing.Options()...))
 }
 
 // FlushTraces exports the spans ended so far (tests; shutdown flushes too).

@@ -1,0 +1,287 @@
+package httpx
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Gate keeps the number of requests that run at once small, so that a
+// saturated server stays fast for the requests it runs.
+//
+// Without it, every request in flight is a goroutine competing for the
+// same few cores: a request that waits for Postgres or Redis several times
+// (a cache miss, a keyed mutation) waits for a core again after each
+// round trip, behind every other request in flight, so its latency grows
+// with the number of its steps times the number of requests in flight.
+// With it, at most Slots requests run; the others wait in line once, and
+// are let in in arrival order, writes first.
+//
+// A request enters the line only once its body has arrived (the gate
+// reads it first, under [BodyLimit] and [BodyDeadline]), so a slow client
+// never holds a slot. A request that calls another service through
+// [AwayTransport] gives its slot back for the call. A request that waits
+// longer than MaxWait runs anyway without a slot, so requests that hold
+// their slots for long (a dependency that hangs until its timeout) slow
+// the others down by MaxWait at most, never stop them; a request also
+// stops waiting when its context ends.
+type Gate struct {
+	slots   int
+	maxWait time.Duration
+	first   func(*http.Request) bool
+	exempt  func(*http.Request) bool
+
+	mu      sync.Mutex
+	running int
+	queues  [2][]*gateWaiter // [0] writes, [1] the others, each in arrival order
+
+	onWait func() // tests: a request took its place in line
+}
+
+type gateWaiter struct {
+	ready chan struct{} // closed when a slot is handed over
+	gone  bool          // stopped waiting: skip it
+}
+
+// GateOptions configures [NewGate].
+type GateOptions struct {
+	// Slots is the number of requests that run at once (no gate when
+	// <= 0).
+	Slots int
+	// MaxWait bounds a request's wait for a slot; then it runs without
+	// one (no gate when <= 0).
+	MaxWait time.Duration
+	// First picks the requests let in before the others (nil: none).
+	First func(*http.Request) bool
+	// Exempt picks the requests that neither wait nor hold a slot (nil:
+	// [IsStream]).
+	Exempt func(*http.Request) bool
+}
+
+// NewGate returns a gate with the options' slots, or nil (no gate) when
+// Slots or MaxWait is not positive.
+func NewGate(o GateOptions) *Gate {
+	if o.Slots <= 0 || o.MaxWait <= 0 {
+		return nil
+	}
+	if o.Exempt == nil {
+		o.Exempt = IsStream
+	}
+	return &Gate{slots: o.Slots, maxWait: o.MaxWait, first: o.First, exempt: o.Exempt}
+}
+
+// gateHold is a request's place at the gate, kept in its requestState.
+type gateHold struct {
+	mu    sync.Mutex
+	g     *Gate
+	first bool
+	held  bool // holds a slot
+	away  int  // calls through AwayTransport in progress
+	left  bool // gave its slot back for them
+}
+
+// Middleware reads the body of each request that is not exempt, then runs
+// it inside a slot of the gate.
+func (g *Gate) Middleware() Middleware {
+	return func(next http.Handler) http.Handler {
+		if g == nil {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if g.exempt(r) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			bufferBody(r)
+			h := &gateHold{}
+			if st := stateOf(r.Context()); st != nil {
+				h = &st.hold
+			}
+			h.g, h.first = g, g.first != nil && g.first(r)
+			h.held = g.acquire(r.Context(), h.first)
+			defer h.end()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// end gives the request's slot back, if it holds one.
+func (h *gateHold) end() {
+	h.mu.Lock()
+	held := h.held
+	h.held = false
+	h.mu.Unlock()
+	if held {
+		h.g.release()
+	}
+}
+
+// acquire waits for a slot; it reports whether the request holds one.
+func (g *Gate) acquire(ctx context.Context, first bool) bool {
+	g.mu.Lock()
+	if g.running < g.slots && len(g.queues[0]) == 0 && len(g.queues[1]) == 0 {
+		g.running++
+		g.mu.Unlock()
+		return true
+	}
+	q := 1
+	if first {
+		q = 0
+	}
+	wt := &gateWaiter{ready: make(chan struct{})}
+	g.queues[q] = append(g.queues[q], wt)
+	onWait := g.onWait
+	g.mu.Unlock()
+	if onWait != nil {
+		onWait()
+	}
+
+	t := time.NewTimer(g.maxWait)
+	defer t.Stop()
+	select {
+	case <-wt.ready:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-wt.ready: // handed a slot just as the wait ended
+		return true
+	default:
+	}
+	wt.gone = true
+	return false
+}
+
+// release hands the slot to the first waiter still waiting, or frees it.
+func (g *Gate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for q := range g.queues {
+		for len(g.queues[q]) > 0 {
+			wt := g.queues[q][0]
+			g.queues[q][0] = nil
+			g.queues[q] = g.queues[q][1:]
+			if !wt.gone {
+				close(wt.ready)
+				return
+			}
+		}
+	}
+	g.running--
+}
+
+// Waiting is the number of requests in line.
+func (g *Gate) Waiting() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, q := range g.queues {
+		for _, wt := range q {
+			if !wt.gone {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Running is the number of requests that hold a slot.
+func (g *Gate) Running() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.running
+}
+
+// away gives the request's slot back for a call to another service; the
+// returned func takes a place in line again when the last such call ends.
+func away(ctx context.Context) (back func()) {
+	st := stateOf(ctx)
+	if st == nil || st.hold.g == nil {
+		return func() {}
+	}
+	h := &st.hold
+	h.mu.Lock()
+	h.away++
+	release := h.away == 1 && h.held
+	if release {
+		h.held, h.left = false, true
+	}
+	h.mu.Unlock()
+	if release {
+		h.g.release()
+	}
+	return func() {
+		h.mu.Lock()
+		h.away--
+		again := h.away == 0 && h.left
+		h.left = false
+		h.mu.Unlock()
+		if again {
+			held := h.g.acquire(ctx, h.first)
+			h.mu.Lock()
+			h.held = held
+			h.mu.Unlock()
+		}
+	}
+}
+
+// AwayTransport gives the calling request's slot of the [Gate] back for
+// the duration of each round trip (until the response's headers arrive),
+// so that requests waiting for another service (the payment partner) do
+// not keep the others waiting.
+func AwayTransport(base http.RoundTripper) http.RoundTripper {
+	return awayTransport{base}
+}
+
+type awayTransport struct{ base http.RoundTripper }
+
+func (t awayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	defer away(req.Context())()
+	return t.base.RoundTrip(req)
+}
+
+// bufferBody reads r's body to its end before the request takes a slot;
+// what it read (and the error that ended the read, if any) is read back
+// from r.Body as before.
+func bufferBody(r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	b, err := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	r.Body = &bufferedBody{Reader: bytes.NewReader(b), b: b, err: err}
+}
+
+// bufferedBody is a body read by the gate: its bytes, then the read's
+// error.
+type bufferedBody struct {
+	*bytes.Reader
+	b   []byte
+	err error
+}
+
+func (b *bufferedBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err == io.EOF && b.err != nil {
+		return n, b.err
+	}
+	return n, err
+}
+
+func (b *bufferedBody) Close() error { return nil }
+
+// ReadBody reads r's body to its end: without a copy when the [Gate] has
+// read it already.
+func ReadBody(r *http.Request) ([]byte, error) {
+	if b, ok := r.Body.(*bufferedBody); ok && b.Reader.Len() == len(b.b) {
+		_, _ = b.Reader.Seek(0, io.SeekEnd)
+		return b.b, b.err
+	}
+	return io.ReadAll(r.Body)
+}
