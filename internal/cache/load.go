@@ -24,11 +24,10 @@ func bypassed(ctx context.Context) bool {
 // flight is the outcome of one singleflight load.
 type flight[T any] struct {
 	val    T
-	hit    bool          // found in the cache by the re-check in the flight
 	stored bool          // the value was stored
 	failed bool          // a Redis call failed
-	ttl    time.Duration // TTL left (hit) or set (stored)
-	gens   string        // the generations the value is found or stored under
+	ttl    time.Duration // TTL set (stored)
+	gens   string        // the generations the value is stored under
 
 	pos     int64     // the position the value reflects (see Reflects)
 	expires time.Time // when the value expires in the cache (zero: never stored)
@@ -56,7 +55,13 @@ func Load[T any](ctx context.Context, c *Cache, key Key, load func(context.Conte
 func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (Result, T, error) {
 	base, keys := c.keys(key)
 	bypass := bypassed(ctx)
-	lk, err := c.read(ctx, keys, nil, !bypass, nil)
+	var lk lookup
+	var err error
+	if gens, ok := takeMissed(ctx, base); ok && !bypass {
+		lk.gens = gens // the request's Peek just missed under them
+	} else {
+		lk, err = c.read(ctx, keys, nil, !bypass, nil)
+	}
 	if err != nil {
 		seen := c.seen()
 		lctx, n := withNote(ctx)
@@ -85,7 +90,7 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	out, err, _ := c.flights.Do(group+base+":"+lk.gens, func() (any, error) {
 		fctx, cancel := detach(ctx)
 		defer cancel()
-		return fly(fctx, c, base, keys, key.Deps, lk.gens, !bypass, load)
+		return fly(fctx, c, base, lk.gens, load)
 	})
 	if err != nil {
 		var zero T
@@ -97,17 +102,17 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 		return Result{Status: status}, v, err
 	}
 	tell(ctx, f.pos, f.expires)
-	switch {
-	case f.hit:
-		return Result{Status: StatusHit, TTL: f.ttl, Validator: c.validator(base, f.gens, f.pos)}, f.val, nil
-	case f.failed:
+	if f.failed {
 		return Result{Status: StatusError}, f.val, nil
 	}
 	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: c.validator(base, f.gens, f.pos)}, f.val, nil
 }
 
-// fly is the shared part of a miss: re-check (a flight that ended between
-// our read and now may have stored the value), load, store.
+// fly is the shared part of a miss: load, store. It does not read the
+// entry again first: the callers that miss while it runs share it, and a
+// caller whose read missed just before an earlier flight stored may load
+// once more (a rare extra origin read, never a stale value: the store is
+// still keyed by the generations read before the load).
 //
 // The entry records the position its value reflects: the newest position
 // observed before the load started (every event up to it had committed),
@@ -117,22 +122,10 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 // expires within TTL·(1+Jitter) of the moment its data was read from the
 // origin: a screen cached in two layers (the rendered response over the
 // screen model) is not served twice as long.
-func fly[T any](ctx context.Context, c *Cache, base string, keys []string, deps []Dep, gens string, recheck bool, load func(context.Context) (T, error)) (flight[T], error) {
+func fly[T any](ctx context.Context, c *Cache, base string, gens string, load func(context.Context) (T, error)) (flight[T], error) {
 	var f flight[T]
 	started := time.Now()
 	seen := c.seen() // before the load: it reflects every event up to it
-	if recheck {
-		lk, err := c.read(ctx, keys, nil, true, nil)
-		if err == nil && lk.hit {
-			if pos, ok := c.usable(lk.data, deps, &f.val); ok {
-				f.hit, f.ttl, f.gens, f.pos, f.expires = true, lk.pttl, lk.gens, pos, time.Now().Add(lk.pttl)
-				return f, nil
-			}
-		}
-		if err == nil {
-			gens = lk.gens // newer, and still read before the load starts
-		}
-	}
 	f.gens = gens
 	lctx, n := withNote(ctx)
 	v, err := load(lctx)

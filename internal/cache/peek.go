@@ -95,15 +95,48 @@ func (c *Cache) Peek(ctx context.Context, p Prepared, rider Rider) (v []byte, re
 		p.remember(lk.gens)
 	}
 	if !lk.hit {
-		return nil, Result{}, false, nil
+		return nil, Result{missed: &missed{base: p.base, gens: lk.gens}}, false, nil
 	}
 	pos, v, ok := c.usableBytes(lk.data, p.deps)
-	if !ok {
-		return nil, Result{}, false, nil // replaced by the next Load
+	if !ok { // replaced by the next Load
+		return nil, Result{missed: &missed{base: p.base, gens: lk.gens}}, false, nil
 	}
 	res = Result{Status: StatusHit, TTL: lk.pttl, Validator: c.validator(p.base, lk.gens, pos)}
 	c.metrics.Observe(p.screen, StatusHit)
 	return v, res, true, nil
+}
+
+// missed is what a Peek that missed read: the generations its key's entry
+// is missing under. The Load of the same key that follows in the request
+// (see AfterMiss) starts from it instead of reading again.
+type missed struct {
+	base string
+	gens string
+	used atomic.Bool // one Load takes it
+}
+
+type missedKey struct{}
+
+// AfterMiss returns ctx carrying what the Peek that returned res (a miss)
+// read, so that the request's Load of the same key, right after it, skips
+// reading the key again: one Redis round trip less per miss. A Load that
+// starts from it stores under those generations, read before its load
+// started, as any Load does.
+func AfterMiss(ctx context.Context, res Result) context.Context {
+	if res.missed == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, missedKey{}, res.missed)
+}
+
+// takeMissed returns the generations of base that a Peek of this request
+// just read, once.
+func takeMissed(ctx context.Context, base string) (string, bool) {
+	m, _ := ctx.Value(missedKey{}).(*missed)
+	if m == nil || m.base != base || !m.used.CompareAndSwap(false, true) {
+		return "", false
+	}
+	return m.gens, true
 }
 
 // PeekValidator returns the validator of p's current value (see

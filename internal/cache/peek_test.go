@@ -246,3 +246,48 @@ func TestPeekReadsKnownGenerationsWithoutTheScript(t *testing.T) {
 	require.True(t, hit)
 	assert.Equal(t, "v3", v)
 }
+
+// A Load that follows a Peek's miss in the same request (AfterMiss) does
+// not read the key again: one round trip for the store only, the value
+// stored under the generations the Peek read, and served by the next
+// Peek. A second Load in the same context reads as usual, and a Load of
+// another key never takes the Peek's miss.
+func TestLoadAfterMissSkipsTheRead(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	k := orderKey("u1")
+	p := e.cache.Prepare(k)
+	_, res, hit, err := e.cache.Peek(ctx, p, nil)
+	require.NoError(t, err)
+	require.False(t, hit)
+	mctx := AfterMiss(ctx, res)
+
+	trips := &roundTrips{}
+	e.rdb.AddHook(trips)
+	_, lr, err := Load(mctx, e.cache, k, func(context.Context) ([]byte, error) { return []byte("v1"), nil })
+	require.NoError(t, err)
+	assert.Equal(t, StatusMiss, lr.Status)
+	assert.True(t, lr.Stored)
+	assert.EqualValues(t, 1, trips.singles.Load()+trips.pipelines.Load(), "the store only: no second read")
+
+	data, _, hit, err := e.cache.Peek(ctx, p, nil)
+	require.NoError(t, err)
+	require.True(t, hit, "stored where the next read looks")
+	assert.Equal(t, "v1", string(data))
+
+	trips.singles.Store(0)
+	_, lr, err = Load(mctx, e.cache, k, func(context.Context) ([]byte, error) { return []byte("v2"), nil })
+	require.NoError(t, err)
+	assert.Equal(t, StatusHit, lr.Status, "the miss is taken once: this Load read the entry")
+
+	require.NoError(t, e.cache.Invalidate(ctx, k.Deps...))
+	_, res, hit, err = e.cache.Peek(ctx, p, nil)
+	require.NoError(t, err)
+	require.False(t, hit)
+	trips.singles.Store(0)
+	trips.pipelines.Store(0)
+	_, lr, err = Load(AfterMiss(ctx, res), e.cache, orderKey("u2"), func(context.Context) ([]byte, error) { return []byte("w"), nil })
+	require.NoError(t, err)
+	assert.Equal(t, StatusMiss, lr.Status)
+	assert.EqualValues(t, 2, trips.singles.Load()+trips.pipelines.Load(), "another key: read, then store")
+}

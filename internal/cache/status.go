@@ -36,6 +36,8 @@ type Result struct {
 	// validators name the same value, so it serves as an HTTP validator
 	// (see Cache.Validator).
 	Validator string
+
+	missed *missed // a Peek's miss (see AfterMiss)
 }
 
 // CacheName is the cache's name in the Cache-Status header.

@@ -201,7 +201,7 @@ func (f *fastPath) serve(h *Handler, w http.ResponseWriter, r *http.Request, ct 
 	if !hit {
 		// the whole path goes on, already charged
 		putBack(r, body)
-		return false, r.WithContext(context.WithValue(ctx, chargedKey{}, true)), key
+		return false, r.WithContext(cache.AfterMiss(context.WithValue(ctx, chargedKey{}, true), res)), key
 	}
 	if info := httpx.Info(ctx); info != nil && e.op != "" {
 		info.SetOperation(e.op)
