@@ -203,7 +203,7 @@ type Config struct {
 	// requests get 503.
 	MaxInFlight int
 	// MaxRunning is how many requests run at once (streams excluded;
-	// 0: four per CPU core); the others wait in line, writes first, for
+	// 0: three per CPU core); the others wait in line, writes first, for
 	// at most QueueMaxWait (0: no line).
 	MaxRunning int
 	// QueueMaxWait bounds a request's wait in line; then it runs anyway.
@@ -458,7 +458,7 @@ var table = []variable{
 	{"MAX_BODY_BYTES", strconv.Itoa(DefaultMaxBodyBytes), "largest request body (413 beyond)", bytesOf(1024, 64<<20, func(c *Config) *int64 { return &c.MaxBodyBytes })},
 	{"BODY_READ_TIMEOUT", "10s", "time allowed to read a request body (400 beyond), so slow bodies cannot hold in-flight slots", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
-	{"MAX_RUNNING", "0", "requests that run at once (streams excluded; 0: four per CPU core); the others wait in line, keyed writes first", integer(0, 1_000_000, func(c *Config) *int { return &c.MaxRunning })},
+	{"MAX_RUNNING", "0", "requests that run at once (streams excluded; 0: three per CPU core); the others wait in line, keyed writes first", integer(0, 1_000_000, func(c *Config) *int { return &c.MaxRunning })},
 	{"QUEUE_MAX_WAIT", "250ms", "longest wait in line for MAX_RUNNING; then the request runs anyway (0: no line)", duration(0, func(c *Config) *time.Duration { return &c.QueueMaxWait })},
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
 	{"READ_HEADER_TIMEOUT", "5s", "time allowed to read request headers", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},

@@ -479,7 +479,7 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 func (s *Server) gate() *httpx.Gate {
 	slots := s.cfg.MaxRunning
 	if slots <= 0 {
-		slots = 4 * runtime.GOMAXPROCS(0)
+		slots = 3 * runtime.GOMAXPROCS(0)
 	}
 	return httpx.NewGate(httpx.GateOptions{Slots: slots, MaxWait: s.cfg.QueueMaxWait,
 		First: func(r *http.Request) bool {
