@@ -26,25 +26,32 @@ import (
 // [AwayTransport] gives its slot back for the call. A request that waits
 // longer than MaxWait runs anyway without a slot, so requests that hold
 // their slots for long (a dependency that hangs until its timeout) slow
-// the others down by MaxWait at most, never stop them; a request also
-// stops waiting when its context ends.
+// the others down by about MaxWait at most, never stop them; a request
+// whose context ended stops waiting too. Both are checked every quarter
+// of MaxWait, by one goroutine that runs while requests wait.
 type Gate struct {
 	slots   int
 	maxWait time.Duration
 	first   func(*http.Request) bool
 	exempt  func(*http.Request) bool
 
-	mu      sync.Mutex
-	running int
-	queues  [2][]*gateWaiter // [0] writes, [1] the others, each in arrival order
+	mu       sync.Mutex
+	running  int
+	queues   [2][]*gateWaiter // [0] writes, [1] the others, each in arrival order
+	sweeping bool             // sweep runs
 
 	onWait func() // tests: a request took its place in line
 }
 
 type gateWaiter struct {
-	ready chan struct{} // closed when a slot is handed over
-	gone  bool          // stopped waiting: skip it
+	ready chan struct{} // one send (buffered) when the wait ends
+	ctx   context.Context
+	since time.Time
+	slot  bool // a slot was handed over (set before the send)
 }
+
+// waiters are reused: a request that waits costs no allocation.
+var waiters = sync.Pool{New: func() any { return &gateWaiter{ready: make(chan struct{}, 1)} }}
 
 // GateOptions configures [NewGate].
 type GateOptions struct {
@@ -131,64 +138,79 @@ func (g *Gate) acquire(ctx context.Context, first bool) bool {
 	if first {
 		q = 0
 	}
-	wt := &gateWaiter{ready: make(chan struct{})}
+	wt := waiters.Get().(*gateWaiter)
+	wt.ctx, wt.since, wt.slot = ctx, time.Now(), false
 	g.queues[q] = append(g.queues[q], wt)
+	if !g.sweeping {
+		g.sweeping = true
+		go g.sweep()
+	}
 	onWait := g.onWait
 	g.mu.Unlock()
 	if onWait != nil {
 		onWait()
 	}
-
-	t := time.NewTimer(g.maxWait)
-	defer t.Stop()
-	select {
-	case <-wt.ready:
-		return true
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	select {
-	case <-wt.ready: // handed a slot just as the wait ended
-		return true
-	default:
-	}
-	wt.gone = true
-	return false
+	<-wt.ready
+	slot := wt.slot // written before the send
+	wt.ctx = nil
+	waiters.Put(wt)
+	return slot
 }
 
-// release hands the slot to the first waiter still waiting, or frees it.
+// release hands the slot to the first waiter, or frees it.
 func (g *Gate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for q := range g.queues {
-		for len(g.queues[q]) > 0 {
+		if len(g.queues[q]) > 0 {
 			wt := g.queues[q][0]
 			g.queues[q][0] = nil
 			g.queues[q] = g.queues[q][1:]
-			if !wt.gone {
-				close(wt.ready)
-				return
-			}
+			wt.slot = true
+			wt.ready <- struct{}{}
+			return
 		}
 	}
 	g.running--
+}
+
+// sweep runs while requests wait: every quarter of MaxWait it lets go,
+// without a slot, the requests that have waited MaxWait and those whose
+// context ended. One timer for the whole line, not one per request.
+func (g *Gate) sweep() {
+	tick := max(g.maxWait/4, time.Millisecond)
+	for {
+		time.Sleep(tick)
+		now := time.Now()
+		g.mu.Lock()
+		n := 0
+		for q := range g.queues {
+			kept := g.queues[q][:0]
+			for _, wt := range g.queues[q] {
+				if now.Sub(wt.since) >= g.maxWait || wt.ctx.Err() != nil {
+					wt.ready <- struct{}{} // no slot
+					continue
+				}
+				kept = append(kept, wt)
+			}
+			clear(g.queues[q][len(kept):])
+			g.queues[q] = kept
+			n += len(kept)
+		}
+		if n == 0 {
+			g.sweeping = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+	}
 }
 
 // Waiting is the number of requests in line.
 func (g *Gate) Waiting() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	n := 0
-	for _, q := range g.queues {
-		for _, wt := range q {
-			if !wt.gone {
-				n++
-			}
-		}
-	}
-	return n
+	return len(g.queues[0]) + len(g.queues[1])
 }
 
 // Running is the number of requests that hold a slot.
@@ -255,13 +277,15 @@ func bufferBody(r *http.Request) {
 	}
 	b, err := io.ReadAll(r.Body)
 	_ = r.Body.Close()
-	r.Body = &bufferedBody{Reader: bytes.NewReader(b), b: b, err: err}
+	bb := &bufferedBody{b: b, err: err}
+	bb.Reader.Reset(b)
+	r.Body = bb
 }
 
 // bufferedBody is a body read by the gate: its bytes, then the read's
-// error.
+// error (one allocation besides the bytes).
 type bufferedBody struct {
-	*bytes.Reader
+	bytes.Reader
 	b   []byte
 	err error
 }

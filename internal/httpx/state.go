@@ -49,17 +49,19 @@ func Begin(next http.Handler) http.Handler {
 
 // BeginDeadline is [Begin] that also bounds the request by d (not when d
 // <= 0, nor an event stream, see [IsStream]), in the same derivation of
-// its context: the deadline reaches Postgres and Redis through it.
+// its context: the deadline reaches Postgres and Redis through it. Its
+// timer starts only when something waits on the context (see
+// deadlineCtx).
 func BeginDeadline(d time.Duration) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx := r.Context()
-			if d > 0 && !IsStream(r) {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, d)
-				defer cancel()
+			if d <= 0 || IsStream(r) {
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, &requestState{})))
+				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, stateKey{}, &requestState{})))
+			ctx := newDeadlineCtx(r.Context(), d, &requestState{})
+			defer ctx.end()
+			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
