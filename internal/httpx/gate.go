@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,8 @@ type Gate struct {
 	maxWait time.Duration
 	first   func(*http.Request) bool
 	exempt  func(*http.Request) bool
+
+	unqueued atomic.Int64 // requests that ran without a slot after MaxWait
 
 	mu       sync.Mutex
 	running  int
@@ -187,7 +190,10 @@ func (g *Gate) sweep() {
 		for q := range g.queues {
 			kept := g.queues[q][:0]
 			for _, wt := range g.queues[q] {
-				if now.Sub(wt.since) >= g.maxWait || wt.ctx.Err() != nil {
+				if late := now.Sub(wt.since) >= g.maxWait; late || wt.ctx.Err() != nil {
+					if late {
+						g.unqueued.Add(1)
+					}
 					wt.ready <- struct{}{} // no slot
 					continue
 				}
@@ -212,6 +218,11 @@ func (g *Gate) Waiting() int {
 	defer g.mu.Unlock()
 	return len(g.queues[0]) + len(g.queues[1])
 }
+
+// Unqueued is the number of requests that waited MaxWait and ran without
+// a slot: when it grows, the line is longer than MaxWait's worth of
+// requests (overload, or requests holding slots for long).
+func (g *Gate) Unqueued() int64 { return g.unqueued.Load() }
 
 // Running is the number of requests that hold a slot.
 func (g *Gate) Running() int {

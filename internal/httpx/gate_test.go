@@ -135,6 +135,7 @@ func TestGateRunsAWaiterAnywayAfterMaxWait(t *testing.T) {
 	require.Equal(t, "/holder", <-entered)
 	assert.Equal(t, http.StatusOK, <-send(srv, "/late", false), "ran although the slot is held")
 	assert.Equal(t, 1, g.Running(), "the late request held no slot")
+	assert.EqualValues(t, 1, g.Unqueued())
 	close(hold)
 	assert.Equal(t, http.StatusOK, <-h)
 	assert.Equal(t, 0, g.Running())

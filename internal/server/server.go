@@ -26,6 +26,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/vektah/gqlparser/v2/ast"
 
@@ -481,11 +482,24 @@ func (s *Server) gate() *httpx.Gate {
 	if slots <= 0 {
 		slots = 3 * runtime.GOMAXPROCS(0)
 	}
-	return httpx.NewGate(httpx.GateOptions{Slots: slots, MaxWait: s.cfg.QueueMaxWait,
-		First: func(r *http.Request) bool {
-			return r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != ""
+	g := httpx.NewGate(httpx.GateOptions{Slots: slots, MaxWait: s.cfg.QueueMaxWait,
+		First: func(r *http.Request) bool { // writes: keyed mutations, the partner's webhooks
+			return r.Method == http.MethodPost && (r.Header.Get("Idempotency-Key") != "" || r.URL.Path == "/webhooks/payments")
 		},
 		Exempt: func(r *http.Request) bool { return httpx.IsStream(r) || !traced(r) }})
+	if g != nil {
+		for _, c := range []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bff_requests_running",
+				Help: "Requests holding one of the MAX_RUNNING slots."}, func() float64 { return float64(g.Running()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bff_requests_waiting",
+				Help: "Requests waiting in line for a slot (keyed writes first)."}, func() float64 { return float64(g.Waiting()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bff_requests_unqueued_total",
+				Help: "Requests that waited QUEUE_MAX_WAIT and ran without a slot."}, func() float64 { return float64(g.Unqueued()) }),
+		} {
+			_ = s.metrics.Register(c) // names of their own: cannot collide
+		}
+	}
+	return g
 }
 
 // traced says which requests get a trace: all but the probes and scrapes.
