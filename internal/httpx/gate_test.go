@@ -50,6 +50,23 @@ func send(srv *httptest.Server, path string, keyed bool) <-chan int {
 	return done
 }
 
+// withHolder serves g with a handler that reports each request it runs on
+// entered, and makes a request (/holder) that holds its slot until hold
+// is closed; h is its status.
+func withHolder(t *testing.T, g *Gate) (srv *httptest.Server, waited chan struct{}, entered chan string, hold chan struct{}, h <-chan int) {
+	t.Helper()
+	entered, hold = make(chan string, 4), make(chan struct{})
+	srv, waited = gateServer(t, g, func(w http.ResponseWriter, r *http.Request) {
+		entered <- r.URL.Path
+		if r.URL.Path == "/holder" {
+			<-hold
+		}
+	})
+	h = send(srv, "/holder", false)
+	require.Equal(t, "/holder", <-entered)
+	return srv, waited, entered, hold, h
+}
+
 func keyed(r *http.Request) bool { return r.Header.Get("Idempotency-Key") != "" }
 
 // TestGateRunsAtMostSlotsAtOnce checks that with two slots, five requests
@@ -97,16 +114,7 @@ func TestGateRunsAtMostSlotsAtOnce(t *testing.T) {
 // after a read is let in before it.
 func TestGateLetsWritesInFirst(t *testing.T) {
 	g := NewGate(GateOptions{Slots: 1, MaxWait: time.Hour, First: keyed})
-	entered := make(chan string, 3)
-	hold := make(chan struct{})
-	srv, waited := gateServer(t, g, func(w http.ResponseWriter, r *http.Request) {
-		entered <- r.URL.Path
-		if r.URL.Path == "/holder" {
-			<-hold
-		}
-	})
-	h := send(srv, "/holder", false)
-	require.Equal(t, "/holder", <-entered)
+	srv, waited, entered, hold, h := withHolder(t, g)
 	read := send(srv, "/read", false)
 	<-waited
 	write := send(srv, "/write", true)
@@ -123,16 +131,7 @@ func TestGateLetsWritesInFirst(t *testing.T) {
 // passes MaxWait runs without a slot while the slot is still held.
 func TestGateRunsAWaiterAnywayAfterMaxWait(t *testing.T) {
 	g := NewGate(GateOptions{Slots: 1, MaxWait: 20 * time.Millisecond})
-	hold := make(chan struct{})
-	entered := make(chan string, 2)
-	srv, _ := gateServer(t, g, func(w http.ResponseWriter, r *http.Request) {
-		entered <- r.URL.Path
-		if r.URL.Path == "/holder" {
-			<-hold
-		}
-	})
-	h := send(srv, "/holder", false)
-	require.Equal(t, "/holder", <-entered)
+	srv, _, _, hold, h := withHolder(t, g)
 	assert.Equal(t, http.StatusOK, <-send(srv, "/late", false), "ran although the slot is held")
 	assert.Equal(t, 1, g.Running(), "the late request held no slot")
 	assert.EqualValues(t, 1, g.Unqueued())
