@@ -387,6 +387,20 @@ func (s *Store) ReplayWebhooks(ctx context.Context, endpointID string, since tim
 	return int(tag.RowsAffected()), nil
 }
 
+// HasEnabledWebhookEndpoint reports whether any webhook endpoint is
+// enabled (without one, no event writes a delivery).
+func (s *Store) HasEnabledWebhookEndpoint(ctx context.Context) (bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	q, release := s.q(ctx)
+	defer release()
+	var has bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)`).Scan(&has); err != nil {
+		return false, interpretError(err)
+	}
+	return has, nil
+}
+
 // ClaimedDelivery is a delivery leased to one sender, with what it needs
 // to send it.
 type ClaimedDelivery struct {

@@ -29,11 +29,20 @@ func (s *Server) assembleWebhooks(opt Options) error {
 		s.hooks = w
 	}
 	s.hooksAdmin = webhooks.NewAdmin(webhooks.AdminConfig{Store: s.store, AllowPrivate: cfg.WebhookAllowPrivate,
-		SecretOverlap: cfg.WebhookSecretOverlap, Wake: s.wakeHooks})
+		SecretOverlap: cfg.WebhookSecretOverlap, Wake: s.refreshHooks})
 	return nil
 }
 
-// wakeHooks makes the local webhook worker look for due deliveries now.
+// refreshHooks makes the local webhook worker look for due deliveries now
+// (after staff changed endpoints or queued deliveries).
+func (s *Server) refreshHooks() {
+	if s.hooks != nil {
+		s.hooks.Refresh()
+	}
+}
+
+// wakeHooks makes the local webhook worker look for due deliveries now,
+// unless it knows no enabled endpoint (after a commit).
 func (s *Server) wakeHooks() {
 	if s.hooks != nil {
 		s.hooks.Wake()

@@ -31,8 +31,9 @@ type AdminConfig struct {
 	// Resolver resolves endpoint hosts at registration. Default
 	// net.DefaultResolver.
 	Resolver *net.Resolver
-	// Wake is called after deliveries were queued by staff (the local
-	// worker's Wake). Optional.
+	// Wake is called after an endpoint was created or enabled, or
+	// deliveries were queued by staff (the local worker's Refresh).
+	// Optional.
 	Wake func()
 }
 
@@ -140,6 +141,9 @@ func (a *Admin) Create(ctx context.Context, v *order.User, in model.CreateWebhoo
 		EventTypes: types, Secret: secret})
 	if err != nil {
 		return nil, err
+	}
+	if a.cfg.Wake != nil { // a worker that knew no endpoint listens again
+		a.cfg.Wake()
 	}
 	return &model.CreateWebhookEndpointPayload{Endpoint: Endpoint(e), Secret: secret}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -174,6 +175,9 @@ type Worker struct {
 
 	wake chan struct{}
 	done chan string // endpoint id of a finished send
+	// quiet is set while the database has no enabled endpoint (checked
+	// at every poll): a commit's Wake then claims nothing and is skipped.
+	quiet atomic.Bool
 
 	mu       sync.Mutex
 	breakers map[string]*gobreaker.CircuitBreaker[attemptResult]
@@ -198,9 +202,22 @@ func NewWorker(cfg Config) (*Worker, error) {
 	}, nil
 }
 
-// Wake makes the worker claim now (after a commit that wrote events). It
-// never blocks.
+// Wake makes the worker claim now (after a commit that wrote events),
+// unless the last poll found no enabled endpoint (no delivery can have
+// been written; an endpoint enabled by another instance meanwhile is
+// found by the next poll, WEBHOOK_POLL_INTERVAL). It never blocks.
 func (w *Worker) Wake() {
+	if w.quiet.Load() {
+		return
+	}
+	w.Refresh()
+}
+
+// Refresh makes the worker claim now, whatever the last poll found (after
+// an endpoint was created or enabled, or deliveries were queued by
+// staff). It never blocks.
+func (w *Worker) Refresh() {
+	w.quiet.Store(false)
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -283,8 +300,16 @@ func (w *Worker) Run(ctx context.Context) {
 			claim = true
 		case <-tick.C:
 			claim = true
+			w.checkQuiet(ctx)
 		}
 	}
+}
+
+// checkQuiet records whether the database has an enabled endpoint (see
+// Wake); when it cannot tell, the worker is not quiet.
+func (w *Worker) checkQuiet(ctx context.Context) {
+	has, err := w.store.HasEnabledWebhookEndpoint(ctx)
+	w.quiet.Store(err == nil && !has)
 }
 
 // giveBack returns claimed deliveries that were never sent to the queue
