@@ -119,7 +119,7 @@ func rawKey(r *http.Request, v *order.User) (key string, body []byte) {
 		if ct := r.Header.Get("Content-Type"); ct != ctJSON && !strings.HasPrefix(ct, ctJSON+";") {
 			return "", nil
 		}
-		b, err := httpx.ReadBody(r)
+		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			r.Body = &errBodyReader{Reader: bytes.NewReader(b), err: err}
 			return "", nil

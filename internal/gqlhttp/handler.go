@@ -44,6 +44,9 @@ type Config struct {
 	Exec *executor.Executor
 	// Schema is the schema the documents are validated against.
 	Schema *ast.Schema
+	// Line, optional, is where the operations the fast path did not answer
+	// wait for their turn to run (MAX_RUNNING, QUEUE_MAX_WAIT).
+	Line *httpx.Gate
 	// Limits are the budgets of one operation (zero fields: defaults).
 	Limits Limits
 	// Persisted, optional, stores automatic persisted queries.
@@ -156,6 +159,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Read and admitted, the operation waits for its turn: mutations first
+	// (a cache hit answered above never waits).
+	defer h.cfg.Line.Enter(r, adm.Mutation)()
 	if adm.Mutation {
 		cacheHeaders(w.Header(), adm.Op.Operation, "")
 		h.mutate(adm.Ctx, w, r, ct, adm.Op)

@@ -1,40 +1,39 @@
 package httpx
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Gate keeps the number of requests that run at once small, so that a
-// saturated server stays fast for the requests it runs.
+// Gate keeps the number of heavy requests that run at once small, so
+// that a saturated server stays fast for the requests it runs.
 //
 // Without it, every request in flight is a goroutine competing for the
 // same few cores: a request that waits for Postgres or Redis several times
 // (a cache miss, a keyed mutation) waits for a core again after each
 // round trip, behind every other request in flight, so its latency grows
 // with the number of its steps times the number of requests in flight.
-// With it, at most Slots requests run; the others wait in line once, and
-// are let in in arrival order, writes first.
+// With it, at most Slots of them run; the others wait in line once, and
+// are let in in arrival order, writes first. The caller decides which
+// requests enter ([Gate.Enter]): the server lets in the GraphQL
+// operations that the screen cache's fast path did not answer, once
+// their body was read and admitted (cache hits never wait: they are short
+// and spend most of their time waiting for Redis, so a slot would only
+// cap them), mutations first.
 //
-// A request enters the line only once its body has arrived (the gate
-// reads it first, under [BodyLimit] and [BodyDeadline]), so a slow client
-// never holds a slot. A request that calls another service through
-// [AwayTransport] gives its slot back for the call. A request that waits
-// longer than MaxWait runs anyway without a slot, so requests that hold
-// their slots for long (a dependency that hangs until its timeout) slow
-// the others down by about MaxWait at most, never stop them; a request
-// whose context ended stops waiting too. Both are checked every quarter
-// of MaxWait, by one goroutine that runs while requests wait.
+// A request that calls another service through [AwayTransport] gives its
+// slot back for the call. A request that waits longer than MaxWait runs
+// anyway without a slot, so requests that hold their slots for long (a
+// dependency that hangs until its timeout) slow the others down by about
+// MaxWait at most, never stop them; a request whose context ended stops
+// waiting too. Both are checked every quarter of MaxWait, by one
+// goroutine that runs while requests wait.
 type Gate struct {
 	slots   int
 	maxWait time.Duration
-	first   func(*http.Request) bool
-	exempt  func(*http.Request) bool
 
 	unqueued atomic.Int64 // requests that ran without a slot after MaxWait
 
@@ -64,11 +63,6 @@ type GateOptions struct {
 	// MaxWait bounds a request's wait for a slot; then it runs without
 	// one (no gate when <= 0).
 	MaxWait time.Duration
-	// First picks the requests let in before the others (nil: none).
-	First func(*http.Request) bool
-	// Exempt picks the requests that neither wait nor hold a slot (nil:
-	// [IsStream]).
-	Exempt func(*http.Request) bool
 }
 
 // NewGate returns a gate with the options' slots, or nil (no gate) when
@@ -77,10 +71,7 @@ func NewGate(o GateOptions) *Gate {
 	if o.Slots <= 0 || o.MaxWait <= 0 {
 		return nil
 	}
-	if o.Exempt == nil {
-		o.Exempt = IsStream
-	}
-	return &Gate{slots: o.Slots, maxWait: o.MaxWait, first: o.First, exempt: o.Exempt}
+	return &Gate{slots: o.Slots, maxWait: o.MaxWait}
 }
 
 // gateHold is a request's place at the gate, kept in its requestState.
@@ -93,29 +84,23 @@ type gateHold struct {
 	left  bool // gave its slot back for them
 }
 
-// Middleware reads the body of each request that is not exempt, then runs
-// it inside a slot of the gate.
-func (g *Gate) Middleware() Middleware {
-	return func(next http.Handler) http.Handler {
-		if g == nil {
-			return next
-		}
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if g.exempt(r) {
-				next.ServeHTTP(w, r)
-				return
-			}
-			bufferBody(r)
-			h := &gateHold{}
-			if st := stateOf(r.Context()); st != nil {
-				h = &st.hold
-			}
-			h.g, h.first = g, g.first != nil && g.first(r)
-			h.held = g.acquire(r.Context(), h.first)
-			defer h.end()
-			next.ServeHTTP(w, r)
-		})
+// Enter waits for a slot for r (in line before the others when first:
+// a write) and returns the func that gives it back when r is done. Read
+// r's body first: a client slow to send it must not hold a slot. On a nil
+// gate it waits for nothing.
+func (g *Gate) Enter(r *http.Request, first bool) (leave func()) {
+	if g == nil {
+		return func() {}
 	}
+	h := &gateHold{}
+	if st := stateOf(r.Context()); st != nil {
+		h = &st.hold
+	}
+	held := g.acquire(r.Context(), first)
+	h.mu.Lock()
+	h.g, h.first, h.held = g, first, held
+	h.mu.Unlock()
+	return h.end
 }
 
 // end gives the request's slot back, if it holds one.
@@ -277,46 +262,4 @@ type awayTransport struct{ base http.RoundTripper }
 func (t awayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	defer away(req.Context())()
 	return t.base.RoundTrip(req)
-}
-
-// bufferBody reads r's body to its end before the request takes a slot;
-// what it read (and the error that ended the read, if any) is read back
-// from r.Body as before.
-func bufferBody(r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return
-	}
-	b, err := io.ReadAll(r.Body)
-	_ = r.Body.Close()
-	bb := &bufferedBody{b: b, err: err}
-	bb.Reader.Reset(b)
-	r.Body = bb
-}
-
-// bufferedBody is a body read by the gate: its bytes, then the read's
-// error (one allocation besides the bytes).
-type bufferedBody struct {
-	bytes.Reader
-	b   []byte
-	err error
-}
-
-func (b *bufferedBody) Read(p []byte) (int, error) {
-	n, err := b.Reader.Read(p)
-	if err == io.EOF && b.err != nil {
-		return n, b.err
-	}
-	return n, err
-}
-
-func (b *bufferedBody) Close() error { return nil }
-
-// ReadBody reads r's body to its end: without a copy when the [Gate] has
-// read it already.
-func ReadBody(r *http.Request) ([]byte, error) {
-	if b, ok := r.Body.(*bufferedBody); ok && b.Reader.Len() == len(b.b) {
-		_, _ = b.Reader.Seek(0, io.SeekEnd)
-		return b.b, b.err
-	}
-	return io.ReadAll(r.Body)
 }

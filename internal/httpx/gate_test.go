@@ -1,11 +1,8 @@
 package httpx
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,13 +15,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// gateServer serves h behind g (under Begin, as the server wires it) and
-// reports each request that took its place in line on waited.
+// gateServer serves h inside a slot of g (under Begin, as the server
+// wires it; a request with an Idempotency-Key enters first) and reports
+// each request that took its place in line on waited.
 func gateServer(t *testing.T, g *Gate, h http.HandlerFunc) (srv *httptest.Server, waited chan struct{}) {
 	t.Helper()
 	waited = make(chan struct{}, 64)
 	g.onWait = func() { waited <- struct{}{} }
-	srv = httptest.NewServer(Chain(h, Begin, g.Middleware()))
+	srv = httptest.NewServer(Chain(h, Begin, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer g.Enter(r, keyed(r))()
+			next.ServeHTTP(w, r)
+		})
+	}))
 	t.Cleanup(srv.Close)
 	return srv, waited
 }
@@ -113,7 +116,7 @@ func TestGateRunsAtMostSlotsAtOnce(t *testing.T) {
 // TestGateLetsWritesInFirst checks that a keyed write that joins the line
 // after a read is let in before it.
 func TestGateLetsWritesInFirst(t *testing.T) {
-	g := NewGate(GateOptions{Slots: 1, MaxWait: time.Hour, First: keyed})
+	g := NewGate(GateOptions{Slots: 1, MaxWait: time.Hour})
 	srv, waited, entered, hold, h := withHolder(t, g)
 	read := send(srv, "/read", false)
 	<-waited
@@ -138,59 +141,6 @@ func TestGateRunsAWaiterAnywayAfterMaxWait(t *testing.T) {
 	close(hold)
 	assert.Equal(t, http.StatusOK, <-h)
 	assert.Equal(t, 0, g.Running())
-}
-
-// TestGateReadsTheBodyBeforeTheLine checks that a client that is slow to
-// send its body holds no slot: another request runs meanwhile, and the
-// slow one's handler then reads the whole body.
-func TestGateReadsTheBodyBeforeTheLine(t *testing.T) {
-	g := NewGate(GateOptions{Slots: 1, MaxWait: time.Hour})
-	bodies := make(chan string, 2)
-	srv, _ := gateServer(t, g, func(w http.ResponseWriter, r *http.Request) {
-		b, err := ReadBody(r)
-		if err != nil {
-			bodies <- "error: " + err.Error()
-			return
-		}
-		bodies <- string(b)
-	})
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = fmt.Fprintf(conn, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
-	require.NoError(t, err)
-
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/quick", strings.NewReader("quick"))
-	resp, err := srv.Client().Do(req)
-	require.NoError(t, err, "the quick request waited behind a slow body")
-	resp.Body.Close()
-	assert.Equal(t, "quick", <-bodies)
-
-	_, err = conn.Write([]byte("56789"))
-	require.NoError(t, err)
-	assert.Equal(t, "0123456789", <-bodies)
-	sr, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	assert.Equal(t, http.StatusOK, sr.StatusCode)
-}
-
-// TestGateKeepsTheBodyError checks that a body the gate read past
-// BodyLimit still fails the handler's read with the cap's error.
-func TestGateKeepsTheBodyError(t *testing.T) {
-	g := NewGate(GateOptions{Slots: 1, MaxWait: time.Hour})
-	errs := make(chan error, 1)
-	h := Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err := io.ReadAll(r.Body)
-		errs <- err
-	}), Begin, BodyLimit(4), g.Middleware())
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	resp, err := srv.Client().Post(srv.URL, "application/json", io.MultiReader(strings.NewReader("0123456789"))) // chunked: no length to refuse early
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.True(t, IsBodyTooLarge(<-errs))
 }
 
 // TestAwayTransportGivesTheSlotBack checks that a request calling another
@@ -246,6 +196,5 @@ func TestNewGateOff(t *testing.T) {
 	assert.Nil(t, NewGate(GateOptions{Slots: 0, MaxWait: time.Second}))
 	assert.Nil(t, NewGate(GateOptions{Slots: 4, MaxWait: 0}))
 	var g *Gate
-	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
-	assert.NotNil(t, g.Middleware()(h))
+	g.Enter(httptest.NewRequest(http.MethodPost, "/", nil), true)() // waits for nothing
 }

@@ -328,7 +328,7 @@ func (s *Server) assembleGraphQL(prefix string, opt Options) error {
 		}
 	}
 	es := graph.Schema(resolver)
-	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(es, execCfg), Schema: es.Schema(), Keeper: s.keeper,
+	gcfg := gqlhttp.Config{Exec: graph.NewExecutor(es, execCfg), Schema: es.Schema(), Keeper: s.keeper, Line: s.gate(),
 		Limit: limiter.AllowN, Heartbeat: cfg.StreamHeartbeat, Streams: s.streamCaps, Persisted: cache.NewAPQ(s.rdb, prefix, 24*time.Hour, cfg.CacheTimeout),
 		Limits: gqlhttp.Limits{MaxDocumentBytes: cfg.QueryMaxBytes, MaxTokens: cfg.QueryMaxTokens,
 			MaxRootFields: cfg.QueryMaxRootFields, MaxSelections: cfg.QueryMaxSelections}}
@@ -469,24 +469,19 @@ func (s *Server) middleware(h http.Handler) (http.Handler, error) {
 		httpx.Shed(cfg.MaxInFlight),
 		httpx.BodyLimit(cfg.MaxBodyBytes),
 		httpx.BodyDeadline(cfg.BodyReadTimeout),
-		s.gate().Middleware(), // after the body caps: it reads the body before the request waits
 		auth.Middleware(verifier, s.store, auth.MiddlewareOptions{CookieSecure: secure, CSRFExempt: []string{"/webhooks/payments", "/session"}}),
 	), nil
 }
 
-// gate is the line of the requests that wait to run (MAX_RUNNING,
-// QUEUE_MAX_WAIT): keyed writes go first; streams, probes and scrapes
-// never wait.
+// gate is the line where the GraphQL operations that the screen cache's
+// fast path did not answer wait to run (MAX_RUNNING, QUEUE_MAX_WAIT),
+// mutations first.
 func (s *Server) gate() *httpx.Gate {
 	slots := s.cfg.MaxRunning
 	if slots <= 0 {
-		slots = 3 * runtime.GOMAXPROCS(0)
+		slots = 4 * runtime.GOMAXPROCS(0)
 	}
-	g := httpx.NewGate(httpx.GateOptions{Slots: slots, MaxWait: s.cfg.QueueMaxWait,
-		First: func(r *http.Request) bool { // writes: keyed mutations, the partner's webhooks
-			return r.Method == http.MethodPost && (r.Header.Get("Idempotency-Key") != "" || r.URL.Path == "/webhooks/payments")
-		},
-		Exempt: func(r *http.Request) bool { return httpx.IsStream(r) || !traced(r) }})
+	g := httpx.NewGate(httpx.GateOptions{Slots: slots, MaxWait: s.cfg.QueueMaxWait})
 	if g != nil {
 		for _, c := range []prometheus.Collector{
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bff_requests_running",
