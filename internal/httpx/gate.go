@@ -29,8 +29,8 @@ import (
 // anyway without a slot, so requests that hold their slots for long (a
 // dependency that hangs until its timeout) slow the others down by about
 // MaxWait at most, never stop them; a request whose context ended stops
-// waiting too. Both are checked every quarter of MaxWait, by one
-// goroutine that runs while requests wait.
+// waiting too. Both are checked every quarter of MaxWait (at least every
+// 100 ms), by one goroutine that runs while requests wait.
 type Gate struct {
 	slots   int
 	maxWait time.Duration
@@ -162,11 +162,12 @@ func (g *Gate) release() {
 	g.running--
 }
 
-// sweep runs while requests wait: every quarter of MaxWait it lets go,
-// without a slot, the requests that have waited MaxWait and those whose
-// context ended. One timer for the whole line, not one per request.
+// sweep runs while requests wait: every quarter of MaxWait (at most
+// 100 ms) it lets go, without a slot, the requests that have waited
+// MaxWait and those whose context ended. One timer for the whole line,
+// not one per request.
 func (g *Gate) sweep() {
-	tick := max(g.maxWait/4, time.Millisecond)
+	tick := min(max(g.maxWait/4, time.Millisecond), 100*time.Millisecond)
 	for {
 		time.Sleep(tick)
 		now := time.Now()
