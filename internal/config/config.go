@@ -207,7 +207,8 @@ type Config struct {
 	// others wait in line, mutations first, for at most QueueMaxWait (0:
 	// no line).
 	MaxRunning int
-	// QueueMaxWait bounds a request's wait in line; then it runs anyway.
+	// QueueMaxWait bounds a request's wait in line; then it runs anyway
+	// (0, the default: no line).
 	QueueMaxWait time.Duration
 	// RequestTimeout is the deadline of one request, propagated to
 	// Postgres and Redis.
@@ -460,7 +461,7 @@ var table = []variable{
 	{"BODY_READ_TIMEOUT", "10s", "time allowed to read a request body (400 beyond), so slow bodies cannot hold in-flight slots", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 	{"MAX_IN_FLIGHT", "512", "requests in flight before load shedding (503); streams are not counted", integer(1, 1_000_000, func(c *Config) *int { return &c.MaxInFlight })},
 	{"MAX_RUNNING", "0", "GraphQL operations the screen cache's fast path did not answer that run at once (0: four per CPU core); the others wait in line, mutations first", integer(0, 1_000_000, func(c *Config) *int { return &c.MaxRunning })},
-	{"QUEUE_MAX_WAIT", "250ms", "longest wait in line for MAX_RUNNING; then the operation runs anyway (0: no line)", duration(0, func(c *Config) *time.Duration { return &c.QueueMaxWait })},
+	{"QUEUE_MAX_WAIT", "0s", "longest wait in line for MAX_RUNNING; then the operation runs anyway (0: no line, the default)", duration(0, func(c *Config) *time.Duration { return &c.QueueMaxWait })},
 	{"REQUEST_TIMEOUT", "10s", "deadline of one request, propagated to Postgres and Redis", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.RequestTimeout })},
 	{"READ_HEADER_TIMEOUT", "5s", "time allowed to read request headers", duration(10*time.Millisecond, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 	{"SHUTDOWN_GRACE", "15s", "time a shutdown waits for requests, streams and workers", duration(0, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
