@@ -221,11 +221,15 @@ func (g *Gate) Running() int {
 // returned func takes a place in line again when the last such call ends.
 func away(ctx context.Context) (back func()) {
 	st := stateOf(ctx)
-	if st == nil || st.hold.g == nil {
+	if st == nil {
 		return func() {}
 	}
 	h := &st.hold
 	h.mu.Lock()
+	if h.g == nil { // not at a gate
+		h.mu.Unlock()
+		return func() {}
+	}
 	h.away++
 	release := h.away == 1 && h.held
 	if release {

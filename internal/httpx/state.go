@@ -54,9 +54,10 @@ func Begin(next http.Handler) http.Handler {
 // deadlineCtx).
 func BeginDeadline(d time.Duration) Middleware {
 	return func(next http.Handler) http.Handler {
+		begin := Begin(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if d <= 0 || IsStream(r) {
-				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, &requestState{})))
+				begin.ServeHTTP(w, r)
 				return
 			}
 			ctx := newDeadlineCtx(r.Context(), d, &requestState{})

@@ -2,10 +2,7 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,7 +47,7 @@ func TestTheLine(t *testing.T) {
 		_ = in.db().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%orders%'`).Scan(&n)
 		return n > 0
 	})
-	assert.Equal(t, 1.0, metric(t, in, "bff_requests_running"))
+	assert.Equal(t, 1.0, sample(t, scrapeMetrics(t, in), "bff_requests_running"))
 
 	hit := in.post(tok, homeQuery, nil)
 	assert.Contains(t, hit.Header.Get("Cache-Status"), "hit", "a cache hit does not wait in line")
@@ -63,7 +60,7 @@ func TestTheLine(t *testing.T) {
 		}
 		miss <- r
 	}()
-	waitFor(t, "the loading read in line", func() bool { return metric(t, in, "bff_requests_waiting") == 1 })
+	waitFor(t, "the loading read in line", func() bool { return sample(t, scrapeMetrics(t, in), "bff_requests_waiting") == 1 })
 
 	require.NoError(t, tx.Commit(ctx))
 	m := <-mutation
@@ -72,25 +69,6 @@ func TestTheLine(t *testing.T) {
 	r := <-miss
 	assert.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
 	assert.Contains(t, r.Header.Get("Cache-Status"), "fwd=request")
-	assert.Equal(t, 0.0, metric(t, in, "bff_requests_running"))
-	assert.Equal(t, 0.0, metric(t, in, "bff_requests_unqueued_total"))
-}
-
-// metric reads one unlabelled series of the instance's /metrics.
-func metric(t *testing.T, in *instance, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(in.URL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		var v float64
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			if _, err := fmt.Sscan(rest, &v); err == nil {
-				return v
-			}
-		}
-	}
-	t.Fatalf("/metrics lacks %s", name)
-	return 0
+	assert.Equal(t, 0.0, sample(t, scrapeMetrics(t, in), "bff_requests_running"))
+	assert.Equal(t, 0.0, sample(t, scrapeMetrics(t, in), "bff_requests_unqueued_total"))
 }
