@@ -108,6 +108,7 @@ type Cache struct {
 	metrics  Metrics
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
 	flights  singleflight.Group
+	recent   recentFlights
 	epochKey string
 	genKey   string // prefix of generation keys
 	entryKey string // prefix of entry keys

@@ -191,6 +191,53 @@ func TestSingleflight(t *testing.T) {
 	}
 }
 
+// A caller that missed while a flight ran but asks for it only after it
+// ended is served the flight's value (the entry stored under the
+// generations it read), not a second load; a caller that asked for a
+// fresh value, or read other generations, loads.
+func TestLateCallerTakesTheEndedFlight(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	k := orderKey("u1")
+	l := &counter[string]{value: func(n int64) string { return "v" + string(rune('0'+n)) }}
+	var arrived atomic.Int64
+	lateMissed, flightEnded := make(chan struct{}), make(chan struct{})
+	e.cache.beforeFlight = func() {
+		if arrived.Add(1) == 1 { // the late caller: it missed, then waits
+			close(lateMissed)
+			<-flightEnded
+		}
+	}
+	late := make(chan Result, 1)
+	go func() {
+		v, res, err := Load(ctx, e.cache, k, l.load)
+		assert.NoError(t, err)
+		assert.Equal(t, "v1", v)
+		late <- res
+	}()
+	<-lateMissed
+	v, res, err := Load(ctx, e.cache, k, l.load)
+	require.NoError(t, err)
+	require.Equal(t, "v1", v)
+	require.Equal(t, StatusMiss, res.Status)
+	close(flightEnded)
+	lr := <-late
+	assert.Equal(t, StatusHit, lr.Status)
+	assert.Equal(t, res.Validator, lr.Validator, "the entry the flight stored")
+	assert.EqualValues(t, 1, l.calls.Load(), "one origin load")
+
+	e.cache.beforeFlight = nil
+	v, res, err = Load(WithBypass(ctx), e.cache, k, l.load)
+	require.NoError(t, err)
+	assert.Equal(t, StatusBypass, res.Status)
+	assert.Equal(t, "v2", v, "no-cache loads")
+	require.NoError(t, e.cache.Invalidate(ctx, k.Deps...))
+	v, res, err = Load(ctx, e.cache, k, l.load)
+	require.NoError(t, err)
+	assert.Equal(t, StatusMiss, res.Status)
+	assert.Equal(t, "v3", v, "new generations load")
+}
+
 // A load that started before an Invalidate and stores after it must not be
 // served afterwards.
 func TestNoStaleRefill(t *testing.T) {

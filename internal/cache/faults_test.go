@@ -275,7 +275,9 @@ func TestWatermarksStayBounded(t *testing.T) {
 // this instance's broker hands the event out later: what the entry
 // reflects is read with its value, not taken from how far the broker had
 // got (which refused fresh entries while the broker caught up). An entry
-// built on an inner entry reflects what the inner one does.
+// built on an inner entry (of other dependencies: see
+// TestNestedLoadLeavesRedisToTheEnclosingOne) reflects what the inner one
+// does.
 func TestEntryReflectingAnEventSurvivesItsObservation(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
@@ -283,6 +285,7 @@ func TestEntryReflectingAnEventSurvivesItsObservation(t *testing.T) {
 	c.Observe(3, OrderDep("o1"))
 	model, response := orderKey("c1"), orderKey("c1")
 	response.Args = "response"
+	response.Deps = []Dep{OrderDep("o1"), CustomerDep("c1")}
 	db := newOrigin("v2")
 	// The write of event 7 committed; the broker has not handed it out.
 	v, res, err := Load(ctx, c, model, func(ctx context.Context) (string, error) {
@@ -432,4 +435,59 @@ func TestCallEndsByTheSoonerDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	assert.Less(t, timed(ctx, long), 2*time.Second, "the caller's sooner deadline")
+}
+
+// A Load inside the loader of a Load of the same cache and dependencies
+// (the screen model under the rendered response) leaves Redis to the
+// enclosing one: the miss costs one read and one store, what the inner
+// loader tells reaches the entry stored, and an invalidation drops it.
+func TestNestedLoadLeavesRedisToTheEnclosingOne(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	c := e.cache
+	c.Observe(3, OrderDep("o1"))
+	model, response := orderKey("c1"), orderKey("c1")
+	response.Args = "response"
+	inner := Result{Status: "unset"}
+	outer := func(ctx context.Context) (string, error) {
+		v, res, err := Load(ctx, c, model, func(ctx context.Context) (string, error) {
+			Reflects(ctx, 7) // the model's loader read the order's newest event
+			return "v7", nil
+		})
+		inner = res
+		return "<" + v + ">", err
+	}
+	trips := &roundTrips{}
+	e.rdb.AddHook(trips)
+	v, res, err := Load(ctx, c, response, outer)
+	require.NoError(t, err)
+	assert.Equal(t, "<v7>", v)
+	assert.Equal(t, StatusMiss, res.Status)
+	assert.True(t, res.Stored)
+	assert.Equal(t, Result{}, inner, "the nested Load reports nothing of its own")
+	assert.EqualValues(t, 2, trips.singles.Load()+trips.pipelines.Load(), "one read and one store for both layers")
+	keys, err := e.rdb.Keys(ctx, "*:e:orderScreen:*").Result()
+	require.NoError(t, err)
+	assert.Len(t, keys, 1, "only the enclosing entry is stored")
+
+	c.Observe(7, OrderDep("o1"))
+	_, res, err = Load(ctx, c, response, outer)
+	require.NoError(t, err)
+	assert.Equal(t, StatusHit, res.Status, "the entry reflects 7, told by the nested loader")
+
+	require.NoError(t, c.Invalidate(ctx, OrderDep("o1")))
+	_, res, err = Load(ctx, c, response, outer)
+	require.NoError(t, err)
+	assert.Equal(t, StatusMiss, res.Status)
+
+	// Other dependencies, or a Load outside any loader: the model layer
+	// is used as before.
+	_, res, err = Load(ctx, c, model, func(context.Context) (string, error) { return "m", nil })
+	require.NoError(t, err)
+	assert.Equal(t, StatusMiss, res.Status)
+	wider := response
+	wider.Args, wider.Deps = "wider", []Dep{OrderDep("o1"), CustomerDep("c1")}
+	_, _, err = Load(ctx, c, wider, outer)
+	require.NoError(t, err)
+	assert.Equal(t, StatusHit, inner.Status, "a Load of other dependencies reads its own entry")
 }

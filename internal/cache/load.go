@@ -31,6 +31,10 @@ type flight[T any] struct {
 
 	pos     int64     // the position the value reflects (see Reflects)
 	expires time.Time // when the value expires in the cache (zero: never stored)
+
+	// recent tells that the flight is one that ended just before, taken
+	// from Cache.recent: its value is the entry it stored.
+	recent bool
 }
 
 // Load returns the cached value of key, or calls load and caches its result.
@@ -48,12 +52,21 @@ type flight[T any] struct {
 // is load's only. Errors of load are returned and never cached.
 func Load[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (T, Result, error) {
 	res, v, err := loadValue(ctx, c, key, load)
-	c.metrics.Observe(key.Screen, res.Status)
+	if res.Status != "" {
+		c.metrics.Observe(key.Screen, res.Status)
+	}
 	return v, res, err
 }
 
 func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.Context) (T, error)) (Result, T, error) {
 	base, keys := c.keys(key)
+	if nested(ctx, c, keys[:len(keys)-1]) {
+		// Loaded for an enclosing flight of this cache with the same
+		// dependencies, which stores the value built from this one: what
+		// the loader tells (Reflects) goes to that flight's entry.
+		v, err := load(ctx)
+		return Result{}, v, err
+	}
 	bypass := bypassed(ctx)
 	var lk lookup
 	var err error
@@ -84,13 +97,26 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	if bypass {
 		status, group = StatusBypass, "b|"
 	}
+	entry := base + ":" + lk.gens
 	if c.beforeFlight != nil {
 		c.beforeFlight()
 	}
-	out, err, _ := c.flights.Do(group+base+":"+lk.gens, func() (any, error) {
+	out, err, _ := c.flights.Do(group+entry, func() (any, error) {
+		if !bypass {
+			if out, ok := c.recent.get(entry); ok {
+				if f, ok := out.(flight[T]); ok && f.pos >= c.newest(key.Deps) {
+					f.recent = true
+					return f, nil
+				}
+			}
+		}
 		fctx, cancel := detach(ctx)
 		defer cancel()
-		return fly(fctx, c, base, lk.gens, load)
+		f, err := fly(fctx, c, base, keys[:len(keys)-1], lk.gens, load)
+		if err == nil && f.stored {
+			c.recent.put(entry, f, f.expires)
+		}
+		return f, err
 	})
 	if err != nil {
 		var zero T
@@ -104,6 +130,9 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 	tell(ctx, f.pos, f.expires)
 	if f.failed {
 		return Result{Status: StatusError}, f.val, nil
+	}
+	if f.recent { // the entry a flight that just ended stored
+		return Result{Status: StatusHit, TTL: time.Until(f.expires), Validator: c.validator(base, f.gens, f.pos)}, f.val, nil
 	}
 	return Result{Status: status, TTL: f.ttl, Stored: f.stored, Validator: c.validator(base, f.gens, f.pos)}, f.val, nil
 }
@@ -122,12 +151,13 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 // expires within TTL·(1+Jitter) of the moment its data was read from the
 // origin: a screen cached in two layers (the rendered response over the
 // screen model) is not served twice as long.
-func fly[T any](ctx context.Context, c *Cache, base string, gens string, load func(context.Context) (T, error)) (flight[T], error) {
+func fly[T any](ctx context.Context, c *Cache, base string, genKeys []string, gens string, load func(context.Context) (T, error)) (flight[T], error) {
 	var f flight[T]
 	started := time.Now()
 	seen := c.seen() // before the load: it reflects every event up to it
 	f.gens = gens
 	lctx, n := withNote(ctx)
+	n.storing, n.genKeys = c, genKeys
 	v, err := load(lctx)
 	if err != nil {
 		return f, err

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/binary"
+	"slices"
 	"sync"
 	"time"
 )
@@ -136,12 +137,32 @@ type note struct {
 	pos     int64
 	hasPos  bool
 	expires time.Time
+
+	// storing and genKeys are set for the loader of a flight that stores
+	// its value: its cache and the generation keys the entry is stored
+	// under (see nested).
+	storing *Cache
+	genKeys []string
 }
 
 // withNote returns ctx carrying a fresh note for a loader.
 func withNote(ctx context.Context) (context.Context, *note) {
 	n := &note{}
 	return context.WithValue(ctx, noteKey{}, n), n
+}
+
+// nested reports whether ctx is the context of a loader whose flight
+// stores its value in c under the same generation keys as genKeys (the
+// read keys without the entry's). A Load there does not use Redis: the
+// value it would store is part of the value the enclosing flight stores,
+// under the same generations, and is invalidated with it; storing it too
+// would cost a read, an encoding and a write on every miss of the
+// enclosing entry (the rendered response over the screen model), for a
+// hit only when another operation reads the same screen before the next
+// change.
+func nested(ctx context.Context, c *Cache, genKeys []string) bool {
+	n, ok := ctx.Value(noteKey{}).(*note)
+	return ok && n.storing == c && slices.Equal(n.genKeys, genKeys)
 }
 
 // add records a position (kept when older) and an expiry (kept when

@@ -74,14 +74,12 @@ func (r *Responses) Serve(ctx context.Context, rc *graphql.OperationContext, exe
 		}
 		return resp.Data, nil
 	})
+	cache.Record(ctx, f.Alias, res) // over what the screen's resolver recorded
 	if err != nil {
 		if fresh == nil { // a shared load that failed: run our own
 			fresh = execute(ctx)
 		}
 		return fresh, true
-	}
-	if res.Status == cache.StatusHit {
-		cache.Record(ctx, f.Alias, res)
 	}
 	if fresh == nil || len(fresh.Errors) == 0 && fresh.Data != nil {
 		setValidator(ctx, res.Validator)
