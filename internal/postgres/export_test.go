@@ -8,3 +8,6 @@ func (b *Batch) Queued() (sqls []string, args [][]any) {
 	}
 	return sqls, args
 }
+
+// AcquiredConns is the number of the store's connections in use.
+func (s *Store) AcquiredConns() int32 { return s.pool.Stat().AcquiredConns() }

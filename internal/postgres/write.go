@@ -21,8 +21,14 @@ import (
 // second connection from the pool. A Tx is used by one goroutine at a time.
 type Tx struct {
 	pool *pgxpool.Pool
-	// tx is nil until the transaction's first statement began it.
-	tx     pgx.Tx
+	// conn is the pooled connection the transaction runs on, and tx the
+	// transaction on it; both are nil until the transaction's first
+	// statement began it, and conn is nil again once it is back in the
+	// pool (after the commit or the rollback).
+	conn *pgxpool.Conn
+	tx   pgx.Tx
+	// ended is set once the transaction committed or rolled back.
+	ended  bool
 	events []order.Event
 	// pending are the events of the transaction's changes, written and
 	// given their stream positions at Commit.
@@ -46,15 +52,26 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 	return &Tx{pool: s.pool}, nil
 }
 
+// errTxEnded is the error of a statement sent after the transaction ended.
+var errTxEnded = errors.New("postgres: the transaction has ended")
+
 // begun returns the transaction, beginning it in a round trip of its own
 // when no statement has begun it yet.
 func (t *Tx) begun(ctx context.Context) (pgx.Tx, error) {
+	if t.ended {
+		return nil, errTxEnded
+	}
 	if t.tx == nil {
-		tx, err := t.pool.Begin(ctx)
+		conn, err := t.pool.Acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
-		t.tx = tx
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			conn.Release()
+			return nil, err
+		}
+		t.conn, t.tx = conn, tx
 	}
 	return t.tx, nil
 }
@@ -81,17 +98,35 @@ func (t *Tx) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 // When the transaction has not begun, its BEGIN goes first in that round
 // trip (pgx's Batch.BeginTx).
 func (t *Tx) sendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.ended {
+		return pgx.FailedBatchResults(b, errTxEnded)
+	}
 	if t.tx != nil {
 		return t.tx.SendBatch(ctx, b)
+	}
+	conn, err := t.pool.Acquire(ctx)
+	if err != nil {
+		return pgx.FailedBatchResults(b, err)
 	}
 	var first pgx.Batch
 	first.BeginTx(pgx.TxOptions{})
 	first.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
-	br := t.pool.SendBatch(ctx, &first)
+	br := conn.SendBatch(ctx, &first)
+	t.conn = conn // released by Commit or Rollback, whether BEGIN succeeded or not
 	if tx := br.Tx(); tx != nil {
 		t.tx = tx
 	}
 	return br
+}
+
+// release gives the connection back to the pool: the pool keeps it when
+// it is idle outside a transaction, and closes it otherwise.
+func (t *Tx) release() {
+	t.ended = true
+	if t.conn != nil {
+		t.conn.Release()
+		t.conn = nil
+	}
 }
 
 // txQuerier runs statements in its transaction, beginning it when needed:
@@ -126,34 +161,57 @@ type errRow struct{ err error }
 func (r errRow) Scan(...any) error { return r.err }
 
 // Commit writes the staged idempotency record and the transaction's
-// events, in one round trip, then commits. The events take their stream
+// events, and commits, in one round trip. The events take their stream
 // positions here, at the very end, from a sequence: no global lock is
 // held, so transactions commit (and share fsyncs) side by side. Positions
 // of one customer follow commit order (each is drawn under the customer's
 // row lock, held until the commit); readers hand a position out only once
 // every lower one is final (see internal/stream).
+//
+// A statement of that round trip that fails ends it there: COMMIT is not
+// run, and the transaction is rolled back.
 func (t *Tx) Commit(ctx context.Context) error {
-	if err := t.writeLast(ctx); err != nil {
-		return err
+	if t.ended {
+		return errTxEnded
 	}
-	if t.tx == nil {
-		return nil // no statement: nothing to commit
+	if t.key == nil && len(t.pending) == 0 {
+		if t.tx == nil {
+			t.ended = true
+			return nil // no statement: nothing to commit
+		}
+		err := t.tx.Commit(ctx)
+		t.release()
+		return interpretError(err)
 	}
-	return interpretError(t.tx.Commit(ctx))
+	var b pgx.Batch
+	t.queueLast(&b)
+	b.Queue(`COMMIT`).Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" { // ROLLBACK: the transaction had failed before
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	err := t.sendBatch(ctx, &b).Close()
+	if err != nil {
+		t.Rollback(ctx)
+		return interpretError(err)
+	}
+	t.key, t.pending = nil, nil
+	// COMMIT ran in the batch: the connection is idle, and pgx's
+	// transaction on it is left as it is (ending it would send another
+	// COMMIT).
+	t.release()
+	return nil
 }
 
-// writeLast sends the staged idempotency record, then the pending events,
-// pipelined. Each event insert first locks the customer's row (taking the
+// queueLast queues the staged idempotency record, then the pending
+// events. Each event insert first locks the customer's row (taking the
 // customer's next sequence number), then draws the position: the
 // transaction holds an id before it draws, which the readers' horizon
 // relies on.
-func (t *Tx) writeLast(ctx context.Context) error {
-	if t.key == nil && len(t.pending) == 0 {
-		return nil
-	}
-	var b pgx.Batch
+func (t *Tx) queueLast(b *pgx.Batch) {
 	if t.key != nil {
-		queueKeyRecord(&b, *t.key)
+		queueKeyRecord(b, *t.key)
 	}
 	for _, p := range t.pending {
 		var fromS *string
@@ -161,10 +219,14 @@ func (t *Tx) writeLast(ctx context.Context) error {
 			v := string(*p.FromStatus)
 			fromS = &v
 		}
+		// The row is made once s has been read (the customer's row locked),
+		// so the position (the column's default) is drawn after. Without
+		// the customer's row, customer_seq is NULL and the insert fails in
+		// Postgres (NOT NULL), before the COMMIT of its round trip.
 		b.Queue(`WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1::uuid RETURNING event_seq)
 			INSERT INTO order_events
 			(customer_id, customer_seq, order_id, type, from_status, to_status, version, actor, status, payment_status, reason)
-			SELECT $1::uuid, s.event_seq, $2::uuid, $3, $4, $5, $6, $7, $5, $8, $9 FROM s
+			SELECT $1::uuid, s.event_seq, $2::uuid, $3, $4, $5, $6, $7, $5, $8, $9 FROM (VALUES (1)) one LEFT JOIN s ON true
 			RETURNING `+eventCols, p.CustomerID, p.OrderID, string(p.Type), fromS, string(p.ToStatus), p.Version, p.Actor, string(p.PaymentStatus), p.Reason).
 			QueryRow(func(row pgx.Row) error {
 				e, err := scanEvent(row)
@@ -176,18 +238,17 @@ func (t *Tx) writeLast(ctx context.Context) error {
 				return nil
 			})
 	}
-	if err := t.sendBatch(ctx, &b).Close(); err != nil {
-		return interpretError(err)
-	}
-	t.key, t.pending = nil, nil
-	return nil
 }
 
 // Rollback rolls the transaction back; after Commit it does nothing.
 func (t *Tx) Rollback(ctx context.Context) {
-	if t.tx != nil {
+	if t.ended {
+		return
+	}
+	if t.tx != nil && t.conn.Conn().PgConn().TxStatus() != 'I' {
 		_ = t.tx.Rollback(context.WithoutCancel(ctx))
 	}
+	t.release()
 }
 
 // Events returns the events written in this transaction, in order, once
@@ -497,20 +558,14 @@ func (t *Tx) SaveKeyRecordAtCommit(userID, key string, r KeyRecord, ttl time.Dur
 	t.key = &stagedKey{userID: userID, key: key, rec: r, ttl: ttl}
 }
 
-// queueKeyRecord queues the insert of k (see SaveKeyRecord).
+// queueKeyRecord queues the insert of k (see SaveKeyRecord): an expired
+// record of the key is deleted first, and a live one makes the insert
+// fail in Postgres (a unique violation), so that a round trip that also
+// commits stops before its COMMIT.
 func queueKeyRecord(b *pgx.Batch, k stagedKey) {
+	b.Queue(`DELETE FROM idempotency_keys WHERE user_id = $1::uuid AND key = $2 AND expires_at <= now()`, k.userID, k.key)
 	b.Queue(`INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, expires_at)
-		VALUES ($1::uuid, $2, $3, $4, $5, now() + $6::interval)
-		ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
-			body = EXCLUDED.body, created_at = now(), expires_at = EXCLUDED.expires_at
-		WHERE idempotency_keys.expires_at <= now()`, k.userID, k.key, k.rec.Fingerprint, k.rec.Status, k.rec.Body, k.ttl).
-		Exec(func(tag pgconn.CommandTag) error {
-			if tag.RowsAffected() != 1 {
-				return &order.Error{Code: order.CodeInternal, Message: "internal error",
-					Cause: errors.New("idempotency record of the key is live although it was not found under its lock")}
-			}
-			return nil
-		})
+		VALUES ($1::uuid, $2, $3, $4, $5, now() + $6::interval)`, k.userID, k.key, k.rec.Fingerprint, k.rec.Status, k.rec.Body, k.ttl)
 }
 
 // DeleteExpiredKeys deletes up to batch expired idempotency records and

@@ -316,3 +316,60 @@ func TestSaveKeyRecord(t *testing.T) {
 		t.Fatal("the live record was deleted")
 	}
 }
+
+// Commit sends the transaction's last writes (the key record, the events)
+// and its COMMIT in one round trip: when one of them fails, nothing of the
+// transaction is committed; either way its connection goes back to the
+// pool.
+func TestCommitInTheLastRoundTrip(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	o := f.place()
+	addr := order.Address{Name: "Alice", Line1: "2 Side St", City: "Oakland", PostalCode: "94607", Country: "US"}
+	rec := postgres.KeyRecord{Fingerprint: []byte("one"), Status: 200, Body: []byte("one")}
+	if _, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+		tx.SaveKeyRecordAtCommit(f.alice.ID, "live", rec, time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	change := func(key string) ([]order.Event, error) {
+		return f.store.InTx(ctx, func(tx *postgres.Tx) error {
+			_, err := tx.ChangeOrder(ctx, postgres.Change{Viewer: f.alice, OrderID: o.ID, ExpectedVersion: 1,
+				Action: order.ActionUpdateShippingAddress, Address: &addr})
+			tx.SaveKeyRecordAtCommit(f.alice.ID, key, rec, time.Hour)
+			return err
+		})
+	}
+	events := f.count(`SELECT count(*) FROM order_events`)
+
+	if _, err := change("live"); order.ErrorCode(err) != order.CodeInternal {
+		t.Fatalf("a live record of the key at commit: %v", err)
+	}
+	if v := f.count(`SELECT version FROM orders WHERE id = $1::uuid`, o.ID); v != 1 {
+		t.Fatalf("version %d: the change committed although its key record failed", v)
+	}
+	if n := f.count(`SELECT count(*) FROM order_events`); n != events {
+		t.Fatalf("%d events, want %d: an event committed although the key record failed", n, events)
+	}
+	if n := f.store.AcquiredConns(); n != 0 {
+		t.Fatalf("%d connections still in use after the rollback", n)
+	}
+
+	evs, err := change("fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := f.count(`SELECT version FROM orders WHERE id = $1::uuid`, o.ID); v != 2 {
+		t.Fatalf("version %d after the commit", v)
+	}
+	if len(evs) != 1 || evs[0].Position == 0 || f.count(`SELECT count(*) FROM order_events`) != events+1 {
+		t.Fatalf("events %+v", evs)
+	}
+	if f.count(`SELECT count(*) FROM idempotency_keys WHERE key = 'fresh'`) != 1 {
+		t.Fatal("the key record did not commit")
+	}
+	if n := f.store.AcquiredConns(); n != 0 {
+		t.Fatalf("%d connections still in use after the commit", n)
+	}
+}
