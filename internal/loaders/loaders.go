@@ -129,6 +129,26 @@ func join(list []*order.Order, ls postgres.Lines, customers map[string]*order.Us
 	return out
 }
 
+// Completion is the reads that complete orders known by id (their lines
+// with the products of those lines, and their customers), queued in a
+// batch that runs before the orders are at hand: with the statement that
+// returns them, for example (postgres.Change.With).
+type Completion struct {
+	lines     *postgres.Read[postgres.Lines]
+	customers *postgres.Read[map[string]*order.User]
+}
+
+// QueueCompletion queues in b the reads that complete the orders with ids.
+func QueueCompletion(b *postgres.Batch, ids []string) Completion {
+	set := postgres.OrderSet{IDs: ids}
+	return Completion{lines: b.LinesOf(set), customers: b.CustomersOf(set)}
+}
+
+// Attach attaches what c read, once its batch has run, to list.
+func (c Completion) Attach(list []*order.Order) []*Order {
+	return join(list, c.lines.Value(), c.customers.Value())
+}
+
 // Complete reads the lines (with their products) and the customers of
 // orders already at hand through r, in one batch, and attaches them: a
 // mutation's transaction completes the order it wrote this way.
@@ -138,10 +158,9 @@ func Complete(ctx context.Context, r Runner, list []*order.Order) ([]*Order, err
 		ids[i] = o.ID
 	}
 	var b postgres.Batch
-	set := postgres.OrderSet{IDs: ids}
-	lines, customers := b.LinesOf(set), b.CustomersOf(set)
+	c := QueueCompletion(&b, ids)
 	if err := r.Run(ctx, &b); err != nil {
 		return nil, err
 	}
-	return join(list, lines.Value(), customers.Value()), nil
+	return c.Attach(list), nil
 }

@@ -243,13 +243,18 @@ func run(ctx context.Context, q batchSender, b *Batch, snapshot bool) error {
 	if snapshot {
 		pb.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
 	}
-	for _, r := range b.reads {
-		pb.Queue(r.sql, r.args...).Query(r.scan)
-	}
+	b.queueOn(&pb)
 	if snapshot {
 		pb.Queue(`COMMIT`)
 	}
 	return q.SendBatch(ctx, &pb).Close()
+}
+
+// queueOn queues b's reads on pb, in order.
+func (b *Batch) queueOn(pb *pgx.Batch) {
+	for _, r := range b.reads {
+		pb.Queue(r.sql, r.args...).Query(r.scan)
+	}
 }
 
 // prefixed qualifies every column of a comma-separated list with p.

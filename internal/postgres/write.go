@@ -341,6 +341,10 @@ type Change struct {
 	// Reason is CANCEL's optional reason (see order.ValidateReason), kept
 	// with the ORDER_CANCELLED event.
 	Reason *string
+	// With, when set, holds reads sent in the round trip of the order's
+	// locking read, after it: they see the order's rows as they were
+	// before the change (a change does not alter its lines or customer).
+	With *Batch
 }
 
 // ChangeOrder applies c under the order's row lock, in the order of checks
@@ -352,8 +356,17 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 	if !IsUUID(c.OrderID) {
 		return nil, order.NotFound("order")
 	}
-	o, err := scanOrder(t.queryRow(ctx, `SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, c.OrderID))
-	if err != nil {
+	var o *order.Order
+	var b pgx.Batch
+	b.Queue(`SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, c.OrderID).
+		QueryRow(func(row pgx.Row) (err error) {
+			o, err = scanOrder(row)
+			return err
+		})
+	if c.With != nil {
+		c.With.queueOn(&b)
+	}
+	if err := t.sendBatch(ctx, &b).Close(); err != nil {
 		return nil, notFoundAs(interpretError(err), "order")
 	}
 	if !order.CanSee(c.Viewer, o) {

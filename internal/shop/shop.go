@@ -384,14 +384,18 @@ func (s *Shop) Change(ctx context.Context, v *order.User, in ChangeInput) (*mode
 		}
 		c.Reason = r
 	}
+	// The order's lines and customer ride with its locking read.
+	var with postgres.Batch
+	done := loaders.QueueCompletion(&with, []string{in.ID})
+	c.With = &with
 	var m *model.Order
 	err := s.write(ctx, func(tx *postgres.Tx) error {
 		o, err := tx.ChangeOrder(ctx, c)
 		if err != nil {
 			return err
 		}
-		m, err = s.assembleIn(ctx, tx, o)
-		return err
+		m = orderModel(done.Attach([]*order.Order{o})[0])
+		return nil
 	})
 	if err != nil {
 		return nil, err
