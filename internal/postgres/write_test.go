@@ -373,3 +373,20 @@ func TestCommitInTheLastRoundTrip(t *testing.T) {
 		t.Fatalf("%d connections still in use after the commit", n)
 	}
 }
+
+// The migrations give the database the planner settings the store's
+// statements are written for (migration 00007): sessions opened after
+// them plan every prepared statement once, and prefer index probes.
+func TestPlannerSettings(t *testing.T) {
+	_, url := testenv.Store(t, false, postgres.Config{})
+	db := testenv.DB(t, url) // a session opened after the migrations
+	for name, want := range map[string]string{"plan_cache_mode": "force_generic_plan", "random_page_cost": "1.1"} {
+		var got string
+		if err := db.QueryRow(context.Background(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s = %s, want %s", name, got, want)
+		}
+	}
+}
