@@ -29,3 +29,22 @@ func (s *Store) PruneEvents(ctx context.Context, window time.Duration, batch int
 		ORDER BY position LIMIT $2)`, window, batch)
 	return tag.RowsAffected(), interpretError(err)
 }
+
+// VacuumEvents vacuums the events table when the server's autovacuum is
+// off, and reports whether it did. The table is a queue: every event is
+// written, marked published (a second row version) and pruned within the
+// replay window, so without vacuuming its dead rows pile up, and the
+// index scans over its ends (the pruning horizon, a customer's newest
+// event), run by every screen load, walk them all. With autovacuum on,
+// the table's own thresholds (migration 00008) keep it clean. A role that
+// does not own the table gets a warning from Postgres, not an error.
+func (s *Store) VacuumEvents(ctx context.Context) (bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var on bool
+	if err := s.pool.QueryRow(ctx, `SELECT current_setting('autovacuum')::bool`).Scan(&on); err != nil || on {
+		return false, interpretError(err)
+	}
+	_, err := s.pool.Exec(ctx, `VACUUM (SKIP_LOCKED) order_events`)
+	return err == nil, interpretError(err)
+}

@@ -390,3 +390,26 @@ func TestPlannerSettings(t *testing.T) {
 		}
 	}
 }
+
+// The pruner's vacuum runs exactly when the server's autovacuum is off,
+// and then vacuums the events table.
+func TestVacuumEvents(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	f.place()
+	var autovacuum bool
+	if err := f.db.QueryRow(ctx, `SELECT current_setting('autovacuum')::bool`).Scan(&autovacuum); err != nil {
+		t.Fatal(err)
+	}
+	ran, err := f.store.VacuumEvents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran == autovacuum {
+		t.Fatalf("vacuumed %v with autovacuum %v", ran, autovacuum)
+	}
+	vacuums := f.count(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'order_events'::regclass`)
+	if ran && vacuums != 1 {
+		t.Fatalf("the events table was vacuumed %d times", vacuums)
+	}
+}

@@ -91,6 +91,9 @@ func (b *Broker) pruneLoop(ctx context.Context) {
 		if _, err := b.prune(ctx); err != nil && ctx.Err() == nil {
 			b.log.Warn("stream: pruning old events failed", "error", err)
 		}
+		if _, err := b.store.VacuumEvents(ctx); err != nil && ctx.Err() == nil {
+			b.log.Warn("stream: vacuuming the events table failed", "error", err)
+		}
 	}
 }
 
