@@ -45,19 +45,34 @@ func (r *Runner) StoreCeiling(ctx context.Context, rdb redis.UniversalClient) er
 	return nil
 }
 
-// ceilingMissSQL is the miss ceiling's one query: the viewer and their
-// five newest orders with their line counts, as one JSON document.
-const ceilingMissSQL = `SELECT json_build_object('data', json_build_object('homeScreen', json_build_object(
-	'viewer', json_build_object('id', u.id, 'email', u.email, 'name', u.name, 'role', u.role),
+// ceilingMissSQL is the miss ceiling's one query: the whole homeScreen
+// response of the viewer with email $1, as the BFF sends it (the same
+// data, field for field: the viewer; the five newest orders with their
+// totals and customers; the status counts, open orders and lifetime spend
+// of all their orders), built as one JSON document by Postgres. Timestamps
+// and amounts are formatted as the BFF formats them (RFC 3339 in UTC
+// without trailing zeros; dollars with thousands separators: the seeded
+// orders are in USD).
+const ceilingMissSQL = `WITH u AS (SELECT id, email, name, role FROM users WHERE email = $1),
+	o AS (SELECT o.* FROM orders o, u WHERE o.customer_id = u.id ORDER BY o.created_at DESC, o.id DESC LIMIT 5),
+	s AS (SELECT status, sum(n) AS n, sum(cents) AS cents FROM (SELECT status, count(*) AS n, coalesce(sum(total_cents), 0) AS cents
+		FROM orders, u WHERE customer_id = u.id GROUP BY status, currency) g GROUP BY status)
+SELECT json_build_object('data', json_build_object('homeScreen', json_build_object(
+	'viewer', (SELECT json_build_object('id', u.id, 'name', u.name, 'email', u.email, 'role', u.role) FROM u),
 	'recentOrders', coalesce((SELECT json_agg(json_build_object('id', o.id, 'number', o.number, 'status', o.status,
-		'paymentStatus', o.payment_status, 'version', o.version, 'total', json_build_object('cents', o.total_cents, 'currency', o.currency),
-		'createdAt', o.created_at, 'lines', (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id)))
-		FROM (SELECT * FROM orders WHERE customer_id = u.id ORDER BY created_at DESC, id DESC LIMIT 5) o), '[]'::json))))
-	FROM users u WHERE u.email = $1`
+		'paymentStatus', o.payment_status, 'version', o.version,
+		'createdAt', rtrim(rtrim(to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z',
+		'total', json_build_object('formatted', '$' || to_char(o.total_cents / 100.0, 'FM999,999,990.00')),
+		'customer', json_build_object('id', c.id, 'name', c.name, 'email', c.email))
+		ORDER BY o.created_at DESC, o.id DESC) FROM o JOIN users c ON c.id = o.customer_id), '[]'),
+	'statusCounts', coalesce((SELECT json_agg(json_build_object('status', status, 'count', n)
+		ORDER BY array_position(ARRAY['PENDING_PAYMENT', 'PAID', 'SHIPPED', 'DELIVERED', 'CANCELLED'], status)) FROM s), '[]'),
+	'openOrders', (SELECT coalesce(sum(n), 0) FROM s WHERE status IN ('PENDING_PAYMENT', 'PAID', 'SHIPPED')),
+	'lifetimeSpend', json_build_object('formatted', '$' || to_char(coalesce((SELECT sum(cents) FROM s WHERE status <> 'CANCELLED'), 0) / 100.0, 'FM999,999,990.00')))))`
 
 // CeilingMissHandler is the ceiling of a cache miss: a bare net/http
-// handler that runs one SQL query (the viewer of the e query parameter
-// and their newest orders, as JSON built by Postgres), stores the bytes
+// handler that runs one SQL query (the homeScreen response of the viewer
+// of the e query parameter, as JSON built by Postgres), stores the bytes
 // with one Redis SET and writes them.
 func CeilingMissHandler(db *pgxpool.Pool, rdb redis.UniversalClient) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
