@@ -155,10 +155,11 @@ type Config struct {
 	// OnCommit is called after a mutation transaction commits, before the
 	// response is written: it invalidates screens, then publishes events.
 	OnCommit func(ctx context.Context, events []order.Event)
-	// OnReplay is called before a stored response is replayed: the
-	// effect it describes may have committed on an instance that stopped
-	// before its OnCommit, so the screens it changed are invalidated now
-	// (optional; an error fails the request, which the client retries).
+	// OnReplay is called before a stored response is replayed, once the
+	// key's transaction has ended: the effect it describes may have
+	// committed on an instance that stopped before its OnCommit, so the
+	// screens it changed are invalidated now (optional; an error fails the
+	// request, which the client retries).
 	OnReplay func(ctx context.Context) error
 	// Metrics, optional.
 	Metrics Metrics
@@ -209,6 +210,12 @@ func (k *Keeper) Run(ctx context.Context, req Request, exec func(ctx context.Con
 					"this Idempotency-Key was used for a different request; use a new key")
 			}
 			if k.cfg.OnReplay != nil {
+				// The record is committed and read: the transaction (and
+				// its connection) goes back before settling, which reads
+				// Postgres on a connection of its own. Holding one while
+				// waiting for another, enough replays at once would take
+				// every connection of the pool and wait for each other.
+				tx.Rollback(ctx)
 				if err := k.cfg.OnReplay(ctx); err != nil {
 					return Response{}, OutcomeNone, err
 				}

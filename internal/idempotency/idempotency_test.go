@@ -594,3 +594,35 @@ func TestReplaySettlesFirst(t *testing.T) {
 		t.Fatalf("replay with a failing settle: %v %s settled=%d", err, resp.Body, settled)
 	}
 }
+
+// A replay's settling reads Postgres on a connection of its own: the key's
+// transaction has given its connection back by then, so a replay never
+// holds one connection while waiting for another (with a pool of one, it
+// would wait for itself until its deadline).
+func TestReplaySettlesOnItsOwnConnection(t *testing.T) {
+	store, _ := testenv.Store(t, true, postgres.Config{MaxConns: 1})
+	f := &fixture{t: t, store: store}
+	alice, err := store.UserByEmail(context.Background(), "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.products, _, err = store.Products(context.Background(), 3, ""); err != nil {
+		t.Fatal(err)
+	}
+	k := idempotency.New(store, idempotency.Config{OnReplay: func(ctx context.Context) error {
+		_, err := store.QueueStats(ctx) // a read on the pool
+		return err
+	}})
+	run := func() (idempotency.Outcome, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, outcome, err := k.Run(ctx, req(alice, "one-conn", "fp"), f.place(alice, nil))
+		return outcome, err
+	}
+	if outcome, err := run(); err != nil || outcome != idempotency.OutcomeExecuted {
+		t.Fatalf("%v %q", err, outcome)
+	}
+	if outcome, err := run(); err != nil || outcome != idempotency.OutcomeReplayed {
+		t.Fatalf("replay with a pool of one connection: %v %q", err, outcome)
+	}
+}

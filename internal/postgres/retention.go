@@ -37,7 +37,10 @@ func (s *Store) PruneEvents(ctx context.Context, window time.Duration, batch int
 // index scans over its ends (the pruning horizon, a customer's newest
 // event), run by every screen load, walk them all. With autovacuum on,
 // the table's own thresholds (migration 00008) keep it clean. A role that
-// does not own the table gets a warning from Postgres, not an error.
+// does not own the table gets a warning from Postgres, not an error. It
+// never truncates the table: giving back its empty tail would take a lock
+// that stops every reader and writer of the table, for up to five seconds
+// when they keep it busy.
 func (s *Store) VacuumEvents(ctx context.Context) (bool, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
@@ -45,6 +48,6 @@ func (s *Store) VacuumEvents(ctx context.Context) (bool, error) {
 	if err := s.pool.QueryRow(ctx, `SELECT current_setting('autovacuum')::bool`).Scan(&on); err != nil || on {
 		return false, interpretError(err)
 	}
-	_, err := s.pool.Exec(ctx, `VACUUM (SKIP_LOCKED) order_events`)
+	_, err := s.pool.Exec(ctx, `VACUUM (SKIP_LOCKED, TRUNCATE false) order_events`)
 	return err == nil, interpretError(err)
 }
