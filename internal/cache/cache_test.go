@@ -24,6 +24,14 @@ func orderKey(viewer string) Key {
 		Deps: []Dep{OrderDep("o1")}}
 }
 
+// layerKeys are the keys of viewer's orderScreen in the two layers: the
+// screen model and the rendered response over it (same dependencies).
+func layerKeys(viewer string) (model, response Key) {
+	model, response = orderKey(viewer), orderKey(viewer)
+	response.Args = "response"
+	return model, response
+}
+
 func TestLoadMissThenHit(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()

@@ -283,8 +283,7 @@ func TestEntryReflectingAnEventSurvivesItsObservation(t *testing.T) {
 	ctx := context.Background()
 	c := e.cache
 	c.Observe(3, OrderDep("o1"))
-	model, response := orderKey("c1"), orderKey("c1")
-	response.Args = "response"
+	model, response := layerKeys("c1")
 	response.Deps = []Dep{OrderDep("o1"), CustomerDep("c1")}
 	db := newOrigin("v2")
 	// The write of event 7 committed; the broker has not handed it out.
@@ -324,8 +323,7 @@ func TestOuterEntryNeverOutlivesInner(t *testing.T) {
 	inner := newCache(t, rdb, "t:", Config{TTL: 2 * time.Second, Jitter: -1})
 	outer := newCache(t, rdb, "t:", Config{TTL: time.Hour})
 	ctx := context.Background()
-	model, response := orderKey("c1"), orderKey("c1")
-	response.Args = "response"
+	model, response := layerKeys("c1")
 	db := newOrigin("v1")
 	loadIs(t, inner, model, db, "v1", StatusMiss)
 
@@ -446,8 +444,7 @@ func TestNestedLoadLeavesRedisToTheEnclosingOne(t *testing.T) {
 	ctx := context.Background()
 	c := e.cache
 	c.Observe(3, OrderDep("o1"))
-	model, response := orderKey("c1"), orderKey("c1")
-	response.Args = "response"
+	model, response := layerKeys("c1")
 	inner := Result{Status: "unset"}
 	outer := func(ctx context.Context) (string, error) {
 		v, res, err := Load(ctx, c, model, func(ctx context.Context) (string, error) {

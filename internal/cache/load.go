@@ -139,9 +139,9 @@ func loadValue[T any](ctx context.Context, c *Cache, key Key, load func(context.
 
 // fly is the shared part of a miss: load, store. It does not read the
 // entry again first: the callers that miss while it runs share it, and a
-// caller whose read missed just before an earlier flight stored may load
-// once more (a rare extra origin read, never a stale value: the store is
-// still keyed by the generations read before the load).
+// caller whose read missed just before an earlier flight stored takes
+// that flight's value from Cache.recent (see loadValue). The store is
+// keyed by the generations read before the load.
 //
 // The entry records the position its value reflects: the newest position
 // observed before the load started (every event up to it had committed),
