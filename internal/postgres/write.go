@@ -36,6 +36,9 @@ type Tx struct {
 	// key is the idempotency record SaveKeyRecord staged, written at
 	// Commit.
 	key *stagedKey
+	// later are writes whose outcome the transaction already knows (see
+	// queueLater), sent first in its next round trip.
+	later pgx.Batch
 }
 
 // stagedKey is an idempotency record waiting for Commit.
@@ -56,10 +59,16 @@ func (s *Store) Begin(ctx context.Context) (*Tx, error) {
 var errTxEnded = errors.New("postgres: the transaction has ended")
 
 // begun returns the transaction, beginning it in a round trip of its own
-// when no statement has begun it yet.
+// when no statement has begun it yet, for a statement sent on its own:
+// the writes queued for later go first, in a round trip of their own.
 func (t *Tx) begun(ctx context.Context) (pgx.Tx, error) {
 	if t.ended {
 		return nil, errTxEnded
+	}
+	if len(t.later.QueuedQueries) > 0 {
+		if err := t.sendBatch(ctx, &pgx.Batch{}).Close(); err != nil {
+			return nil, err
+		}
 	}
 	if t.tx == nil {
 		conn, err := t.pool.Acquire(ctx)
@@ -96,10 +105,17 @@ func (t *Tx) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 
 // sendBatch sends b's statements in the transaction, in one round trip.
 // When the transaction has not begun, its BEGIN goes first in that round
-// trip (pgx's Batch.BeginTx).
+// trip (pgx's Batch.BeginTx); the writes queued for later go before b's
+// statements, which see their effects. Results are read through the
+// statements' callbacks (QueuedQuery.Exec, Query, QueryRow) and Close.
 func (t *Tx) sendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if t.ended {
 		return pgx.FailedBatchResults(b, errTxEnded)
+	}
+	if len(t.later.QueuedQueries) > 0 {
+		all := &pgx.Batch{QueuedQueries: append(t.later.QueuedQueries, b.QueuedQueries...)}
+		t.later = pgx.Batch{}
+		b = all
 	}
 	if t.tx != nil {
 		return t.tx.SendBatch(ctx, b)
@@ -174,7 +190,7 @@ func (t *Tx) Commit(ctx context.Context) error {
 	if t.ended {
 		return errTxEnded
 	}
-	if t.key == nil && len(t.pending) == 0 {
+	if t.key == nil && len(t.pending) == 0 && len(t.later.QueuedQueries) == 0 {
 		if t.tx == nil {
 			t.ended = true
 			return nil // no statement: nothing to commit
@@ -248,7 +264,19 @@ func (t *Tx) Rollback(ctx context.Context) {
 	if t.tx != nil && t.conn.Conn().PgConn().TxStatus() != 'I' {
 		_ = t.tx.Rollback(context.WithoutCancel(ctx))
 	}
+	t.later = pgx.Batch{}
 	t.release()
+}
+
+// queueLater queues a write whose outcome the transaction already knows,
+// such as an update of a row it has locked and read, to be sent at the
+// front of its next round trip (the commit's, when nothing else follows)
+// instead of a round trip of its own. Every statement sent after it sees
+// its effect; its failure (as the callback set on the returned statement
+// reports it) fails that round trip, and a round trip that commits stops
+// before its COMMIT.
+func (t *Tx) queueLater(sql string, args ...any) *pgx.QueuedQuery {
+	return t.later.Queue(sql, args...)
 }
 
 // Events returns the events written in this transaction, in order, once
@@ -357,12 +385,15 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 		return nil, order.NotFound("order")
 	}
 	var o *order.Order
+	var now time.Time
 	var b pgx.Batch
 	b.Queue(`SELECT `+orderCols+` FROM orders o WHERE o.id = $1::uuid FOR UPDATE`, c.OrderID).
 		QueryRow(func(row pgx.Row) (err error) {
 			o, err = scanOrder(row)
 			return err
 		})
+	// The transaction's time: the updated_at the change writes.
+	b.Queue(`SELECT now()`).QueryRow(func(row pgx.Row) error { return row.Scan(&now) })
 	if c.With != nil {
 		c.With.queueOn(&b)
 	}
@@ -382,45 +413,45 @@ func (t *Tx) ChangeOrder(ctx context.Context, c Change) (*order.Order, error) {
 	if !ok {
 		return nil, order.InvalidTransition(c.Action, o, order.AvailableActions(o.Status, o.PaymentStatus, c.Viewer.Role))
 	}
-	from := o.Status
-	addr := o.Address
+	// The row is locked and read: the change's outcome is known here, and
+	// its writes go with the transaction's next round trip (the commit's).
+	n := *o
+	n.Status, n.PaymentStatus, n.Version, n.UpdatedAt = out.Status, out.PaymentStatus, o.Version+1, now
 	if c.Address != nil {
-		addr = *c.Address
+		n.Address = *c.Address
 	}
-	var tracking *string
 	if c.Action == order.ActionShip {
-		tracking = &c.TrackingNumber
+		n.TrackingNumber = &c.TrackingNumber
 	}
 	attemptInc := 0
 	if c.Action == order.ActionPay {
 		attemptInc = 1
 	}
-	n, err := scanOrder(t.queryRow(ctx, `UPDATE orders o SET status = $2, payment_status = $3, version = version + 1,
-		ship_name = $4, ship_line1 = $5, ship_line2 = $6, ship_city = $7, ship_postal_code = $8, ship_country = $9,
-		tracking_number = coalesce($10, tracking_number), payment_attempt = payment_attempt + $11, updated_at = now()
-		WHERE o.id = $1::uuid AND o.version = $12
-		RETURNING `+orderCols, o.ID, string(out.Status), string(out.PaymentStatus),
-		addr.Name, addr.Line1, addr.Line2, addr.City, addr.PostalCode, addr.Country, tracking, attemptInc, o.Version))
-	if err != nil {
-		if errors.Is(err, pgx.ErrNoRows) { // cannot happen under the row lock; kept as a guard
-			return nil, order.Conflict(o)
-		}
-		return nil, interpretError(err)
-	}
+	a := n.Address
+	t.queueLater(`UPDATE orders o SET status = $2, payment_status = $3, version = $4,
+		ship_name = $5, ship_line1 = $6, ship_line2 = $7, ship_city = $8, ship_postal_code = $9, ship_country = $10,
+		tracking_number = $11, payment_attempt = payment_attempt + $12, updated_at = now()
+		WHERE o.id = $1::uuid AND o.version = $13`, n.ID, string(n.Status), string(n.PaymentStatus), n.Version,
+		a.Name, a.Line1, a.Line2, a.City, a.PostalCode, a.Country, n.TrackingNumber, attemptInc, o.Version).
+		Exec(func(tag pgconn.CommandTag) error {
+			if tag.RowsAffected() != 1 { // cannot happen under the row lock; kept as a guard
+				return order.Conflict(o)
+			}
+			return nil
+		})
 	if c.Action == order.ActionPay {
 		// The job carries the request's trace context: the worker's span
 		// continues the trace of the payOrder that queued it.
-		if _, err := t.exec(ctx, `INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency, traceparent)
+		t.queueLater(`INSERT INTO charge_jobs (order_id, attempt, amount_cents, currency, traceparent)
 			SELECT id, payment_attempt, total_cents, currency, nullif($2, '') FROM orders WHERE id = $1::uuid`,
-			n.ID, telemetry.TraceParent(ctx)); err != nil {
-			return nil, interpretError(err)
-		}
+			n.ID, telemetry.TraceParent(ctx))
 	}
-	e := t.appendEvent(n, out.Event, &from, c.Viewer.ID)
+	from := o.Status
+	e := t.appendEvent(&n, out.Event, &from, c.Viewer.ID)
 	if c.Action == order.ActionCancel {
 		e.Reason = c.Reason
 	}
-	return n, nil
+	return &n, nil
 }
 
 // PaymentResult is a provider's result for an order's payment.

@@ -124,6 +124,61 @@ func TestTxReadsSeeTheirOwnWrites(t *testing.T) {
 	}
 }
 
+// A change's writes ride with the transaction's next round trip: what the
+// transaction runs after it (a read, another change, a single statement)
+// sees them, and the order it returns is the row it wrote.
+func TestStatementsAfterAChangeSeeIt(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	o := f.place()
+	addr := order.Address{Name: "Alice", Line1: "2 Side St", City: "Oakland", PostalCode: "94607", Country: "US"}
+	var first, second *order.Order
+	events, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+		var err error
+		if first, err = tx.ChangeOrder(ctx, postgres.Change{Viewer: f.alice, OrderID: o.ID, ExpectedVersion: 1,
+			Action: order.ActionUpdateShippingAddress, Address: &addr}); err != nil {
+			return err
+		}
+		var b postgres.Batch
+		orders := b.Orders(postgres.OrderSet{IDs: []string{o.ID}})
+		if err := tx.Run(ctx, &b); err != nil {
+			return err
+		}
+		if p := orders.Value(); len(p.Orders) != 1 || *p.Orders[0] != *first {
+			t.Errorf("read after the change: %+v, want %+v", p.Orders, first)
+		}
+		// The second change locks and reads the row the first one wrote.
+		if second, err = tx.ChangeOrder(ctx, postgres.Change{Viewer: f.alice, OrderID: o.ID, ExpectedVersion: 2,
+			Action: order.ActionPay}); err != nil {
+			return err
+		}
+		// A statement sent on its own (PlaceOrder's catalogue read, then its
+		// insert) also comes after the pending writes.
+		_, err = tx.PlaceOrder(ctx, f.alice, f.input())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Version != 2 || first.Address != addr || second.Version != 3 || second.PaymentStatus != order.PaymentProcessing || second.Address != addr {
+		t.Fatalf("changes %+v, %+v", first, second)
+	}
+	if len(events) != 3 || events[0].Version != 2 || events[1].Version != 3 {
+		t.Fatalf("events %+v", events)
+	}
+	var stored postgres.Batch
+	orders := stored.Orders(postgres.OrderSet{IDs: []string{o.ID}})
+	if err := f.store.Run(ctx, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if p := orders.Value(); len(p.Orders) != 1 || *p.Orders[0] != *second {
+		t.Fatalf("committed row %+v, the change returned %+v", p.Orders, second)
+	}
+	if got := f.count(`SELECT count(*) FROM charge_jobs WHERE order_id = $1::uuid AND attempt = 1`, o.ID); got != 1 {
+		t.Fatalf("%d charge jobs", got)
+	}
+}
+
 // Each change increments the version by one and writes one event with the
 // new version; PAY queues one charge job in the same transaction.
 func TestChangeOrderVersionAndEvent(t *testing.T) {

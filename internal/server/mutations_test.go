@@ -27,7 +27,7 @@ const mutPlaceQuery = `mutation Place($in: PlaceOrderInput!) {
   }
 }`
 
-const mutOrderFields = `order { id version status paymentStatus trackingNumber shippingAddress { name line1 city postalCode country } }`
+const mutOrderFields = `order { id version status paymentStatus trackingNumber shippingAddress { name line1 city postalCode country } updatedAt }`
 
 var (
 	mutPayQuery     = `mutation($id: ID!, $v: Int!) { payOrder(id: $id, expectedVersion: $v) { ` + mutOrderFields + ` } }`
@@ -896,6 +896,27 @@ func TestEveryChangeIncrementsTheVersionWithOneEvent(t *testing.T) {
 	mutCheckChange(t, a, r, id2, "CANCEL", "ORDER_CANCELLED", "PAID", "CANCELLED", "REFUNDED", 4)
 }
 
+// A keyed change makes three round trips to Postgres: the key's claim; the
+// order's locking read with its lines and customer; the update, the key
+// record, the event and the COMMIT.
+func TestKeyedChangeRoundTrips(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(nil, Options{})
+	alice := in.token("alice@example.com")
+	ps := mutCatalogue(t, in, 1)
+	id := mutPlace(t, in, alice, mutInput(ps[0].ID, 1))["id"].(string)
+	for v, action := range []string{"UPDATE_SHIPPING_ADDRESS", "PAY"} {
+		var r *gqlResponse
+		got := in.costOf(func() { r = mutChange(t, in, alice, action, id, v+1) })
+		if len(r.Errors) > 0 {
+			t.Fatalf("%s: %s", action, r.Raw)
+		}
+		if got.RoundTrips != 3 {
+			t.Errorf("%s: %d round trips (%d statements), want 3", action, got.RoundTrips, got.Statements)
+		}
+	}
+}
+
 var paymentEvents struct {
 	sync.Mutex
 	n int
@@ -926,9 +947,27 @@ func mutCheckChange(t testing.TB, in *instance, r *gqlResponse, id, action, even
 	if got := mutRow(t, in, id); got.Version != version || got.Status != to || got.Payment != payment {
 		t.Fatalf("%s: row %+v", action, got)
 	}
+	// The response shows the row as the change wrote it.
+	var tracking *string
+	var city, country string
+	var updated time.Time
+	if err := in.db().QueryRow(context.Background(), `SELECT tracking_number, ship_city, ship_country, updated_at FROM orders WHERE id = $1::uuid`, id).
+		Scan(&tracking, &city, &country, &updated); err != nil {
+		t.Fatal(err)
+	}
+	shown, err := time.Parse(time.RFC3339Nano, field(r.Data, f, "order", "updatedAt").(string))
+	if err != nil || !shown.Equal(updated) {
+		t.Fatalf("%s: updatedAt %v (%v), the row's %v", action, shown, err, updated)
+	}
+	if got := field(r.Data, f, "order", "trackingNumber"); (tracking == nil) != (got == nil) || tracking != nil && got != *tracking {
+		t.Fatalf("%s: trackingNumber %v, the row's %v", action, got, tracking)
+	}
+	if c, k := field(r.Data, f, "order", "shippingAddress", "city"), field(r.Data, f, "order", "shippingAddress", "country"); c != city || k != country {
+		t.Fatalf("%s: shipping city %v %v, the row's %s %s", action, c, k, city, country)
+	}
 	var n int
 	var typ, fromS, toS string
-	err := in.db().QueryRow(context.Background(), `SELECT count(*) OVER (), type, coalesce(from_status, ''), to_status
+	err = in.db().QueryRow(context.Background(), `SELECT count(*) OVER (), type, coalesce(from_status, ''), to_status
 		FROM order_events WHERE order_id = $1::uuid AND version = $2`, id, version).Scan(&n, &typ, &fromS, &toS)
 	if err != nil || n != 1 || typ != event || fromS != from || toS != to {
 		t.Fatalf("%s: %d events at version %d: %s %s->%s (%v), want %s %s->%s", action, n, version, typ, fromS, toS, err, event, from, to)

@@ -686,8 +686,8 @@ func issueGoals(rep *loadtest.Report, conc int) []loadtest.Goal {
 		q := float64(at.Writes.P99) / float64(single.Writes.P99)
 		gs = append(gs, loadtest.Goal{Goal: fmt.Sprintf("mixed mutation p99 ≤ 4× a single client's (%d clients)", conc),
 			Measured: fmt.Sprintf("%.2f× (%s vs %s ms)", q, loadtest.Ms(at.Writes.P99), loadtest.Ms(single.Writes.P99)), Met: q <= 4,
-			Why: "a keyed mutation makes four Postgres round trips (the key's claim; the order's locking read with its lines and customer; " +
-				"the update; the key record, event and COMMIT) and waits for its WAL fsync, then for its screens' invalidation in Redis " +
+			Why: "a keyed mutation makes three Postgres round trips (the key's claim; the order's locking read with its lines and customer; " +
+				"the update, key record, event and COMMIT) and waits for its WAL fsync, then for its screens' invalidation in Redis " +
 				"(read-your-writes) before it answers. On saturated cores each of those steps waits for a core again, behind the requests " +
 				"running beside it, Postgres and the load generator; a single client never waits. (The line that lets mutations in first, " +
 				"QUEUE_MAX_WAIT, is off by default: see the README.)"})
