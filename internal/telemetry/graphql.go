@@ -13,8 +13,8 @@ import (
 
 // GraphQLTracer is a gqlgen extension that makes one span per GraphQL
 // operation ("query OrderScreen"), a child of the HTTP server span, and
-// one span per resolver that does I/O ("Mutation.payOrder", see
-// [GraphQLTracer.InterceptField]), the parent of the Postgres and Redis
+// one span per root field, whose resolver does the I/O ("Mutation.payOrder",
+// see [GraphQLTracer.InterceptRootField]), the parent of the Postgres and Redis
 // spans. It records
 // graphql.operation.type and graphql.operation.name and, when the response
 // has errors, their codes (bff.error_codes) with an error status. Each
@@ -25,29 +25,38 @@ type GraphQLTracer struct {
 }
 
 var (
-	_ graphql.HandlerExtension    = (*GraphQLTracer)(nil)
-	_ graphql.ResponseInterceptor = (*GraphQLTracer)(nil)
-	_ graphql.FieldInterceptor    = (*GraphQLTracer)(nil)
+	_ graphql.HandlerExtension     = (*GraphQLTracer)(nil)
+	_ graphql.ResponseInterceptor  = (*GraphQLTracer)(nil)
+	_ graphql.RootFieldInterceptor = (*GraphQLTracer)(nil)
 )
 
-// InterceptField implements graphql.FieldInterceptor: each field served by
-// a resolver method (the root fields, which do the I/O) gets a span
-// ("Query.orderScreen") under the operation's; fields read from a model
-// get none.
-func (g *GraphQLTracer) InterceptField(ctx context.Context, next graphql.Resolver) (any, error) {
-	fc := graphql.GetFieldContext(ctx)
-	if fc == nil || !fc.IsResolver || fc.Field.Field == nil || !hasParent(ctx) {
+// InterceptRootField implements graphql.RootFieldInterceptor: each root
+// field of a query or mutation (served by a resolver method, which does
+// the I/O) gets a span ("Query.orderScreen") under the operation's,
+// around its resolver and the rendering of what it returned. The fields
+// under it are read from models and get none: a field interceptor would
+// run, and allocate, for every one of them.
+func (g *GraphQLTracer) InterceptRootField(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+	rc := graphql.GetRootFieldContext(ctx)
+	if rc == nil || rc.Field.Field == nil || !graphql.HasOperationContext(ctx) || !hasParent(ctx) {
 		return next(ctx)
 	}
-	ctx, span := g.tracer.Start(ctx, fc.Object+"."+fc.Field.Name, trace.WithAttributes(
-		attribute.String("graphql.field.path", fc.Path().String())))
-	defer span.End()
-	res, err := next(ctx)
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+	object := "Query"
+	if op := graphql.GetOperationContext(ctx).Operation; op != nil && op.Operation == ast.Mutation {
+		object = "Mutation"
 	}
-	return res, err
+	ctx, span := g.tracer.Start(ctx, object+"."+rc.Field.Name, trace.WithAttributes(
+		attribute.String("graphql.field.path", rc.Field.Alias)))
+	defer span.End()
+	res := next(ctx)
+	for _, e := range graphql.GetErrors(ctx) {
+		if len(e.Path) > 0 && e.Path[0] == ast.PathName(rc.Field.Alias) {
+			span.RecordError(e)
+			span.SetStatus(codes.Error, e.Message)
+			break
+		}
+	}
+	return res
 }
 
 // NewGraphQLTracer returns the extension.
