@@ -154,14 +154,22 @@ func (b *Batch) CustomersOf(set OrderSet) *Read[map[string]*order.User] {
 	return r
 }
 
-// Summary queues the status counts and lifetime spend of scope.
+// Summary queues the status counts and lifetime spend of scope: a
+// customer's from their orders, every order's (STAFF) from the running
+// totals the orders' writes keep (migration 00009), without reading the
+// orders table.
 func (b *Batch) Summary(sc Scope) *Read[*Summary] {
 	r := &Read[*Summary]{}
-	var w where
-	w.scope("customer_id", sc)
-	b.queue(`SELECT status, currency, count(*), coalesce(sum(total_cents), 0)
-		FROM orders WHERE `+w.String()+`
-		GROUP BY status, currency`, w.args, func(rows pgx.Rows) error {
+	sql, args := `SELECT status, currency, sum(n)::bigint, sum(cents)::bigint FROM order_total_deltas
+		GROUP BY status, currency HAVING sum(n) <> 0`, []any(nil)
+	if sc.CustomerID != "" {
+		var w where
+		w.scope("customer_id", sc)
+		sql, args = `SELECT status, currency, count(*), coalesce(sum(total_cents), 0)
+			FROM orders WHERE `+w.String()+`
+			GROUP BY status, currency`, w.args
+	}
+	b.queue(sql, args, func(rows pgx.Rows) error {
 		sum := &Summary{Counts: map[order.Status]int{}, LifetimeSpend: map[string]int64{}}
 		for rows.Next() {
 			var st, cur string

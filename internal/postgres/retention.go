@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // PrunedThroughSQL is a scalar subquery for the pruning horizon W: no
@@ -42,12 +44,52 @@ func (s *Store) PruneEvents(ctx context.Context, window time.Duration, batch int
 // that stops every reader and writer of the table, for up to five seconds
 // when they keep it busy.
 func (s *Store) VacuumEvents(ctx context.Context) (bool, error) {
+	return s.vacuumQueue(ctx, "order_events")
+}
+
+// vacuumQueue vacuums table, a queue of short-lived rows (see
+// VacuumEvents), when the server's autovacuum is off, and reports whether
+// it did.
+func (s *Store) vacuumQueue(ctx context.Context, table string) (bool, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	var on bool
 	if err := s.pool.QueryRow(ctx, `SELECT current_setting('autovacuum')::bool`).Scan(&on); err != nil || on {
 		return false, interpretError(err)
 	}
-	_, err := s.pool.Exec(ctx, `VACUUM (SKIP_LOCKED, TRUNCATE false) order_events`)
+	_, err := s.pool.Exec(ctx, `VACUUM (SKIP_LOCKED, TRUNCATE false) `+pgx.Identifier{table}.Sanitize())
 	return err == nil, interpretError(err)
+}
+
+// CompactOrderTotals folds the rows of the running order totals (migration
+// 00009) into one per status and currency, and returns how many rows it
+// removed. The rows a write adds while it runs are kept as they are, so
+// the sums, which are the totals, are the same before and after in every
+// snapshot. Instances take turns (an advisory lock; one that finds it
+// taken does nothing). Then the table is vacuumed when the server's
+// autovacuum is off (see VacuumEvents).
+func (s *Store) CompactOrderTotals(ctx context.Context) (int64, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var removed int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var mine bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('order_total_deltas', 0))`).Scan(&mine); err != nil || !mine {
+			return err
+		}
+		return tx.QueryRow(ctx, `WITH d AS (DELETE FROM order_total_deltas RETURNING status, currency, n, cents),
+			f AS (INSERT INTO order_total_deltas (status, currency, n, cents)
+				SELECT status, currency, sum(n), sum(cents) FROM d GROUP BY status, currency
+				HAVING sum(n) <> 0 OR sum(cents) <> 0 RETURNING 1)
+			SELECT (SELECT count(*) FROM d) - (SELECT count(*) FROM f)`).Scan(&removed)
+	})
+	if err != nil {
+		return 0, interpretError(err)
+	}
+	if removed > 0 {
+		if _, err := s.vacuumQueue(ctx, "order_total_deltas"); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
 }

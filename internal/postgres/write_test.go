@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -466,5 +468,127 @@ func TestVacuumEvents(t *testing.T) {
 	vacuums := f.count(`SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'order_events'::regclass`)
 	if ran && vacuums != 1 {
 		t.Fatalf("the events table was vacuumed %d times", vacuums)
+	}
+}
+
+// The status counts and spend of every order (a STAFF screen's) come from
+// the running totals the writes keep: under concurrent writes, a rolled
+// back one and compactions running beside them, they equal what the
+// orders table says, and a compaction leaves one row per status and
+// currency.
+func TestStaffTotalsFollowTheOrders(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	truth := func() *postgres.Summary {
+		s := &postgres.Summary{Counts: map[order.Status]int{}, LifetimeSpend: map[string]int64{}}
+		rows, err := f.db.Query(ctx, `SELECT status, currency, count(*), sum(total_cents) FROM orders GROUP BY status, currency`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var st, cur string
+			var n int
+			var cents int64
+			if err := rows.Scan(&st, &cur, &n, &cents); err != nil {
+				t.Fatal(err)
+			}
+			s.Counts[order.Status(st)] += n
+			if order.Status(st) != order.StatusCancelled {
+				s.LifetimeSpend[cur] += cents
+			}
+		}
+		return s
+	}
+	staff := func() *postgres.Summary {
+		var b postgres.Batch
+		s := b.Summary(postgres.Scope{})
+		if err := f.store.Run(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+		return s.Value()
+	}
+	change := func(o *order.Order, a order.Action) *order.Order {
+		var n *order.Order
+		if _, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+			var err error
+			n, err = tx.ChangeOrder(ctx, postgres.Change{Viewer: f.alice, OrderID: o.ID, ExpectedVersion: o.Version, Action: a})
+			return err
+		}); err != nil {
+			t.Error(err)
+		}
+		return n
+	}
+
+	stop := make(chan struct{})
+	compacted := make(chan int64)
+	go func() { // compactions beside the writes
+		var removed int64
+		defer func() { compacted <- removed }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := f.store.CompactOrderTotals(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			removed += n
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 6; i++ {
+				o := f.place()
+				switch (w + i) % 3 {
+				case 0:
+					change(o, order.ActionCancel)
+				case 1:
+					if p := change(o, order.ActionPay); p != nil {
+						if _, _, err := f.store.ApplyPaymentResult(ctx, postgres.PaymentResult{EventID: fmt.Sprintf("evt_totals_%d_%d", w, i),
+							Type: "payment.succeeded", OrderID: o.ID, ChargeID: "ch", AmountCents: o.Total.Cents, Currency: o.Total.Currency, Succeeded: true}); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+			}
+		}(w)
+	}
+	// A change that rolls back leaves the totals alone.
+	o := f.place()
+	if _, err := f.store.InTx(ctx, func(tx *postgres.Tx) error {
+		if _, err := tx.ChangeOrder(ctx, postgres.Change{Viewer: f.alice, OrderID: o.ID, ExpectedVersion: 1, Action: order.ActionCancel}); err != nil {
+			return err
+		}
+		return errors.New("changed my mind")
+	}); err == nil {
+		t.Fatal("the transaction committed")
+	}
+	wg.Wait()
+	close(stop)
+	if removed := <-compacted; removed == 0 {
+		t.Error("no compaction removed a row")
+	}
+	want := truth()
+	if want.Counts[order.StatusCancelled] == 0 || want.Counts[order.StatusPaid] == 0 || want.Counts[order.StatusPendingPayment] == 0 {
+		t.Fatalf("the writes did not reach every status: %+v", want)
+	}
+	if got := staff(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("staff totals %+v, the orders say %+v", got, want)
+	}
+	if _, err := f.store.CompactOrderTotals(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := staff(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a compaction: %+v, the orders say %+v", got, want)
+	}
+	if n, groups := f.count(`SELECT count(*) FROM order_total_deltas`), f.count(`SELECT count(DISTINCT (status, currency)) FROM orders`); n != groups {
+		t.Fatalf("%d rows after a compaction, for %d statuses and currencies", n, groups)
 	}
 }

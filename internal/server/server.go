@@ -709,6 +709,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) startBackground() {
 	s.goBG(func(ctx context.Context) { s.keeper.Reap(ctx, time.Minute, 500) })
+	s.goBG(s.compactOrderTotals)
 	s.goBG(func(ctx context.Context) {
 		if err := s.broker.Run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("event broker stopped", "error", err)
@@ -738,6 +739,28 @@ func (s *Server) startBackground() {
 				s.log.Error("metrics server", "error", err)
 			}
 		})
+	}
+}
+
+// orderTotalsInterval is how often the running order totals are compacted
+// (see postgres.Store.CompactOrderTotals): the rows a STAFF screen's
+// status counts sum are those written since, two per change of status.
+const orderTotalsInterval = 5 * time.Second
+
+// compactOrderTotals compacts the running order totals every
+// orderTotalsInterval until ctx ends.
+func (s *Server) compactOrderTotals(ctx context.Context) {
+	t := time.NewTicker(orderTotalsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.store.CompactOrderTotals(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("compacting the order totals failed; retrying later", "error", err)
+		}
 	}
 }
 
