@@ -77,7 +77,10 @@ func (s *Store) CompactOrderTotals(ctx context.Context) (int64, error) {
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('order_total_deltas', 0))`).Scan(&mine); err != nil || !mine {
 			return err
 		}
-		return tx.QueryRow(ctx, `WITH d AS (DELETE FROM order_total_deltas RETURNING status, currency, n, cents),
+		// Nothing is rewritten when every row is already alone in its group.
+		return tx.QueryRow(ctx, `WITH d AS (DELETE FROM order_total_deltas
+				WHERE (SELECT count(*) > count(DISTINCT (status, currency)) FROM order_total_deltas)
+				RETURNING status, currency, n, cents),
 			f AS (INSERT INTO order_total_deltas (status, currency, n, cents)
 				SELECT status, currency, sum(n), sum(cents) FROM d GROUP BY status, currency
 				HAVING sum(n) <> 0 OR sum(cents) <> 0 RETURNING 1)

@@ -592,3 +592,27 @@ func TestStaffTotalsFollowTheOrders(t *testing.T) {
 		t.Fatalf("%d rows after a compaction, for %d statuses and currencies", n, groups)
 	}
 }
+
+// A compaction with nothing to fold rewrites nothing.
+func TestCompactTotalsAreLeftAlone(t *testing.T) {
+	f := newWriteFixture(t)
+	ctx := context.Background()
+	f.place()
+	if _, err := f.store.CompactOrderTotals(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var xmin string
+	if err := f.db.QueryRow(ctx, `SELECT string_agg(xmin::text, ',' ORDER BY status, currency) FROM order_total_deltas`).Scan(&xmin); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.store.CompactOrderTotals(ctx); err != nil || n != 0 {
+		t.Fatalf("second compaction: %d rows removed, %v", n, err)
+	}
+	var again string
+	if err := f.db.QueryRow(ctx, `SELECT string_agg(xmin::text, ',' ORDER BY status, currency) FROM order_total_deltas`).Scan(&again); err != nil {
+		t.Fatal(err)
+	}
+	if again != xmin {
+		t.Fatalf("the rows were rewritten: %s, then %s", xmin, again)
+	}
+}
