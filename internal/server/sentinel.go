@@ -291,20 +291,13 @@ func randomID() string {
 
 // runSentinel probes every interval until ctx ends.
 func (s *Server) runSentinel(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, interval, func(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(ctx, max(s.cfg.RequestTimeout*2, 5*time.Second))
+		defer cancel()
 		if _, err := s.sentinel.Probe(pctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("stale-read sentinel: probe failed", "error", err)
 		}
-		cancel()
-	}
+	})
 }
 
 // ProbeStaleness runs one probe of the stale-read sentinel now (the

@@ -750,7 +750,16 @@ const orderTotalsInterval = 5 * time.Second
 // compactOrderTotals compacts the running order totals every
 // orderTotalsInterval until ctx ends.
 func (s *Server) compactOrderTotals(ctx context.Context) {
-	t := time.NewTicker(orderTotalsInterval)
+	every(ctx, orderTotalsInterval, func(ctx context.Context) {
+		if _, err := s.store.CompactOrderTotals(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("compacting the order totals failed; retrying later", "error", err)
+		}
+	})
+}
+
+// every runs f every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func(ctx context.Context)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -758,9 +767,7 @@ func (s *Server) compactOrderTotals(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.store.CompactOrderTotals(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("compacting the order totals failed; retrying later", "error", err)
-		}
+		f(ctx)
 	}
 }
 
