@@ -301,3 +301,28 @@ func urlEscape(s string) string { return url.QueryEscape(s) }
 
 // discardLogger drops the logs (benchmarks).
 func discardLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
+
+// waitPublished waits until the event of order id at version is marked
+// published, and returns its position. Until then a broker's catch-up that
+// reads it invalidates its screens once more (harmless: a read after it
+// loads again), so a test that counts misses waits for it first.
+func waitPublished(t testing.TB, in *instance, id string, version int) int64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var pos int64
+		var published bool
+		err := in.db().QueryRow(context.Background(), `SELECT position, published_at IS NOT NULL FROM order_events
+			WHERE order_id = $1 AND version = $2`, id, version).Scan(&pos, &published)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if published {
+			return pos
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event of order %s at version %d was never marked published", id, version)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

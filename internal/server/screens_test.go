@@ -400,25 +400,8 @@ func TestPartitionedWriterEventRefusesOlderScreens(t *testing.T) {
 	if len(m.Errors) > 0 {
 		t.Fatalf("mutation on the partitioned writer: %s", m.Raw)
 	}
-	var pos int64
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// The writer marks the event published once its Redis publish
-		// failed; from then on no catch-up invalidates it.
-		var published bool
-		err := a.db().QueryRow(context.Background(), `SELECT position, published_at IS NOT NULL FROM order_events
-			WHERE order_id = $1 AND version = $2`, id, version+1).Scan(&pos, &published)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if published {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the writer never marked its event published")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The writer marks the event published once its Redis publish failed.
+	pos := waitPublished(t, a, id, version+1)
 	o, _ = readB() // B has not seen the event: the old screens, from Redis
 	if v := versionAt(o, "orderScreen", "order", "version"); v != version {
 		t.Fatalf("B before its broker saw the event: version %d, want the old %d (the test does not exercise the refusal)", v, version)

@@ -49,9 +49,11 @@
 // Cache rule 4 (event-then-refetch) holds for every path: an event is
 // handed to clients only after Config.BeforePublish ran for it. Events
 // from Publish and from Redis were invalidated by their publisher; events
-// the sequencer reads from Postgres that nobody has marked published yet
-// get BeforePublish from the sequencer itself before they are handed out
-// (invalidation is idempotent, a second call is harmless).
+// the sequencer reads from Postgres that nobody has marked published yet,
+// and that did not already arrive from their publisher, get BeforePublish
+// from the sequencer itself before they are handed out (invalidation is
+// idempotent: a second call is harmless, but makes the screens loaded
+// since the first miss once more).
 //
 // # The relay
 //

@@ -99,6 +99,13 @@ func (iv *invalidations) record(_ context.Context, events []order.Event) {
 	}
 }
 
+// times is how many times the event at pos was invalidated.
+func (iv *invalidations) times(pos int64) int {
+	iv.mu.Lock()
+	defer iv.mu.Unlock()
+	return iv.count[pos]
+}
+
 func (iv *invalidations) done(pos int64) bool {
 	iv.mu.Lock()
 	defer iv.mu.Unlock()

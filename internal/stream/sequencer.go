@@ -78,14 +78,17 @@ func (b *Broker) sequence(ctx context.Context) {
 			}
 			b.accept(evs)
 		case <-b.poke:
+			b.takeQueued()
 			b.catchUp(ctx, math.MaxInt64)
 		case <-gap.C:
 			gapArmed = false
+			b.takeQueued()
 			b.catchUp(ctx, b.seq.maxPend)
 			gapDelay = min(2*gapDelay, b.cfg.RelayInterval)
 		case <-tick.C:
 			// Fill only what was issued a whole interval ago: younger
 			// events are normally on their way through Redis.
+			b.takeQueued()
 			b.catchUp(ctx, target)
 			target = b.seq.issued
 			if last := b.lastHanded(); last > recorded {
@@ -106,6 +109,20 @@ func (b *Broker) sequence(ctx context.Context) {
 		case !gapArmed:
 			gap.Reset(gapDelay)
 			gapArmed = true
+		}
+	}
+}
+
+// takeQueued accepts the events already queued by Publish, the relay or
+// Redis before a catch-up reads Postgres, so that the catch-up does not
+// take them for events nobody published.
+func (b *Broker) takeQueued() {
+	for {
+		select {
+		case evs := <-b.in:
+			b.accept(evs)
+		default:
+			return
 		}
 	}
 }
@@ -193,7 +210,10 @@ func (b *Broker) catchUp(ctx context.Context, to int64) {
 		head, _ := b.currentHead()
 		var fresh []order.Event
 		for i, e := range r.events {
-			if !r.published[i] && e.Position > head {
+			// An event already held came from Publish, the relay or Redis:
+			// its publisher invalidated its screens, and doing it again
+			// would make the screens loaded since then miss once more.
+			if _, held := b.seq.pending[e.Position]; !held && !r.published[i] && e.Position > head {
 				fresh = append(fresh, e)
 			}
 			b.hold(e, head)

@@ -523,6 +523,33 @@ func TestGapIsFilledFromPostgres(t *testing.T) {
 	}
 }
 
+// An event that arrived from its publisher (invalidated by it) and waits
+// for a gap is read again by the catch-up that fills the gap, before its
+// publisher marked it published: the catch-up invalidates the missing
+// event's screens, not the waiting one's again (which would make the
+// screens loaded since its publisher's invalidation miss once more).
+func TestWaitingEventIsNotInvalidatedAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.instance(Config{RelayInterval: time.Hour}, nil) // no relay, no tick: only the gap fill
+	o, placed := e.placeOrder(e.alice)
+	e.publish(b, placed)
+	e.settle()
+	c := connect(t, e.serve(b), "alice", "stream=orders", "")
+
+	lost := e.change(e.alice, o.ID) // committed; its publisher "crashed"
+	next := e.change(e.alice, o.ID)
+	e.inval.record(context.Background(), next)
+	b.in <- next // as from Redis: its publisher has not marked it published yet
+	c.expect(lost[0], next[0])
+	if !e.inval.done(lost[0].Position) {
+		t.Fatal("the filled event was delivered without BeforePublish")
+	}
+	if n := e.inval.times(next[0].Position); n != 1 {
+		t.Fatalf("the waiting event was invalidated %d times, want once (by its publisher)", n)
+	}
+}
+
 // The relay publishes an event that was committed but never published,
 // calling BeforePublish first, and marks it published.
 func TestRelayPublishesCrashedEvents(t *testing.T) {
