@@ -463,7 +463,7 @@ func TestNestedLoadLeavesRedisToTheEnclosingOne(t *testing.T) {
 	assert.True(t, res.Stored)
 	assert.Equal(t, Result{}, inner, "the nested Load reports nothing of its own")
 	assert.EqualValues(t, 2, trips.singles.Load()+trips.pipelines.Load(), "one read and one store for both layers")
-	keys, err := e.rdb.Keys(ctx, "*:e:orderScreen:*").Result()
+	keys, err := e.rdb.Keys(ctx, e.prefix+"*:e:orderScreen:*").Result() // this test's keys only: other suites share the Redis
 	require.NoError(t, err)
 	assert.Len(t, keys, 1, "only the enclosing entry is stored")
 
