@@ -138,10 +138,16 @@ func (b *Broker) accept(evs []order.Event) {
 	b.drain(0)
 }
 
-// hold keeps e until the positions before it are handed out.
+// hold keeps e until the positions before it are handed out. Of two
+// copies of a held event, the one that carries the trace context of the
+// request that committed it (from Publish or Redis, not from Postgres) is
+// kept: its deliveries are spans of that request's trace.
 func (b *Broker) hold(e order.Event, head int64) {
 	if e.Position <= head {
 		return // a duplicate, or already read from Postgres
+	}
+	if held, ok := b.seq.pending[e.Position]; ok && (held.TraceParent != "" || e.TraceParent == "") {
+		return
 	}
 	if b.seq.pending == nil {
 		b.seq.pending = map[int64]order.Event{}

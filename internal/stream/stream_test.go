@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/shop/bff/internal/order"
 	"github.com/shop/bff/internal/postgres"
 	"github.com/shop/bff/internal/testenv"
@@ -525,13 +528,18 @@ func TestGapIsFilledFromPostgres(t *testing.T) {
 
 // An event that arrived from its publisher (invalidated by it) and waits
 // for a gap is read again by the catch-up that fills the gap, before its
-// publisher marked it published: the catch-up invalidates the missing
+// publisher marked it published. The catch-up invalidates the missing
 // event's screens, not the waiting one's again (which would make the
-// screens loaded since its publisher's invalidation miss once more).
-func TestWaitingEventIsNotInvalidatedAgain(t *testing.T) {
+// screens loaded since its publisher's invalidation miss once more), and
+// the waiting event keeps its publisher's copy, with the trace context of
+// the request that committed it (its delivery is a span of that trace).
+func TestWaitingEventStaysThePublishers(t *testing.T) {
 	t.Parallel()
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	e := newEnv(t)
-	b := e.instance(Config{RelayInterval: time.Hour}, nil) // no relay, no tick: only the gap fill
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	b := e.instance(Config{RelayInterval: time.Hour, Tracer: tp.Tracer("test")}, nil) // no relay, no tick: only the gap fill
 	o, placed := e.placeOrder(e.alice)
 	e.publish(b, placed)
 	e.settle()
@@ -539,6 +547,7 @@ func TestWaitingEventIsNotInvalidatedAgain(t *testing.T) {
 
 	lost := e.change(e.alice, o.ID) // committed; its publisher "crashed"
 	next := e.change(e.alice, o.ID)
+	next[0].TraceParent = parent
 	e.inval.record(context.Background(), next)
 	b.in <- next // as from Redis: its publisher has not marked it published yet
 	c.expect(lost[0], next[0])
@@ -548,6 +557,14 @@ func TestWaitingEventIsNotInvalidatedAgain(t *testing.T) {
 	if n := e.inval.times(next[0].Position); n != 1 {
 		t.Fatalf("the waiting event was invalidated %d times, want once (by its publisher)", n)
 	}
+	eventually(t, "the waiting event's delivery span, in its request's trace", func() bool {
+		for _, s := range rec.Ended() {
+			if strings.HasPrefix(s.Name(), "sse.deliver ") && s.Parent().TraceID().String() == "4bf92f3577b34da6a3ce929d0e0e4736" {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // The relay publishes an event that was committed but never published,
