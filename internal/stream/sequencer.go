@@ -78,17 +78,14 @@ func (b *Broker) sequence(ctx context.Context) {
 			}
 			b.accept(evs)
 		case <-b.poke:
-			b.takeQueued()
 			b.catchUp(ctx, math.MaxInt64)
 		case <-gap.C:
 			gapArmed = false
-			b.takeQueued()
 			b.catchUp(ctx, b.seq.maxPend)
 			gapDelay = min(2*gapDelay, b.cfg.RelayInterval)
 		case <-tick.C:
 			// Fill only what was issued a whole interval ago: younger
 			// events are normally on their way through Redis.
-			b.takeQueued()
 			b.catchUp(ctx, target)
 			target = b.seq.issued
 			if last := b.lastHanded(); last > recorded {
@@ -199,8 +196,10 @@ func (b *Broker) lowestPending() int64 {
 
 // catchUp reads from Postgres the committed events after head up to
 // position to, learns which positions are final, and hands out what it
-// can. Events nobody marked published get BeforePublish first.
+// can. Events nobody marked published get BeforePublish first. The events
+// already queued by Publish, the relay or Redis are taken first.
 func (b *Broker) catchUp(ctx context.Context, to int64) {
+	b.takeQueued()
 	after, _ := b.currentHead()
 	if len(b.seq.pending) > 0 {
 		to = max(to, b.seq.maxPend)
